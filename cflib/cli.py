@@ -1,0 +1,249 @@
+"""The ``cfpipe`` command: every stage ad hoc, and the whole pipeline, as Prefect flows."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from cflib import report
+from cflib.cliopts import config_options
+from cflib.config import (
+    EvaluateConfig,
+    IngestConfig,
+    PipelineConfig,
+    PublishConfig,
+    SynthConfig,
+    TrainConfig,
+)
+from cflib.errors import CfpipeError
+
+# Quiet TensorFlow's C++ start-up logs (a CUDA build logs cuInit errors on CPU machines).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+app = typer.Typer(
+    name="cfpipe",
+    help="Raw rating dumps -> trained, evaluated, published rating-prediction models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+synth_app = typer.Typer(help="Generate datasets with planted structure.", no_args_is_help=True)
+app.add_typer(synth_app, name="synth")
+
+DEMO_SYNTH = SynthConfig(movies=400, users=3_000, ratings=300_000, probe_fraction=0.05)
+
+
+def _echo_kv(title: str, rows: dict[str, Any]) -> None:
+    typer.echo(title)
+    width = max(len(k) for k in rows)
+    for key, value in rows.items():
+        typer.echo(f"  {key:<{width}}  {value}")
+
+
+@synth_app.command("netflix")
+@config_options(SynthConfig, param="cfg")
+def synth_netflix(
+    out: Path = typer.Argument(..., help="Directory to create (must not exist or be empty)."),
+    *,
+    cfg: SynthConfig,
+) -> None:
+    """Write a Netflix Prize-format directory with a planted model and truth.json."""
+    from cflib.synth import generate_netflix
+
+    truth = generate_netflix(out, cfg)
+    _echo_kv(
+        f"wrote {out}",
+        {
+            "ratings": f"{truth['n_ratings']:,}",
+            "probe": f"{truth['n_probe']:,}",
+            "qualifying": f"{truth['n_qualifying']:,}",
+            "oracle probe RMSE": f"{truth['oracle_rmse_probe']:.4f}",
+        },
+    )
+
+
+@app.command()
+@config_options(IngestConfig, param="cfg")
+def ingest(
+    source: Path = typer.Argument(..., help="Source directory (Netflix Prize layout)."),
+    out: Path = typer.Option(..., "--out", help="Dataset directory to write."),
+    *,
+    cfg: IngestConfig,
+) -> None:
+    """Parse a source directory into partitioned Parquet with dense ids and splits."""
+    from cflib.ingest.source import find_source
+    from flows.ingest import run_ingest
+    from flows.runtime import prefect_api
+
+    find_source(source, cfg.format)  # Fail fast, before any server or cluster starts.
+    with prefect_api():
+        result = run_ingest(str(source), str(out), cfg)
+    _print_ingest(result)
+
+
+def _print_ingest(result: dict[str, Any]) -> None:
+    if result.get("up_to_date"):
+        typer.echo(f"{result['out']} is up to date (fingerprint {result['fingerprint'][:12]})")
+        return
+    splits = result["splits"]
+    _echo_kv(
+        f"dataset {result['name']}",
+        {
+            "users": f"{result['n_users']:,}",
+            "items": f"{result['n_items']:,}",
+            **{f"{k} ratings": f"{v['rows']:,}" for k, v in splits.items()},
+        },
+    )
+
+
+@app.command()
+@config_options(TrainConfig, param="cfg")
+def train(
+    data: Path = typer.Argument(..., help="Dataset directory written by `cfpipe ingest`."),
+    out: Path = typer.Option(..., "--out", help="Run directory to create."),
+    run_id: str | None = typer.Option(None, "--run-id", help="Run id (default: time-based)."),
+    *,
+    cfg: TrainConfig,
+) -> None:
+    """Train a model on an ingested dataset (MirroredStrategy over local devices)."""
+    from cflib.dataset import load_manifest
+    from flows.runtime import prefect_api
+    from flows.train import train_flow
+
+    load_manifest(data)
+    with prefect_api():
+        summary = train_flow(str(data), str(out), cfg, run_id)
+    _echo_kv(
+        f"run {summary['run_id']} in {out}",
+        {
+            "model": summary["model"],
+            "epochs": summary["epochs_run"],
+            "validation RMSE": f"{summary['val_rmse']:.4f}",
+            "replicas": summary["replicas"],
+        },
+    )
+
+
+@app.command()
+@config_options(EvaluateConfig, param="cfg")
+def evaluate(
+    run: Path = typer.Argument(..., help="Run directory written by `cfpipe train`."),
+    *,
+    cfg: EvaluateConfig,
+) -> None:
+    """Score a run on the test split against the baselines; write metrics.json, report.md."""
+    from cflib import runs
+    from flows.evaluate_publish import evaluate_flow
+    from flows.runtime import prefect_api
+
+    runs.train_summary(run)
+    with prefect_api():
+        metrics = evaluate_flow(str(run), cfg)
+    typer.echo(report.format_table(metrics))
+    typer.echo(f"report: {run / 'report.md'}")
+
+
+@app.command()
+@config_options(PublishConfig, param="cfg")
+def publish(
+    run: Path = typer.Argument(..., help="Evaluated run directory."),
+    registry: Path = typer.Option(..., "--registry", help="Registry root directory."),
+    *,
+    cfg: PublishConfig,
+) -> None:
+    """Copy an evaluated run into the registry atomically and move `latest` to it."""
+    from cflib import runs
+    from flows.evaluate_publish import publish_flow
+    from flows.runtime import prefect_api
+
+    runs.metrics(run)
+    with prefect_api():
+        result = publish_flow(str(run), str(registry), cfg)
+    typer.echo(f"published {result['artifact']}")
+    if result["latest"]:
+        typer.echo(f"latest -> {result['latest']}")
+
+
+def _run_pipeline(source: Path, work: Path, cfg: PipelineConfig, registry: Path | None) -> None:
+    from cflib.ingest.source import find_source
+    from flows.pipeline import pipeline_flow
+    from flows.runtime import prefect_api
+
+    find_source(source, cfg.ingest.format)
+    with prefect_api():
+        result = pipeline_flow(
+            str(source), str(work), cfg, None if registry is None else str(registry)
+        )
+    typer.echo("")
+    typer.echo(report.format_table(result["metrics"]))
+    typer.echo("")
+    typer.echo(f"report:   {Path(result['run']) / 'report.md'}")
+    typer.echo(f"artifact: {result['published']['artifact']}")
+    if result["published"]["latest"]:
+        typer.echo(f"latest:   {result['published']['latest']}")
+
+
+_RUN_INGEST_OPTIONS = ("name", "validation_fraction", "dask_address", "n_workers", "force")
+
+
+@app.command()
+@config_options(IngestConfig, param="ingest_cfg", include=_RUN_INGEST_OPTIONS)
+@config_options(TrainConfig, param="train_cfg")
+def run(
+    source: Path = typer.Argument(..., help="Source directory (Netflix Prize layout)."),
+    out: Path = typer.Option(..., "--out", help="Work directory: data/, runs/, registry/."),
+    registry: Path | None = typer.Option(None, "--registry", help="Default: OUT/registry."),
+    *,
+    ingest_cfg: IngestConfig,
+    train_cfg: TrainConfig,
+) -> None:
+    """Ingest, train, evaluate and publish as one Prefect flow."""
+    _run_pipeline(source, out, PipelineConfig(ingest=ingest_cfg, train=train_cfg), registry)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo-work"), "--out", help="Work directory of the demo."),
+) -> None:
+    """Generate a small Netflix-format dataset and run the whole pipeline on it."""
+    from cflib.synth import generate_netflix
+
+    source = out / "source"
+    if not (source / "truth.json").is_file():
+        typer.echo(f"generating {DEMO_SYNTH.ratings:,} ratings in {source} ...")
+        generate_netflix(source, DEMO_SYNTH)
+    _run_pipeline(source, out, PipelineConfig(), None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI; user errors print one line and exit with status 2."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = app(args=argv, standalone_mode=False)
+    except CfpipeError as exc:
+        typer.echo(f"cfpipe: error: {exc}", err=True)
+        return 2
+    except typer.TyperException as exc:  # Option parsing: usage errors and --help.
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        if not message.strip():  # A group called with no command: help is already shown.
+            return 0
+        typer.echo(f"cfpipe: error: {message}", err=True)
+        return int(getattr(exc, "exit_code", 2))
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("cfpipe: interrupted", err=True)
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+def entrypoint() -> None:
+    """The console script."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entrypoint()

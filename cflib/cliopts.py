@@ -1,0 +1,78 @@
+"""CLI options derived from the pydantic stage configs, so the two never drift apart."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import typer
+from pydantic import BaseModel, ValidationError
+
+from cflib.errors import ConfigError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def option_name(field: str) -> str:
+    """``embedding_dim`` -> ``--embedding-dim``."""
+    return "--" + field.replace("_", "-")
+
+
+def config_error(exc: ValidationError, model: type[BaseModel]) -> ConfigError:
+    """The first validation error as one line naming the option and the value."""
+    err = exc.errors()[0]
+    field = str(err["loc"][0]) if err["loc"] else model.__name__
+    value = err.get("input")
+    shown = "" if isinstance(value, dict) else f" {value!r}"
+    return ConfigError(f"{option_name(field)}{shown}: {err['msg']}")
+
+
+def build(model: type[BaseModel], values: dict[str, Any]) -> Any:
+    """Validate ``values`` into ``model``, raising a one-line ConfigError."""
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        raise config_error(exc, model) from None
+
+
+def config_options(
+    model: type[BaseModel], *, param: str, include: Iterable[str] | None = None
+) -> Callable[[F], F]:
+    """Add one typer option per field of ``model`` to a command.
+
+    The command receives the validated config as keyword ``param``; each option has
+    the field's default and description as its help.
+    """
+    names = list(include) if include is not None else list(model.model_fields)
+
+    def decorate(fn: F) -> F:
+        sig = inspect.signature(fn, eval_str=True)
+        params = [p for p in sig.parameters.values() if p.name != param]
+        for name in names:
+            field = model.model_fields[name]
+            if field.annotation is bool:
+                decl = [f"{option_name(name)}/--no-{name.replace('_', '-')}"]
+            else:
+                decl = [option_name(name)]
+            option = typer.Option(field.default, *decl, help=field.description)
+            params.append(
+                inspect.Parameter(
+                    name,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=option,
+                    annotation=field.annotation,
+                )
+            )
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            values = {n: kwargs.pop(n) for n in names}
+            kwargs[param] = build(model, values)
+            return fn(*args, **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

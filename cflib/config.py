@@ -1,0 +1,103 @@
+"""Typed configuration: one frozen pydantic model per stage, nested in PipelineConfig.
+
+The CLI options, the Prefect flow parameters and the deployment parameters all derive
+from these models, and every artifact stores ``model_dump_json()`` of the one it used.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ModelName = Literal["dot", "biased-mf"]
+MODEL_NAMES: tuple[str, ...] = ("dot", "biased-mf")
+SourceFormat = Literal["auto", "netflix"]
+
+
+class _Stage(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SynthConfig(_Stage):
+    """A generated Netflix Prize-format dataset with planted structure."""
+
+    movies: int = Field(500, gt=0, le=100_000, description="Number of movies (files).")
+    users: int = Field(2_000, gt=0, le=2_649_429, description="Number of customers.")
+    ratings: int = Field(200_000, gt=0, description="Ratings in training_set, probe included.")
+    seed: int = Field(0, ge=0, description="Seed of every random draw.")
+    rank: int = Field(8, gt=0, le=256, description="Rank of the planted user/movie factors.")
+    noise: float = Field(0.8, ge=0, description="Std of the Gaussian noise before rounding.")
+    probe_fraction: float = Field(
+        0.014, gt=0, lt=1, description="Share of ratings also listed in probe.txt."
+    )
+    qualifying_fraction: float = Field(
+        0.028, ge=0, lt=1, description="Unrated pairs in qualifying.txt, as a share of ratings."
+    )
+
+
+class IngestConfig(_Stage):
+    """Parsing a source directory into the partitioned Parquet dataset."""
+
+    format: SourceFormat = Field("auto", description="Source format; 'auto' detects it.")
+    name: str | None = Field(
+        None, min_length=1, description="Dataset name in the registry (default: source dir name)."
+    )
+    validation_fraction: float = Field(
+        0.05, gt=0, lt=1, description="Share of the training ratings held out for validation."
+    )
+    test_fraction: float = Field(
+        0.1, gt=0, lt=1, description="Share held out for test when the source has no probe set."
+    )
+    seed: int = Field(0, ge=0, description="Seed of the hash that assigns splits.")
+    files_per_task: int = Field(
+        200, gt=0, description="Source files parsed per Dask task (per-task overhead is ~10 ms)."
+    )
+    bucket_rows: int = Field(
+        2_000_000,
+        gt=0,
+        description="Target rows per train Parquet part; rows are shuffled across parts.",
+    )
+    dask_address: str | None = Field(
+        None, description="tcp://HOST:PORT of an existing Dask scheduler (default: LocalCluster)."
+    )
+    n_workers: int = Field(2, gt=0, le=256, description="LocalCluster worker processes.")
+    force: bool = Field(False, description="Rebuild even if the output matches the inputs.")
+
+
+class TrainConfig(_Stage):
+    """Training one model on an ingested dataset."""
+
+    model: ModelName = Field("biased-mf", description="Model architecture.")
+    embedding_dim: int = Field(32, gt=0, le=4096, description="Embedding size.")
+    l2: float = Field(1e-6, ge=0, description="L2 penalty per embedding row in the batch.")
+    learning_rate: float = Field(0.005, gt=0, le=10, description="Optimizer learning rate.")
+    batch_size: int = Field(4096, gt=0, le=1 << 22, description="Global batch size.")
+    epochs: int = Field(20, gt=0, le=10_000, description="Maximum number of epochs.")
+    patience: int = Field(2, ge=0, description="Epochs without validation improvement to stop.")
+    seed: int = Field(0, ge=0, description="Seed of initialization and shuffling.")
+    replicas: int = Field(
+        1, gt=0, le=64, description="CPU logical devices for MirroredStrategy when no GPU."
+    )
+
+
+class EvaluateConfig(_Stage):
+    """Metrics and baselines on the test split."""
+
+    seed: int = Field(0, ge=0, description="Seed of the random baseline.")
+    batch_size: int = Field(65_536, gt=0, description="Rows scored per batch.")
+
+
+class PublishConfig(_Stage):
+    """Publishing a run into the model registry."""
+
+    promote: bool = Field(True, description="Point `latest` at the published run.")
+
+
+class PipelineConfig(_Stage):
+    """The whole pipeline: ingest, train, evaluate, publish."""
+
+    ingest: IngestConfig = IngestConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    publish: PublishConfig = PublishConfig()

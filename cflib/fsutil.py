@@ -1,0 +1,78 @@
+"""Filesystem helpers: atomic directory publication and content checksums."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from cflib.errors import ConfigError
+
+
+def staging_dir(final: Path, tag: str = "tmp") -> Path:
+    """A fresh hidden directory next to ``final`` (same filesystem, so rename is atomic)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    path = final.parent / f".{final.name}.{tag}-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    return path
+
+
+def publish_dir(staged: Path, final: Path) -> None:
+    """Move a completed staging directory to ``final``, replacing what was there.
+
+    The old directory is first renamed aside, so readers see the old tree or the new
+    one, never a partial one; it is deleted only after the new one is in place.
+    """
+    final = Path(final)
+    old: Path | None = None
+    if final.exists() or final.is_symlink():
+        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(final, old)
+    try:
+        os.rename(staged, final)
+    except BaseException:
+        if old is not None:
+            os.rename(old, final)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path, *, overwrite: bool = False, what: str = "--out") -> Iterator[Path]:
+    """Yield a staging directory that becomes ``final`` only if the block completes.
+
+    Args:
+        final: the directory to create.
+        overwrite: replace an existing non-empty ``final``; otherwise refuse it.
+        what: the option that named ``final``, for the error message.
+
+    Raises:
+        ConfigError: ``final`` exists, is not empty and ``overwrite`` is false.
+    """
+    final = Path(final)
+    if final.exists() and not final.is_dir():
+        raise ConfigError(f"{what} {final}: exists and is not a directory")
+    if not overwrite and final.is_dir() and any(final.iterdir()):
+        raise ConfigError(f"{what} {final}: already exists and is not empty")
+    staged = staging_dir(final)
+    try:
+        yield staged
+        publish_dir(staged, final)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

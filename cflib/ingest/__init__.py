@@ -1,0 +1,1 @@
+"""Source files -> Dask-parallel shards -> dense id maps -> splits -> partitioned Parquet."""

@@ -1,0 +1,66 @@
+"""Run directories: their ids and the files the stages leave in them."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cflib import schema
+from cflib.errors import DatasetError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id such as ``20261123T212233Z-3fa2c1``."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def check_name(value: str, what: str) -> str:
+    """Accept a single safe path component (run id, dataset or model name).
+
+    Raises:
+        DatasetError: ``value`` is empty, has a separator, or starts with a dot.
+    """
+    if not _NAME.match(value):
+        raise DatasetError(
+            f"{what} {value!r}: must be letters, digits, '.', '_' or '-' and not start with "
+            "'.' (it becomes a directory name)"
+        )
+    return value
+
+
+def read_json(path: Path, hint: str) -> dict[str, Any]:
+    """Load a JSON file that a previous stage wrote, or say which stage to run."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: missing; {hint}")
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise DatasetError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: expected a JSON object")
+    return data
+
+
+def train_summary(run: Path) -> dict[str, Any]:
+    """``RUN/train.json``, written by ``cfpipe train``."""
+    if not run.is_dir():
+        raise DatasetError(f"{run}: run directory does not exist")
+    return read_json(run / schema.TRAIN_SUMMARY_FILE, f"is {run} the --out of `cfpipe train`?")
+
+
+def metrics(run: Path) -> dict[str, Any]:
+    """``RUN/metrics.json``, written by ``cfpipe evaluate``."""
+    return read_json(run / schema.METRICS_FILE, f"run `cfpipe evaluate {run}` first")
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON through a temporary file, so readers never see half of it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,90 @@
+"""Canonical columns, dtypes and file names shared by every stage."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+#: What a source reader returns: one row per rating, ids as they appear in the source.
+RAW_RATINGS = pa.schema(
+    [
+        pa.field("raw_user", pa.int64(), nullable=False),
+        pa.field("raw_item", pa.int64(), nullable=False),
+        pa.field("rating", pa.float32(), nullable=False),
+        pa.field("date", pa.date32(), nullable=False),
+    ]
+)
+
+#: What ingest writes under ``ratings/split=<split>/``: dense indices first.
+RATINGS = pa.schema(
+    [
+        pa.field("user", pa.int32(), nullable=False),
+        pa.field("item", pa.int32(), nullable=False),
+        pa.field("rating", pa.float32(), nullable=False),
+        pa.field("date", pa.date32(), nullable=False),
+        pa.field("raw_user", pa.int64(), nullable=False),
+        pa.field("raw_item", pa.int64(), nullable=False),
+    ]
+)
+
+#: Pairs without a rating (Netflix probe.txt, before the ratings are joined in).
+RAW_PAIRS = pa.schema(
+    [
+        pa.field("raw_item", pa.int64(), nullable=False),
+        pa.field("raw_user", pa.int64(), nullable=False),
+    ]
+)
+
+#: Netflix qualifying.txt: pairs to predict, with the rating date.
+RAW_QUALIFYING = pa.schema(
+    [
+        pa.field("raw_item", pa.int64(), nullable=False),
+        pa.field("raw_user", pa.int64(), nullable=False),
+        pa.field("date", pa.date32(), nullable=False),
+    ]
+)
+
+#: Item side table; ``year`` is null where the source says NULL.
+RAW_ITEMS = pa.schema(
+    [
+        pa.field("raw_item", pa.int64(), nullable=False),
+        pa.field("year", pa.int16(), nullable=True),
+        pa.field("title", pa.string(), nullable=False),
+    ]
+)
+
+#: Dense index -> raw id maps, written once per dataset; row i holds index i.
+USER_MAP = pa.schema([pa.field("raw_user", pa.int64(), nullable=False)])
+ITEM_MAP = pa.schema(
+    [
+        pa.field("raw_item", pa.int64(), nullable=False),
+        pa.field("year", pa.int16(), nullable=True),
+        pa.field("title", pa.string(), nullable=True),
+    ]
+)
+
+SPLITS = ("train", "validation", "test")
+
+# Dataset directory layout.
+MANIFEST_FILE = "_manifest.json"
+RATINGS_DIR = "ratings"
+USER_MAP_FILE = "user_map.parquet"
+ITEM_MAP_FILE = "item_map.parquet"
+QUALIFYING_FILE = "qualifying.parquet"
+
+# Run directory layout.
+MODEL_FILE = "model.keras"
+TRAIN_SUMMARY_FILE = "train.json"
+HISTORY_FILE = "history.json"
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.md"
+CONFIG_FILE = "config.json"
+
+RATING_MIN = 1.0
+RATING_MAX = 5.0
+
+
+def split_dir(split: str) -> str:
+    """Relative directory of one split's Parquet parts (hive-style partition)."""
+    if split not in SPLITS:
+        raise ValueError(f"`split` should be one of {SPLITS}. Received: `split` = {split!r}.")
+    return f"{RATINGS_DIR}/split={split}"

@@ -1,0 +1,149 @@
+"""Ingest on tiny hand-written Netflix directories, without Prefect or Dask."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from cflib import schema
+from cflib.config import IngestConfig
+from cflib.dataset import load_manifest
+from cflib.errors import DataFormatError, SourceError
+from cflib.ingest.local import ingest_local
+from tests.conftest import MOVIES, PROBE, write_netflix
+
+N_RATINGS = sum(len(v) for v in MOVIES.values())
+
+
+def _ratings(out: Path) -> dict[str, dict[tuple[int, int], float]]:
+    table = ds.dataset(out / schema.RATINGS_DIR, partitioning="hive").to_table()
+    result: dict[str, dict[tuple[int, int], float]] = {s: {} for s in schema.SPLITS}
+    for row in table.to_pylist():
+        result[row["split"]][(row["raw_item"], row["raw_user"])] = row["rating"]
+    return result
+
+
+def test_ingest_netflix_counts_ids_and_splits(netflix_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    manifest = ingest_local(netflix_dir, out, IngestConfig(validation_fraction=0.3))
+    assert manifest["n_users"] == 6 and manifest["n_items"] == 3
+    rows = {k: v["rows"] for k, v in manifest["splits"].items()}
+    assert sum(rows.values()) == N_RATINGS
+    assert rows["test"] == sum(len(v) for v in PROBE.values())
+
+    by_split = _ratings(out)
+    assert set(by_split["test"]) == {(m, u) for m, us in PROBE.items() for u in us}
+    assert by_split["test"][(3, 60)] == 2.0
+    assert (
+        len(by_split["train"]) == rows["train"]
+        and len(by_split["validation"]) == rows["validation"]
+    )
+
+    users = pq.read_table(out / schema.USER_MAP_FILE).column("raw_user").to_pylist()
+    assert users == [10, 20, 30, 40, 50, 60]
+    items = pq.read_table(out / schema.ITEM_MAP_FILE).to_pylist()
+    assert [i["raw_item"] for i in items] == [1, 2, 3]
+    assert items[1] == {"raw_item": 2, "year": None, "title": "Isle of Man TT, 2004 Review"}
+    assert items[2]["title"] == "Caf\xe9 Noir"
+
+    table = ds.dataset(out / schema.RATINGS_DIR, partitioning="hive").to_table()
+    for u, raw in zip(table["user"].to_pylist(), table["raw_user"].to_pylist(), strict=True):
+        assert users[u] == raw
+    qualifying = pq.read_table(out / schema.QUALIFYING_FILE).to_pylist()
+    assert [(q["raw_item"], q["raw_user"], q["user"]) for q in qualifying] == [
+        (2, 20, 1),
+        (2, 60, 5),
+        (3, 10, 0),
+    ]
+    loaded = load_manifest(out)
+    assert loaded.global_mean == pytest.approx(
+        loaded.splits["train"].rating_sum / loaded.splits["train"].rows
+    )
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_rerun_is_a_no_op_and_force_rebuilds(netflix_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    first = ingest_local(netflix_dir, out, IngestConfig())
+    created = json.loads((out / schema.MANIFEST_FILE).read_text())["created_at"]
+    again = ingest_local(netflix_dir, out, IngestConfig())
+    assert again == {
+        "up_to_date": True,
+        "out": str(out.resolve()),
+        "fingerprint": first["fingerprint"],
+    }
+    assert json.loads((out / schema.MANIFEST_FILE).read_text())["created_at"] == created
+    rebuilt = ingest_local(netflix_dir, out, IngestConfig(force=True))
+    assert rebuilt["splits"] == first["splits"]
+    changed = ingest_local(netflix_dir, out, IngestConfig(seed=1))
+    assert changed["fingerprint"] != first["fingerprint"]
+
+
+def test_output_does_not_depend_on_shard_size(netflix_dir: Path, tmp_path: Path) -> None:
+    one = tmp_path / "one"
+    many = tmp_path / "many"
+    ingest_local(netflix_dir, one, IngestConfig(files_per_task=1, bucket_rows=3))
+    ingest_local(netflix_dir, many, IngestConfig(files_per_task=100, bucket_rows=3))
+    names = sorted(p.relative_to(one) for p in one.rglob("*.parquet"))
+    assert names == sorted(p.relative_to(many) for p in many.rglob("*.parquet"))
+    assert len([n for n in names if "split=train" in str(n)]) > 1
+    for name in names:
+        assert (one / name).read_bytes() == (many / name).read_bytes(), name
+
+
+def test_train_parts_are_shuffled_across_movies(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    movies = {
+        m: [
+            f"{u},{rng.integers(1, 6)},2005-01-01" for u in rng.choice(5000, 200, replace=False) + 1
+        ]
+        for m in range(1, 21)
+    }
+    src = write_netflix(tmp_path / "src", movies, extras=False)
+    ingest_local(src, tmp_path / "data", IngestConfig(bucket_rows=1000))
+    part = pq.read_table(tmp_path / "data" / schema.split_dir("train") / "part-00000.parquet")
+    first = part.column("raw_item").to_numpy()[:200]
+    assert len(np.unique(first)) > 10  # Not one movie after another, as in the source files.
+
+
+def test_malformed_line_names_file_and_line_and_leaves_nothing(tmp_path: Path) -> None:
+    movies = {**MOVIES, 2: ["10,4,2003-01-01", "30,9,2004-02-02"]}
+    src = write_netflix(tmp_path / "src", movies)
+    out = tmp_path / "data"
+    with pytest.raises(DataFormatError) as err:
+        ingest_local(src, out, IngestConfig())
+    assert err.value.path.endswith("mv_0000002.txt") and err.value.lineno == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_failed_rebuild_keeps_previous_dataset(netflix_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    ingest_local(netflix_dir, out, IngestConfig())
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    bad = netflix_dir / "training_set" / "mv_0000003.txt"
+    bad.write_text(bad.read_text() + "70,3\n")
+    with pytest.raises(DataFormatError):
+        ingest_local(netflix_dir, out, IngestConfig())
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "netflix"]
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda p: None, "does not exist"),
+        (lambda p: p.mkdir(), "is empty"),
+        (lambda p: (p.mkdir(), (p / "u.txt").write_text("x")), "no known source format"),
+    ],
+)
+def test_bad_source_directories(tmp_path: Path, setup, message: str) -> None:  # type: ignore[no-untyped-def]
+    src = tmp_path / "src"
+    setup(src)
+    with pytest.raises(SourceError, match=message):
+        ingest_local(src, tmp_path / "data", IngestConfig())
+    assert not (tmp_path / "data").exists()
