@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pyarrow as pa
@@ -60,49 +61,35 @@ _PROBE_PA = r"^[0-9]+$"
 _QUALIFYING_PA = r"^[0-9]+,[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 _TITLE_PA = r"^(?P<id>[0-9]+),(?P<year>[0-9]{4}|NULL),(?P<title>.+)$"
 
-_CSV_PARSE = pacsv.ParseOptions(
-    delimiter=",",
-    quote_char=False,
-    double_quote=False,
-    escape_char=False,
-    newlines_in_values=False,
-    ignore_empty_lines=True,
-)
+_CSV_PARSE = pacsv.ParseOptions(quote_char=False, escape_char=False, ignore_empty_lines=True)
 _CSV_CONVERT = pacsv.ConvertOptions(
     column_types={"raw_user": pa.int64(), "rating": pa.int8(), "date": pa.date32()},
     null_values=[],
-    strings_can_be_null=False,
     check_utf8=False,
 )
 # Large blocks parse ~2x faster than the 1 MiB default on shard-sized buffers.
 _CSV_BLOCK = 1 << 24
 
-
 # --- field checkers: each returns None when the field is valid, else a short reason -------
 
 
-def _check_id(what: str) -> Callable[[str], str | None]:
+def _check_int(what: str, hi: int) -> Callable[[str], str | None]:
+    """A checker for a plain ASCII integer in 1..hi."""
+    span = "a positive integer" if hi == _INT64_MAX else f"an integer in 1..{hi}"
+
     def check(field: str) -> str | None:
-        if _ID_RE.fullmatch(field) and 1 <= int(field) <= _INT64_MAX:
-            return None
-        return f"{what} {field!r} is not a positive integer"
+        ok = _ID_RE.fullmatch(field) is not None and 1 <= int(field) <= hi
+        return None if ok else f"{what} {field!r} is not {span}"
 
     return check
 
 
-def _check_rating(field: str) -> str | None:
-    if _ID_RE.fullmatch(field) and 1 <= int(field) <= 5:
-        return None
-    return f"rating {field!r} is not an integer in 1..5"
-
-
 def _check_date(field: str) -> str | None:
-    if _DATE_RE.fullmatch(field):
-        try:
-            dt.date.fromisoformat(field)
+    try:
+        if _DATE_RE.fullmatch(field) and dt.date.fromisoformat(field):
             return None
-        except ValueError:
-            pass
+    except ValueError:
+        pass
     return f"bad date {field!r}"
 
 
@@ -114,18 +101,19 @@ def _check_title(field: str) -> str | None:
     return None if field else "empty title"
 
 
-_check_customer = _check_id("customer id")
+_check_customer = _check_int("customer id", _INT64_MAX)
 
 
-def _header_id(line: str) -> tuple[int | None, str]:
+def _header_id(line: str, *, first: bool = False) -> tuple[int | None, str]:
     """The movie id of a ``MovieID:`` line, or None and the reason it is not one."""
     digits = line[:-1]
     if not line.endswith(":") or not _ID_RE.fullmatch(digits):
-        return None, f"expected 'MovieID:', got {line!r}"
-    value = int(digits)
-    if not 1 <= value <= _INT64_MAX:
+        return None, (
+            "first line should be" if first else "expected"
+        ) + f" 'MovieID:', got {line!r}"
+    if not 1 <= int(digits) <= _INT64_MAX:
         return None, f"movie id {digits!r} is not a positive integer"
-    return value, ""
+    return int(digits), ""
 
 
 # --- the shared line scanner ---------------------------------------------------------------
@@ -141,21 +129,25 @@ class _Layout:
     split_all: bool = True  # False: split on the first len(fields) - 1 commas only
 
 
-_TRAINING = _Layout("CustomerID,Rating,Date", (_check_customer, _check_rating, _check_date), "first")
+_TRAINING = _Layout(
+    "CustomerID,Rating,Date", (_check_customer, _check_int("rating", 5), _check_date), "first"
+)
 _PROBE = _Layout("CustomerID", (_check_customer,), "blocks")
 _QUALIFYING = _Layout("CustomerID,Date", (_check_customer, _check_date), "blocks")
 _TITLES = _Layout(
-    "MovieID,Year,Title", (_check_id("movie id"), _check_year, _check_title), "none", False
+    "MovieID,Year,Title",
+    (_check_int("movie id", _INT64_MAX), _check_year, _check_title),
+    "none",
+    False,
 )
 
 
 def _line_error(line: str, lineno: int, layout: _Layout, seen_header: bool) -> str | None:
     """Why one non-blank line is malformed, or None."""
-    if layout.headers == "first" and lineno == 1:
-        movie, reason = _header_id(line)
-        return None if movie is not None else f"first line should be 'MovieID:', got {line!r}"
-    if layout.headers == "blocks" and line.endswith(":"):
-        return _header_id(line)[1] or None
+    if (layout.headers == "first" and lineno == 1) or (
+        layout.headers == "blocks" and line.endswith(":")
+    ):
+        return _header_id(line, first=lineno == 1 and layout.headers == "first")[1] or None
     if layout.headers == "first" and line.endswith(":"):
         return f"unexpected header {line!r}: a training file holds one movie"
     if layout.headers == "blocks" and not seen_header:
@@ -171,7 +163,7 @@ def _line_error(line: str, lineno: int, layout: _Layout, seen_header: bool) -> s
     return None
 
 
-def _scan(path: Path, text: str, layout: _Layout) -> tuple[int, str] | None:
+def _scan(text: str, layout: _Layout) -> tuple[int, str] | None:
     """Line number and reason of the first malformed line of ``text``, or None."""
     if not text:
         return (1, "empty file") if layout.headers == "first" else None
@@ -188,12 +180,13 @@ def _scan(path: Path, text: str, layout: _Layout) -> tuple[int, str] | None:
     return None
 
 
-def _raise_first_error(path: Path, text: str, layout: _Layout, fallback: str) -> None:
-    found = _scan(path, text, layout)
+def _raise_first_error(path: Path, text: str, layout: _Layout) -> NoReturn:
+    """Raise the first malformed line of a file the vectorized path refused."""
+    found = _scan(text, layout)
     if found is not None:
         raise DataFormatError(path, *found)
     # The vectorized path refused something the line rules accept: a bug, but say where.
-    raise DataFormatError(path, None, fallback)
+    raise DataFormatError(path, None, "pyarrow refused this file but no line breaks the rules")
 
 
 # --- training_set ----------------------------------------------------------------------------
@@ -228,9 +221,9 @@ def _training_header(path: Path, data: bytes) -> tuple[int, int]:
     end = len(data) if newline < 0 else newline
     line = data[:end].decode("latin-1")
     line = line[:-1] if line.endswith("\r") else line
-    movie, _ = _header_id(line)
+    movie, reason = _header_id(line, first=True)
     if movie is None:
-        raise DataFormatError(path, 1, f"first line should be 'MovieID:', got {line!r}")
+        raise DataFormatError(path, 1, reason)
     named = _TRAINING_NAME.fullmatch(path.name)
     if named is not None and int(named.group(1)) != movie:
         raise DataFormatError(path, 1, f"movie id {movie} does not match file name {path.name}")
@@ -286,7 +279,6 @@ def read_training_files(paths: Sequence[Path]) -> pa.Table:
             counts[i] -= _blank_lines(_folded_body(path))
     if table is None or table.num_rows != counts.sum():
         _scan_training(paths, range(len(paths)))
-        raise AssertionError("unreachable: _scan_training raises")
     users = table.column("raw_user").to_numpy()
     ratings = table.column("rating").to_numpy()
     dates = table.column("date").combine_chunks()
@@ -308,6 +300,10 @@ def read_training_files(paths: Sequence[Path]) -> pa.Table:
 
 def _parse_bodies(buf: bytes) -> pa.Table | None:
     """One pyarrow parse of concatenated bodies, or None when they break the rules."""
+    if not buf:
+        return pa.table(
+            {name: pa.array([], typ) for name, typ in _CSV_CONVERT.column_types.items()}
+        )
     if buf.translate(None, _TRAINING_BYTES):
         return None
     try:
@@ -332,15 +328,140 @@ def _folded_body(path: Path) -> bytes:
     return body if not body or body.endswith(b"\n") else body + b"\n"
 
 
-def _scan_training(paths: Sequence[Path], which: Sequence[int]) -> None:
+def _scan_training(paths: Sequence[Path], which: Sequence[int]) -> NoReturn:
     """Raise the first line error among ``paths[i]`` for i in ``which``."""
     for i in which:
         text = paths[i].read_bytes().decode("latin-1")
-        found = _scan(paths[i], text, _TRAINING)
+        found = _scan(text, _TRAINING)
         if found is not None:
             raise DataFormatError(paths[i], *found)
     raise DataFormatError(
         paths[which[0]],
         None,
         "pyarrow refused these rating files but no line breaks the format rules",
+    )
+
+
+# --- probe, qualifying, movie titles -----------------------------------------------------
+
+
+def _read_lines(path: Path, encoding: str) -> tuple[str, pa.Array]:
+    """A file's text with CRLF folded to LF, and its lines as one string array."""
+    data = path.read_bytes().replace(b"\r\n", b"\n")
+    text = data.removesuffix(b"\r").decode(encoding)
+    return text, pc.list_flatten(pc.split_pattern(pa.array([text], pa.large_string()), "\n"))
+
+
+def _np(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(array.to_numpy(zero_copy_only=False))
+
+
+def _cast(array: pa.Array, to: pa.DataType, path: Path, text: str, layout: _Layout) -> pa.Array:
+    """Cast strings the regex already vetted; overflow and bad dates go to the line scan."""
+    try:
+        return pc.cast(array, to)
+    except pa.ArrowInvalid:
+        _raise_first_error(path, text, layout)
+
+
+def _read_blocks(path: Path, layout: _Layout, data_re: str) -> tuple[str, np.ndarray, pa.Array]:
+    """Text, movie id of each data line and the data lines of a ``MovieID:`` block file."""
+    text, lines = _read_lines(path, "latin-1")
+    nonblank = _np(pc.binary_length(lines)) > 0
+    header = nonblank & _np(pc.ends_with(lines, ":"))
+    ok = np.where(
+        header,
+        _np(pc.match_substring_regex(lines, _HEADER_PA)),
+        _np(pc.match_substring_regex(lines, data_re)),
+    )
+    hpos, dpos = np.flatnonzero(header), np.flatnonzero(nonblank & ~header)
+    if not ok[nonblank].all() or (dpos.size and (not hpos.size or dpos[0] < hpos[0])):
+        _raise_first_error(path, text, layout)
+    ids = _np(
+        _cast(pc.utf8_slice_codeunits(lines.take(hpos), 0, -1), pa.int64(), path, text, layout)
+    )
+    if (ids < 1).any():
+        _raise_first_error(path, text, layout)
+    return text, ids[np.searchsorted(hpos, dpos) - 1], lines.take(dpos)
+
+
+def read_probe(path: Path) -> pa.Table:
+    """Parse ``probe.txt``: blocks of ``MovieID:`` then one ``CustomerID`` per line.
+
+    Args:
+        path: the probe file.
+
+    Returns:
+        A table with schema ``RAW_PAIRS``, in file order.
+
+    Raises:
+        DataFormatError: a malformed line, or a customer line before any header.
+    """
+    path = Path(path)
+    text, movies, lines = _read_blocks(path, _PROBE, _PROBE_PA)
+    users = _np(_cast(lines, pa.int64(), path, text, _PROBE))
+    if (users < 1).any():
+        _raise_first_error(path, text, _PROBE)
+    return pa.Table.from_arrays([pa.array(movies), pa.array(users)], schema=RAW_PAIRS)
+
+
+def read_qualifying(path: Path) -> pa.Table:
+    """Parse ``qualifying.txt``: blocks of ``MovieID:`` then ``CustomerID,YYYY-MM-DD`` lines.
+
+    Args:
+        path: the qualifying file.
+
+    Returns:
+        A table with schema ``RAW_QUALIFYING``, in file order (the order submissions use).
+
+    Raises:
+        DataFormatError: a malformed line, or a customer line before any header.
+    """
+    path = Path(path)
+    text, movies, lines = _read_blocks(path, _QUALIFYING, _QUALIFYING_PA)
+    # The regex fixed the shape: the date is the last 10 characters, after one comma.
+    users = _np(_cast(pc.utf8_slice_codeunits(lines, 0, -11), pa.int64(), path, text, _QUALIFYING))
+    dates = _cast(pc.utf8_slice_codeunits(lines, -10), pa.date32(), path, text, _QUALIFYING)
+    if ((users < 1) | (_np(dates.cast(pa.int32())) < _MIN_DAY)).any():
+        _raise_first_error(path, text, _QUALIFYING)
+    return pa.Table.from_arrays([pa.array(movies), pa.array(users), dates], schema=RAW_QUALIFYING)
+
+
+def read_movie_titles(path: Path) -> pa.Table:
+    """Parse ``movie_titles.txt`` (ISO-8859-1): ``MovieID,Year,Title`` lines.
+
+    The title is everything after the second comma, so it may hold commas; a year of
+    ``NULL`` becomes null. Each movie id may appear once.
+
+    Args:
+        path: the titles file.
+
+    Returns:
+        A table with schema ``RAW_ITEMS``, in file order.
+
+    Raises:
+        DataFormatError: a malformed line, or a movie id listed twice.
+    """
+    path = Path(path)
+    text, lines = _read_lines(path, TITLES_ENCODING)
+    pos = np.flatnonzero(_np(pc.binary_length(lines)) > 0)
+    parts = pc.extract_regex(lines.take(pos), _TITLE_PA)
+    if parts.null_count:
+        _raise_first_error(path, text, _TITLES)
+    ids = _np(_cast(parts.field("id"), pa.int64(), path, text, _TITLES))
+    if (ids < 1).any():
+        _raise_first_error(path, text, _TITLES)
+    order = np.argsort(ids, kind="stable")
+    repeats = order[1:][ids[order][1:] == ids[order][:-1]]
+    if repeats.size:
+        second = int(repeats.min())
+        first = int(np.flatnonzero(ids == ids[second])[0])
+        raise DataFormatError(
+            path, int(pos[second]) + 1, f"movie id {ids[second]} already on line {pos[first] + 1}"
+        )
+    year = parts.field("year")
+    year = pc.if_else(pc.equal(year, "NULL"), pa.scalar(None, year.type), year)
+    return pa.Table.from_arrays(
+        [pa.array(ids), pc.cast(year, pa.int16()), pc.cast(parts.field("title"), pa.string())],
+        schema=RAW_ITEMS,
     )
