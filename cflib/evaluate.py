@@ -83,6 +83,8 @@ class Baselines:
         item_n = np.zeros(manifest.n_items)
         counts: dict[float, int] = {}
         for b in iter_columns(paths, cols, batch_size):
+            # float64: a Python float does not promote float32 arrays under NumPy 2.
+            b["rating"] = b["rating"].astype(np.float64)
             item_sum += np.bincount(b["item"], b["rating"] - self.mu, manifest.n_items)
             item_n += np.bincount(b["item"], minlength=manifest.n_items)
             values, n = np.unique(b["rating"], return_counts=True)
@@ -92,7 +94,7 @@ class Baselines:
         user_sum = np.zeros(manifest.n_users)
         user_n = np.zeros(manifest.n_users)
         for b in iter_columns(paths, cols, batch_size):
-            resid = b["rating"] - self.mu - self.item_bias[b["item"]]
+            resid = b["rating"].astype(np.float64) - self.mu - self.item_bias[b["item"]]
             user_sum += np.bincount(b["user"], resid, manifest.n_users)
             user_n += np.bincount(b["user"], minlength=manifest.n_users)
         self.user_bias = user_sum / (user_n + USER_DAMPING)

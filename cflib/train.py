@@ -174,6 +174,7 @@ def train(
             validation_data=val_ds,
             epochs=cfg.epochs,
             callbacks=[timer, stopper],
+            shuffle=False,  # make_dataset shuffles; Keras cannot shuffle a tf.data.Dataset
             verbose=1 if sys.stdout.isatty() else 0,
         )
         seconds = time.perf_counter() - start
@@ -198,7 +199,7 @@ def train(
             "ratings_per_second": rows_per_epoch * len(val) / max(sum(timer.train_seconds), 1e-9),
             "strategy": type(strategy).__name__,
             "replicas": replicas,
-            "devices": list(strategy.extended.worker_devices),
+            "devices": _devices(strategy),
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
         }
@@ -228,6 +229,14 @@ def load_model(path: Path) -> keras.Model:
     if not path.is_file():
         raise DatasetError(f"{path}: no saved model; is it the --out of `cfpipe train`?")
     return keras.saving.load_model(path, safe_mode=True)
+
+
+def _devices(strategy: tf.distribute.Strategy) -> list[str]:
+    """Names of the devices the replicas run on."""
+    if strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy():
+        # The default strategy runs on the first logical device (CPU:0 without GPUs).
+        return [tf.config.list_logical_devices()[0].name]
+    return list(strategy.extended.worker_devices)
 
 
 class EpochLogger(keras.callbacks.Callback):

@@ -13,7 +13,7 @@ from flows.runtime import dask_task_runner
 from tasks import ingest as t
 
 
-@flow(name="ingest", task_runner=DaskTaskRunner(), log_prints=True)
+@flow(name="ingest", task_runner=DaskTaskRunner(), log_prints=True)  # type: ignore[arg-type]
 def ingest_flow(source: str, out: str, config: IngestConfig | None = None) -> dict[str, Any]:
     """Ingest a source directory into a partitioned Parquet dataset at ``out``."""
     config = config or IngestConfig()

@@ -6,8 +6,10 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
+from typing import Any, cast
 
 from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+from prefect.task_runners import TaskRunner
 from prefect_dask import DaskTaskRunner
 
 from cflib.config import IngestConfig
@@ -51,16 +53,18 @@ def prefect_api() -> Iterator[str]:
             os.environ["PREFECT_API_URL"] = previous
 
 
-def dask_task_runner(cfg: IngestConfig) -> DaskTaskRunner:
+def dask_task_runner(cfg: IngestConfig) -> TaskRunner[Any]:
     """A DaskTaskRunner on an existing scheduler (``dask_address``) or a LocalCluster.
 
     LocalCluster workers are processes with one thread each: the parsing is CPU-bound
     and the per-worker memory stays easy to bound.
     """
+    # cast: prefect-dask's runner is a TaskRunner of its own future type, which mypy
+    # does not accept where Prefect's Flow expects TaskRunner[PrefectFuture].
     if cfg.dask_address:
-        return DaskTaskRunner(address=cfg.dask_address)
+        return cast("TaskRunner[Any]", DaskTaskRunner(address=cfg.dask_address))
     env = {"PREFECT_API_URL": url} if (url := api_url()) else {}
-    return DaskTaskRunner(
+    runner = DaskTaskRunner(
         cluster_kwargs={
             "n_workers": cfg.n_workers,
             "threads_per_worker": 1,
@@ -69,3 +73,4 @@ def dask_task_runner(cfg: IngestConfig) -> DaskTaskRunner:
             "env": env,
         }
     )
+    return cast("TaskRunner[Any]", runner)

@@ -10,8 +10,6 @@ from cflib.config import IngestConfig
 from cflib.ingest import steps
 from tasks._retry import IO_RETRIES, IO_RETRY_DELAY_S, retry_on_io
 
-_IO = {"retries": IO_RETRIES, "retry_delay_seconds": IO_RETRY_DELAY_S}
-
 
 @task(name="plan-ingest")
 def plan_ingest(source: str, out: str, config: IngestConfig) -> dict[str, Any]:
@@ -39,13 +37,23 @@ def plan_ingest(source: str, out: str, config: IngestConfig) -> dict[str, Any]:
     }
 
 
-@task(name="parse-shard", retry_condition_fn=retry_on_io, **_IO)
+@task(
+    name="parse-shard",
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAY_S,
+    retry_condition_fn=retry_on_io,
+)
 def parse_shard(stage: str, index: int) -> dict[str, Any]:
     """Parse one shard of rating files to Parquet with raw ids."""
     return steps.parse_shard(stage, index)
 
 
-@task(name="build-id-maps", retry_condition_fn=retry_on_io, **_IO)
+@task(
+    name="build-id-maps",
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAY_S,
+    retry_condition_fn=retry_on_io,
+)
 def build_id_maps(stage: str, parsed: list[dict[str, Any]]) -> dict[str, Any]:
     """Dense user and item indices, probe keys and the qualifying table."""
     ids = steps.build_id_maps(stage, parsed)
@@ -55,13 +63,23 @@ def build_id_maps(stage: str, parsed: list[dict[str, Any]]) -> dict[str, Any]:
     return ids
 
 
-@task(name="split-shard", retry_condition_fn=retry_on_io, **_IO)
+@task(
+    name="split-shard",
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAY_S,
+    retry_condition_fn=retry_on_io,
+)
 def split_shard(stage: str, index: int, ids: dict[str, Any]) -> dict[str, Any]:
     """Assign one shard's ratings to splits and buckets."""
     return steps.split_shard(stage, index, ids)
 
 
-@task(name="compact-bucket", retry_condition_fn=retry_on_io, **_IO)
+@task(
+    name="compact-bucket",
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAY_S,
+    retry_condition_fn=retry_on_io,
+)
 def compact_bucket(stage: str, job: tuple[str, int]) -> dict[str, Any]:
     """Write one shuffled Parquet part of a split."""
     split, bucket = job

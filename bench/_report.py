@@ -1,0 +1,77 @@
+"""Shared by the benchmarks: machine facts and writing one section of BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+
+
+def machine() -> str:
+    """One line: CPU model, cores, memory, OS, Python."""
+    model = platform.processor() or "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        found = re.search(r"model name\s*:\s*(.+)", cpuinfo.read_text())
+        model = found.group(1).strip() if found else model
+    mem = psutil.virtual_memory().total / 2**30
+    return (
+        f"{model}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
+
+
+def write_section(name: str, body: str) -> None:
+    """Replace (or add) the section ``## name`` of BENCHMARKS.md."""
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    section = f"{start}\n## {name}\n\n{body.strip()}\n{end}"
+    if start in text:
+        text = re.sub(
+            re.escape(start) + ".*?" + re.escape(end), lambda _: section, text, flags=re.S
+        )
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    BENCHMARKS.write_text(text)
+
+
+class PeakRSS:
+    """Samples the RSS of this process and of each descendant, keeping each one's peak."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self.peaks: dict[int, tuple[str, int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        me = psutil.Process()
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                rss = proc.memory_info().rss
+                name = " ".join(proc.cmdline()[:3])[:80]
+            except psutil.Error:
+                continue
+            if rss > self.peaks.get(proc.pid, ("", 0))[1]:
+                self.peaks[proc.pid] = (name, rss)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            time.sleep(self.interval)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

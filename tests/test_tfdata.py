@@ -1,0 +1,124 @@
+"""The streaming Parquet reader: every row once per epoch, exact batches, seeded order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from cflib import schema  # noqa: E402
+from cflib.data import tfdata  # noqa: E402
+from cflib.errors import ConfigError, DatasetError  # noqa: E402
+
+PART_ROWS = (700, 1000, 333)  # 2033 rows: with batch 256, 7 full batches and 241 left
+
+
+def write_part(path: Path, ids: np.ndarray, *, row_group: int = 128) -> Path:
+    """A part whose ``user`` column is a unique row id, ``item = 2 * id`` and ``rating = id / 4``."""
+    n = len(ids)
+    table = pa.table(
+        {
+            "user": ids.astype(np.int32),
+            "item": (2 * ids).astype(np.int32),
+            "rating": (ids / 4).astype(np.float32),
+            "date": pa.array(np.zeros(n, "datetime64[D]"), pa.date32()),
+            "raw_user": ids.astype(np.int64),
+            "raw_item": ids.astype(np.int64),
+        },
+        schema=schema.RATINGS,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, row_group_size=row_group)
+    return path
+
+
+@pytest.fixture
+def parts(tmp_path: Path) -> list[Path]:
+    bounds = np.cumsum((0, *PART_ROWS))
+    return [
+        write_part(tmp_path / f"part-{k:05d}.parquet", np.arange(bounds[k], bounds[k + 1]))
+        for k in range(len(PART_ROWS))
+    ]
+
+
+def epoch(ds: tf.data.Dataset) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    return [(x["user"].numpy(), x["item"].numpy(), y.numpy()) for x, y in ds]
+
+
+def test_count_batches() -> None:
+    assert tfdata.count_batches(2033, 256, False) == 8
+    assert tfdata.count_batches(2033, 256, True) == 7
+    assert tfdata.count_batches(2048, 256, False) == 8
+    assert tfdata.count_batches(0, 256, False) == 0
+    with pytest.raises(ConfigError, match="batch_size"):
+        tfdata.count_batches(10, 0, False)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_every_row_once_in_exact_batches(parts: list[Path], shuffle: bool) -> None:
+    ds = tfdata.make_dataset(parts, batch_size=256, shuffle=shuffle, seed=3)
+    assert int(ds.cardinality()) == 8
+    spec_x, spec_y = ds.element_spec
+    assert spec_x["user"].dtype == tf.int32 and spec_x["item"].dtype == tf.int32
+    assert spec_y.dtype == tf.float32
+    batches = epoch(ds)
+    assert [len(b[0]) for b in batches] == [256] * 7 + [2033 - 7 * 256]
+    user = np.concatenate([b[0] for b in batches])
+    np.testing.assert_array_equal(np.sort(user), np.arange(sum(PART_ROWS)))
+    # Columns stay aligned row by row through re-chunking and shuffling.
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), 2 * user)
+    np.testing.assert_array_equal(np.concatenate([b[2] for b in batches]), user / 4)
+    if not shuffle:
+        np.testing.assert_array_equal(user, np.arange(sum(PART_ROWS)))
+
+
+def test_drop_remainder_gives_static_batches(parts: list[Path]) -> None:
+    ds = tfdata.make_dataset(parts, batch_size=256, shuffle=True, seed=0, drop_remainder=True)
+    assert ds.element_spec[1].shape.as_list() == [256]
+    assert int(ds.cardinality()) == 7
+    batches = epoch(ds)
+    assert [len(b[0]) for b in batches] == [256] * 7
+    assert len(np.unique(np.concatenate([b[0] for b in batches]))) == 7 * 256
+
+
+def test_batch_larger_than_everything(parts: list[Path]) -> None:
+    batches = epoch(tfdata.make_dataset(parts, batch_size=10_000, shuffle=False, seed=0))
+    assert [len(b[0]) for b in batches] == [sum(PART_ROWS)]
+
+
+def test_shuffle_is_seeded_and_changes_every_epoch(
+    parts: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A window smaller than the data, so that both part order and windows matter.
+    monkeypatch.setattr(tfdata, "SHUFFLE_WINDOW_ROWS", 512)
+    first = tfdata.make_dataset(parts, batch_size=100, shuffle=True, seed=7)
+    again = tfdata.make_dataset(parts, batch_size=100, shuffle=True, seed=7)
+    other = tfdata.make_dataset(parts, batch_size=100, shuffle=True, seed=8)
+
+    def order(ds: tf.data.Dataset) -> np.ndarray:
+        return np.concatenate([b[0] for b in epoch(ds)])
+
+    first_epochs = [order(first), order(first)]
+    again_epochs = [order(again), order(again)]
+    for a, b in zip(first_epochs, again_epochs, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first_epochs[0], first_epochs[1])
+    assert not np.array_equal(first_epochs[0], order(other))
+    for e in first_epochs:
+        np.testing.assert_array_equal(np.sort(e), np.arange(sum(PART_ROWS)))
+
+
+def test_missing_column_or_wrong_dtype(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"user": np.arange(3, dtype=np.int64)}), bad)
+    with pytest.raises(DatasetError, match="bad.parquet"):
+        tfdata.make_dataset([bad], batch_size=2, shuffle=False, seed=0)
+    with pytest.raises(DatasetError, match="missing.parquet"):
+        tfdata.make_dataset([tmp_path / "missing.parquet"], batch_size=2, shuffle=False, seed=0)
+    with pytest.raises(ConfigError, match="batch_size"):
+        tfdata.make_dataset([bad], batch_size=0, shuffle=False, seed=0)

@@ -1,0 +1,202 @@
+"""Training on a small planted dataset: learning, the run directory, errors, two replicas."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from cflib import schema  # noqa: E402
+from cflib.config import TrainConfig  # noqa: E402
+from cflib.dataset import Manifest, SourceInfo, SplitInfo, schema_fields, write_manifest  # noqa: E402
+from cflib.errors import ConfigError, DatasetError  # noqa: E402
+from cflib.train import configure_devices, load_model, train  # noqa: E402
+
+N_USERS, N_ITEMS, N_RATINGS, RANK = 300, 200, 30_000, 4
+# Fast settings that still learn the planted biases and factors.
+CFG = TrainConfig(embedding_dim=8, learning_rate=0.02, batch_size=500, epochs=6, patience=2)
+
+
+def write_planted(root: Path, *, seed: int = 0) -> Path:
+    """``rating = 3.5 + b_u + b_i + p_u.q_i + noise`` in the ingest layout, with a manifest."""
+    rng = np.random.default_rng(seed)
+    user = rng.integers(0, N_USERS, N_RATINGS).astype(np.int32)
+    item = rng.integers(0, N_ITEMS, N_RATINGS).astype(np.int32)
+    b_u, b_i = rng.normal(0, 0.5, N_USERS), rng.normal(0, 0.5, N_ITEMS)
+    p, q = rng.normal(0, 0.5, (N_USERS, RANK)), rng.normal(0, 0.5, (N_ITEMS, RANK))
+    noise = rng.normal(0, 0.3, N_RATINGS)
+    rating = (3.5 + b_u[user] + b_i[item] + (p[user] * q[item]).sum(1) + noise).astype(np.float32)
+    which = rng.choice(3, N_RATINGS, p=[0.8, 0.1, 0.1])
+    splits = {}
+    for code, split in enumerate(schema.SPLITS):
+        rows = np.flatnonzero(which == code)
+        files = []
+        for k, part in enumerate(np.array_split(rows, 2 if split == "train" else 1)):
+            rel = f"{schema.split_dir(split)}/part-{k:05d}.parquet"
+            table = pa.table(
+                {
+                    "user": user[part],
+                    "item": item[part],
+                    "rating": rating[part],
+                    "date": pa.array(np.zeros(len(part), "datetime64[D]"), pa.date32()),
+                    "raw_user": user[part].astype(np.int64) + 1000,
+                    "raw_item": item[part].astype(np.int64) + 1,
+                },
+                schema=schema.RATINGS,
+            )
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, root / rel)
+            files.append(rel)
+        total = float(rating[rows].astype(np.float64).sum())
+        splits[split] = SplitInfo(rows=len(rows), rating_sum=total, files=files)
+    manifest = Manifest(
+        name="planted",
+        created_at="2026-11-23T21:22:33Z",
+        source=SourceInfo(path="memory", format="netflix", fingerprint="src", files=0, bytes=0),
+        ingest_config={},
+        n_users=N_USERS,
+        n_items=N_ITEMS,
+        splits=splits,
+        schema=schema_fields(schema.RATINGS),
+        fingerprint="planted-0",
+    )
+    write_manifest(root, manifest)
+    return root
+
+
+def baseline_rmse(root: Path, split: str = "validation") -> float:
+    """RMSE of predicting the training mean for every rating of ``split``."""
+    manifest = json.loads((root / schema.MANIFEST_FILE).read_text())
+    mean = manifest["splits"]["train"]["rating_sum"] / manifest["splits"]["train"]["rows"]
+    table = pq.read_table(root / schema.split_dir(split))
+    rating = table["rating"].to_numpy().astype(np.float64)
+    return float(np.sqrt(np.mean((rating - mean) ** 2)))
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_planted(tmp_path_factory.mktemp("data") / "planted")
+
+
+@pytest.fixture(scope="module")
+def trained(planted: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("runs") / "run"
+    return out, train(planted, out, CFG, run_id="test-run")
+
+
+def test_biased_mf_beats_the_global_mean(planted: Path, trained: tuple[Path, dict]) -> None:
+    _, summary = trained
+    baseline = baseline_rmse(planted)
+    assert baseline > 0.8  # the planted structure is there to be learned
+    assert summary["val_rmse"] < 0.7 * baseline
+    val = summary["history"]["val_rmse"]
+    assert val[-1] < val[0]
+
+
+def test_train_json(planted: Path, trained: tuple[Path, dict]) -> None:
+    out, summary = trained
+    assert sorted(p.name for p in out.iterdir()) == [schema.MODEL_FILE, schema.TRAIN_SUMMARY_FILE]
+    assert json.loads((out / schema.TRAIN_SUMMARY_FILE).read_text()) == summary
+    assert summary["run_id"] == "test-run"
+    assert summary["model"] == "biased-mf"
+    assert summary["config"] == CFG.model_dump()
+    assert summary["dataset"] == "planted"
+    assert summary["data_dir"] == str(planted.absolute())
+    assert summary["data_fingerprint"] == "planted-0"
+    assert (summary["n_users"], summary["n_items"]) == (N_USERS, N_ITEMS)
+    assert 3.0 < summary["global_mean"] < 4.0
+    assert set(summary["history"]) == {"loss", "rmse", "val_loss", "val_rmse"}
+    epochs = summary["epochs_run"]
+    assert 1 <= epochs <= CFG.epochs
+    assert all(len(v) == epochs for v in summary["history"].values())
+    assert summary["val_rmse"] == min(summary["history"]["val_rmse"])
+    assert summary["history"]["val_rmse"][summary["best_epoch"] - 1] == summary["val_rmse"]
+    assert summary["seconds"] > 0 and summary["ratings_per_second"] > 0
+    assert summary["replicas"] == 1 and summary["devices"]
+    assert summary["tensorflow"] == tf.__version__ and summary["keras"]
+    # No staging directory left next to the run.
+    assert [p.name for p in out.parent.iterdir()] == ["run"]
+
+
+def test_saved_model_scores_like_the_best_epoch(planted: Path, trained: tuple[Path, dict]) -> None:
+    out, summary = trained
+    model = load_model(out / schema.MODEL_FILE)
+    table = pq.read_table(planted / schema.split_dir("validation"))
+    batch = {"user": table["user"].to_numpy(), "item": table["item"].to_numpy()}
+    pred = model.predict_on_batch(batch)
+    assert pred.shape == (len(table),)
+    rmse = float(np.sqrt(np.mean((pred - table["rating"].to_numpy()) ** 2)))
+    assert rmse == pytest.approx(summary["val_rmse"], rel=1e-3)
+
+
+def test_generated_run_id(planted: Path, tmp_path: Path) -> None:
+    cfg = CFG.model_copy(update={"epochs": 1, "model": "dot"})
+    summary = train(planted, tmp_path / "run", cfg)
+    assert summary["model"] == "dot" and summary["epochs_run"] == 1
+    assert len(summary["run_id"]) == len("20261123T212233Z-3fa2c1")
+
+
+def test_refuses_non_empty_out_dir(planted: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="--out .*run: already exists and is not empty"):
+        train(planted, out, CFG)
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_dataset_without_manifest(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    with pytest.raises(DatasetError, match="no manifest"):
+        train(tmp_path / "data", tmp_path / "run", CFG)
+    assert not (tmp_path / "run").exists()
+
+
+def test_replicas_after_tensorflow_started() -> None:
+    tf.constant(1.0) + 1.0  # the runtime is now initialized with one logical CPU
+    with pytest.raises(ConfigError, match="--replicas 2: .*fresh process"):
+        configure_devices(2)
+    with pytest.raises(ConfigError, match="--replicas"):
+        configure_devices(0)
+
+
+TWO_REPLICAS = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from cflib.config import TrainConfig
+from cflib.train import load_model, train
+cfg = TrainConfig.model_validate_json(sys.argv[3])
+summary = train(Path(sys.argv[1]), Path(sys.argv[2]), cfg)
+model = load_model(Path(sys.argv[2]) / "model.keras")
+summary["loaded_shape"] = list(model.predict_on_batch({"user": np.array([0, 1], np.int32), "item": np.array([1, 2], np.int32)}).shape)
+print("SUMMARY " + json.dumps(summary))
+"""
+
+
+def test_two_replicas_in_a_fresh_process(planted: Path, tmp_path: Path) -> None:
+    # Logical CPU devices must be configured before TensorFlow starts: a new process.
+    cfg = CFG.model_copy(update={"replicas": 2})
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "1", "CUDA_VISIBLE_DEVICES": ""}
+    args = [sys.executable, "-c", TWO_REPLICAS, str(planted), str(tmp_path / "run")]
+    proc = subprocess.run(
+        [*args, cfg.model_dump_json()], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("SUMMARY "))
+    summary = json.loads(line.removeprefix("SUMMARY "))
+    assert summary["strategy"] == "MirroredStrategy"
+    assert summary["replicas"] == 2 and len(summary["devices"]) == 2
+    assert summary["val_rmse"] < 0.7 * baseline_rmse(planted)
+    assert summary["loaded_shape"] == [2]
+    assert "auto_shard" not in proc.stderr.lower()
