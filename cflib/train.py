@@ -23,6 +23,7 @@ from cflib.config import TrainConfig
 from cflib.data.tfdata import make_dataset
 from cflib.dataset import load_manifest
 from cflib.errors import ConfigError, DatasetError
+from cflib.models.losses import squared_error
 from cflib.models.registry import build_model
 
 log = logging.getLogger(__name__)
@@ -97,8 +98,10 @@ def train(
         ``strategy``, ``replicas``, ``devices``, ``tensorflow``, ``keras``.
 
     Raises:
-        DatasetError: the manifest is missing or the train or validation split is empty.
-        ConfigError: ``out_dir`` is not empty, or the batch does not split over replicas.
+        DatasetError: the manifest is missing, the train or validation split is empty,
+            or ``run_id`` is not a safe directory name.
+        ConfigError: ``out_dir`` is not empty, the batch does not split over replicas,
+            or ``cfg.replicas`` cannot be applied (see ``configure_devices``).
     """
     data_dir = Path(data_dir).absolute()
     out_dir = Path(out_dir)
@@ -124,8 +127,8 @@ def train(
             f"with {replicas} replicas every batch must be full"
         )
     keras.utils.set_random_seed(cfg.seed)
-    # Under a strategy, a short last batch would leave some replicas with empty batches;
-    # drop it (different rows each epoch, since the order is reshuffled).
+    # With replicas, drop the short last batch: it splits unevenly (or leaves a replica
+    # empty); the order is reshuffled, so different rows are dropped each epoch.
     train_ds = make_dataset(
         manifest.split_paths(data_dir, "train"),
         batch_size=cfg.batch_size,
@@ -149,8 +152,12 @@ def train(
         )
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate=cfg.learning_rate),
-            loss=keras.losses.MeanSquaredError(),
+            loss=squared_error,  # not MeanSquaredError: see cflib.models.losses
             metrics=[keras.metrics.RootMeanSquaredError(name="rmse")],
+            # XLA doubles CPU throughput with one replica (0.45 -> 0.9 M ratings/s, dim
+            # 64); across logical CPU replicas it fails to reach the other device's
+            # variables, so there Keras decides (XLA on GPUs, none on CPUs).
+            jit_compile=True if replicas == 1 else "auto",
         )
     rows_per_epoch = (train_rows // cfg.batch_size * cfg.batch_size) if replicas > 1 else train_rows
     timer = EpochLogger(rows_per_epoch)

@@ -19,7 +19,7 @@ PART_ROWS = (700, 1000, 333)  # 2033 rows: with batch 256, 7 full batches and 24
 
 
 def write_part(path: Path, ids: np.ndarray, *, row_group: int = 128) -> Path:
-    """A part whose ``user`` column is a unique row id, ``item = 2 * id`` and ``rating = id / 4``."""
+    """A part where ``user`` is a unique row id, ``item = 2 * id`` and ``rating = id / 4``."""
     n = len(ids)
     table = pa.table(
         {

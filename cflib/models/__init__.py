@@ -6,6 +6,7 @@ so ``keras.saving.load_model(path, safe_mode=True)`` can rebuild saved models.
 
 from cflib.models.biased_mf import BiasedMF
 from cflib.models.dot import DotModel
+from cflib.models.losses import squared_error
 from cflib.models.registry import MODELS, build_model
 
-__all__ = ["MODELS", "BiasedMF", "DotModel", "build_model"]
+__all__ = ["MODELS", "BiasedMF", "DotModel", "build_model", "squared_error"]

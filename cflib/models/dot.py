@@ -18,14 +18,19 @@ def batch_l2(*rows: Any) -> Any:
     Only the rows looked up for the batch are penalized, so the cost does not grow with
     the size of the tables, and the mean keeps its weight independent of the batch size.
     """
-    return sum(ops.mean(ops.sum(ops.square(r), axis=-1)) for r in rows)
+    # divide_no_nan: under MirroredStrategy a replica can get an empty last batch.
+    return sum(
+        ops.divide_no_nan(ops.sum(ops.square(r)), ops.cast(ops.shape(r)[0], r.dtype)) for r in rows
+    )
 
 
 def check_positive(**values: Any) -> None:
     """Reject non-positive sizes, naming the argument and its value."""
     for name, value in values.items():
         if not isinstance(value, int) or value <= 0:
-            raise ValueError(f"`{name}` should be a positive integer. Received: `{name}` = {value}.")
+            raise ValueError(
+                f"`{name}` should be a positive integer. Received: `{name}` = {value}."
+            )
 
 
 @keras.saving.register_keras_serializable(package="cfpipe")
