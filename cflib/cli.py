@@ -25,6 +25,8 @@ from cflib.errors import CfpipeError
 # Quiet TensorFlow's C++ start-up logs (a CUDA build logs cuInit errors on CPU machines).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Dask's per-worker start/stop chatter at INFO would bury the flow's own progress.
+os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
 app = typer.Typer(
     name="cfpipe",
@@ -217,12 +219,25 @@ def demo(
     if not (source / "truth.json").is_file():
         typer.echo(f"generating {DEMO_SYNTH.ratings:,} ratings in {source} ...")
         generate_netflix(source, DEMO_SYNTH)
-    _run_pipeline(source, out, PipelineConfig(), None)
+    _run_pipeline(source, out, PipelineConfig(ingest=IngestConfig(name="netflix-demo")), None)
+
+
+def _log_cflib_info() -> None:
+    """Show cflib's INFO progress lines; other libraries keep their own logging set-up."""
+    logger = logging.getLogger("cflib")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s | %(levelname)-7s | %(message)s", "%H:%M:%S")
+        )
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI; user errors print one line and exit with status 2."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _log_cflib_info()
     try:
         result = app(args=argv, standalone_mode=False)
     except CfpipeError as exc:

@@ -70,7 +70,9 @@ class TrainConfig(_Stage):
 
     model: ModelName = Field("biased-mf", description="Model architecture.")
     embedding_dim: int = Field(32, gt=0, le=4096, description="Embedding size.")
-    l2: float = Field(1e-6, ge=0, description="L2 penalty per embedding row in the batch.")
+    l2: float = Field(
+        0.05, ge=0, description="L2 weight on the squared embedding and bias rows of each batch."
+    )
     learning_rate: float = Field(0.005, gt=0, le=10, description="Optimizer learning rate.")
     batch_size: int = Field(4096, gt=0, le=1 << 22, description="Global batch size.")
     epochs: int = Field(20, gt=0, le=10_000, description="Maximum number of epochs.")

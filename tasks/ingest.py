@@ -89,9 +89,10 @@ def compact_bucket(stage: str, job: tuple[str, int]) -> dict[str, Any]:
 @task(name="finalize-dataset")
 def finalize(stage: str, ids: dict[str, Any], parts: list[dict[str, Any]]) -> dict[str, Any]:
     """Write the manifest and rename the finished dataset into place."""
+    out = steps.load_plan(stage).out
     manifest = steps.finalize(stage, ids, parts)
     rows = {k: v["rows"] for k, v in manifest["splits"].items()}
-    get_run_logger().info("wrote %s: %s", stage, rows)
+    get_run_logger().info("wrote %s: %s", out, rows)
     return manifest
 
 

@@ -1,4 +1,5 @@
 """Run every ingest step in this process: the same steps as the Prefect flow, serially."""
+
 from __future__ import annotations
 
 from pathlib import Path
