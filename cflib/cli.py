@@ -235,9 +235,35 @@ def _log_cflib_info() -> None:
         logger.propagate = False
 
 
+class _NoTracebackForUserErrors(logging.Filter):
+    """Drop the traceback Prefect logs for a CfpipeError: the one-line message says it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], CfpipeError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _quiet_prefect_console() -> None:
+    """Set up Prefect's logging now, so its console handler can take the filter above.
+
+    The API handlers sit on Prefect's own loggers and see each record before it
+    reaches the console handler on the root logger, so the UI keeps the traceback.
+    """
+    from prefect.logging.configuration import setup_logging
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    setup_logging()
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler):
+            handler.addFilter(_NoTracebackForUserErrors())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI; user errors print one line and exit with status 2."""
     _log_cflib_info()
+    _quiet_prefect_console()
     try:
         result = app(args=argv, standalone_mode=False)
     except CfpipeError as exc:
