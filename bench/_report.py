@@ -57,7 +57,7 @@ class PeakRSS:
         for proc in [me, *me.children(recursive=True)]:
             try:
                 rss = proc.memory_info().rss
-                name = " ".join(proc.cmdline()[:3])[:80]
+                name = " ".join(proc.cmdline())[:80]
             except psutil.Error:
                 continue
             if rss > self.peaks.get(proc.pid, ("", 0))[1]:

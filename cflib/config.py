@@ -50,8 +50,10 @@ class IngestConfig(_Stage):
         0.1, gt=0, lt=1, description="Share held out for test when the source has no probe set."
     )
     seed: int = Field(0, ge=0, description="Seed of the hash that assigns splits.")
-    files_per_task: int = Field(
-        200, gt=0, description="Source files parsed per Dask task (per-task overhead is ~10 ms)."
+    shard_mb: float = Field(
+        64,
+        gt=0,
+        description="Source megabytes parsed per Dask task (whole files; many files per task).",
     )
     bucket_rows: int = Field(
         2_000_000,

@@ -92,7 +92,7 @@ def test_ingest_on_existing_cluster_matches_local(
 
     assert cluster.startswith("tcp://127.0.0.1:")
     remote, local = tmp_path / "remote", tmp_path / "local"
-    cfg = IngestConfig(files_per_task=1, bucket_rows=4)
+    cfg = IngestConfig(shard_mb=1e-6, bucket_rows=4)
     manifest = run_ingest(
         str(netflix_dir), str(remote), cfg.model_copy(update={"dask_address": cluster})
     )

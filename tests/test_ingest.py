@@ -87,8 +87,8 @@ def test_rerun_is_a_no_op_and_force_rebuilds(netflix_dir: Path, tmp_path: Path) 
 def test_output_does_not_depend_on_shard_size(netflix_dir: Path, tmp_path: Path) -> None:
     one = tmp_path / "one"
     many = tmp_path / "many"
-    ingest_local(netflix_dir, one, IngestConfig(files_per_task=1, bucket_rows=3))
-    ingest_local(netflix_dir, many, IngestConfig(files_per_task=100, bucket_rows=3))
+    ingest_local(netflix_dir, one, IngestConfig(shard_mb=1e-6, bucket_rows=3))
+    ingest_local(netflix_dir, many, IngestConfig(shard_mb=64, bucket_rows=3))
     names = sorted(p.relative_to(one) for p in one.rglob("*.parquet"))
     assert names == sorted(p.relative_to(many) for p in many.rglob("*.parquet"))
     assert len([n for n in names if "split=train" in str(n)]) > 1

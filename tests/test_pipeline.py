@@ -38,7 +38,7 @@ def test_pipeline_beats_global_mean_and_publishes(
 
     work = tmp_path / "work"
     cfg = PipelineConfig(
-        ingest=IngestConfig(n_workers=2, files_per_task=20),
+        ingest=IngestConfig(n_workers=2, shard_mb=0.05),
         train=TrainConfig(epochs=6, batch_size=1024, learning_rate=0.01),
     )
     result = pipeline_flow(str(synth_source), str(work), cfg)
@@ -65,7 +65,7 @@ def test_ingest_flow_on_dask_reports_malformed_line(prefect_harness: None, tmp_p
 
     src = write_netflix(tmp_path / "src", {**MOVIES, 3: ["20,1,2002-06-30", "40,x,2001-01-15"]})
     with pytest.raises(DataFormatError) as err:
-        run_ingest(str(src), str(tmp_path / "data"), IngestConfig(files_per_task=1))
+        run_ingest(str(src), str(tmp_path / "data"), IngestConfig(shard_mb=1e-6))
     assert err.value.path.endswith("mv_0000003.txt") and err.value.lineno == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 

@@ -4,10 +4,10 @@ them at once on any worker that sees the same filesystem, and Prefect can retry 
 Layout of the staging directory (renamed to ``--out`` only when complete)::
 
     plan.json                                the Plan below
-    scratch/raw/shard-00000.parquet          parsed ratings of one shard, raw ids
+    scratch/raw/shard-00000.arrow            parsed ratings of one shard, raw ids (Arrow IPC)
     scratch/raw/shard-00000.ids.npz          that shard's distinct users and items
     scratch/{users,items,probe_keys}.npy     sorted id sets for the dense maps and splits
-    scratch/pieces/<split>/b00000/shard-00000.parquet
+    scratch/pieces/<split>/b00000/shard-00000.arrow
     ratings/split=<split>/part-00000.parquet the dataset, shuffled within and across parts
     user_map.parquet, item_map.parquet, qualifying.parquet, _manifest.json
 """
@@ -20,7 +20,6 @@ import logging
 import math
 import shutil
 from datetime import UTC, datetime
-from functools import reduce
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from cflib.dataset import Manifest, SourceInfo, SplitInfo, schema_fields, write_
 from cflib.errors import DatasetError
 from cflib.fsutil import publish_dir, staging_dir
 from cflib.ingest import splits as hashing
+from cflib.ingest.ids import DenseIds, sorted_unique, union_sorted
 from cflib.ingest.source import find_source, fingerprint
 from cflib.sources import netflix
 
@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 ROW_GROUP_ROWS = 131_072
 PLAN_FILE = "plan.json"
+# Parquet's encoding of the parts: dictionaries pay off for the few distinct ratings and
+# dates, not for the ids.
+DICTIONARY_COLUMNS = ["rating", "date"]
 SCRATCH = "scratch"
 # Config fields that change the dataset's contents; the rest only change how it is made.
 _CONTENT_FIELDS = ("format", "name", "validation_fraction", "test_fraction", "seed", "bucket_rows")
@@ -92,6 +95,37 @@ def _existing_fingerprint(out: Path) -> str | None:
         return None
 
 
+def _write_scratch(table: pa.Table, path: Path) -> None:
+    """Arrow IPC for intermediate files: written once, read once, deleted; no encoding."""
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def _read_scratch(path: Path) -> pa.Table:
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).read_all()
+
+
+def plan_shards(paths: list[Path], shard_bytes: int) -> list[list[str]]:
+    """Consecutive runs of whole files of about ``shard_bytes`` each (at least one file).
+
+    Shards are contiguous in file order, so concatenating them in order gives the same
+    rows whatever the shard size: the output does not depend on it.
+    """
+    shards: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for path in paths:
+        current.append(str(path))
+        size += path.stat().st_size
+        if size >= shard_bytes:
+            shards.append(current)
+            current, size = [], 0
+    if current:
+        shards.append(current)
+    return shards
+
+
 def plan_ingest(source: str | Path, out: str | Path, cfg: IngestConfig) -> Plan:
     """Find the source files, fingerprint them, and stage a directory next to ``out``.
 
@@ -105,8 +139,7 @@ def plan_ingest(source: str | Path, out: str | Path, cfg: IngestConfig) -> Plan:
     full_fp = hashlib.sha256(f"{source_fp}\n{json.dumps(content, sort_keys=True)}".encode())
     fp = full_fp.hexdigest()
     up_to_date = not cfg.force and _existing_fingerprint(out) == fp
-    n = cfg.files_per_task
-    shards = [[str(p) for p in files.ratings[i : i + n]] for i in range(0, len(files.ratings), n)]
+    shards = plan_shards(files.ratings, int(cfg.shard_mb * 1e6))
     stage = None if up_to_date else staging_dir(out)
     plan = Plan(
         source=str(source),
@@ -136,9 +169,9 @@ def parse_shard(stage: str, index: int) -> dict[str, Any]:
     paths = [Path(p) for p in plan.shards[index]]
     table = netflix.read_training_files(paths)
     raw = plan.stage_path / SCRATCH / "raw"
-    pq.write_table(table, raw / f"shard-{index:05d}.parquet", row_group_size=ROW_GROUP_ROWS)
-    users = np.unique(table.column("raw_user").to_numpy())
-    items = np.unique(table.column("raw_item").to_numpy())
+    _write_scratch(table, raw / f"shard-{index:05d}.arrow")
+    users = sorted_unique(table.column("raw_user").to_numpy())
+    items = sorted_unique(table.column("raw_item").to_numpy())
     np.savez(raw / f"shard-{index:05d}.ids.npz", users=users, items=items)
     return {"index": index, "files": len(paths), "rows": table.num_rows}
 
@@ -157,8 +190,8 @@ def build_id_maps(stage: str, parsed: list[dict[str, Any]]) -> dict[str, Any]:
     root, scratch = plan.stage_path, plan.stage_path / SCRATCH
     id_files = [scratch / "raw" / f"shard-{r['index']:05d}.ids.npz" for r in parsed]
     sets = [np.load(f) for f in id_files]
-    users = reduce(np.union1d, (s["users"] for s in sets), np.empty(0, np.int64))
-    items = reduce(np.union1d, (s["items"] for s in sets), np.empty(0, np.int64))
+    users = union_sorted(s["users"] for s in sets)
+    items = union_sorted(s["items"] for s in sets)
     np.save(scratch / "users.npy", users)
     np.save(scratch / "items.npy", items)
     pq.write_table(
@@ -169,7 +202,7 @@ def build_id_maps(stage: str, parsed: list[dict[str, Any]]) -> dict[str, Any]:
     probe_pairs = 0
     if plan.probe is not None:
         probe = netflix.read_probe(Path(plan.probe))
-        keys = np.unique(
+        keys = sorted_unique(
             hashing.pair_keys(
                 probe.column("raw_item").to_numpy(), probe.column("raw_user").to_numpy()
             )
@@ -198,21 +231,13 @@ def build_id_maps(stage: str, parsed: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _dense(sorted_ids: np.ndarray, raw: np.ndarray) -> np.ndarray:
-    """Dense index of each raw id, -1 where it is not in ``sorted_ids``."""
-    pos = np.searchsorted(sorted_ids, raw)
-    pos = np.minimum(pos, max(sorted_ids.size - 1, 0))
-    found = sorted_ids[pos] == raw if sorted_ids.size else np.zeros(raw.shape, bool)
-    return np.where(found, pos, -1).astype(np.int32)
-
-
 def _item_map(items: np.ndarray, titles_path: str | None) -> pa.Table:
     year = pa.nulls(items.size, pa.int16())
     title = pa.nulls(items.size, pa.string())
     if titles_path is not None:
         titles = netflix.read_movie_titles(Path(titles_path))
         raw = titles.column("raw_item").to_numpy()
-        idx = _dense(items, raw)
+        idx = DenseIds(items)(raw)
         keep = idx >= 0
         # Scatter the titles onto the dense order; movies without ratings are dropped.
         order = np.full(items.size, -1, np.int64)
@@ -228,8 +253,8 @@ def _item_map(items: np.ndarray, titles_path: str | None) -> pa.Table:
 
 def _write_qualifying(path: Path, users: np.ndarray, items: np.ndarray, root: Path) -> int:
     table = netflix.read_qualifying(path)
-    user = _dense(users, table.column("raw_user").to_numpy())
-    item = _dense(items, table.column("raw_item").to_numpy())
+    user = DenseIds(users)(table.column("raw_user").to_numpy())
+    item = DenseIds(items)(table.column("raw_item").to_numpy())
     # Keep the file's order: the Prize submission format lists predictions in it.
     out = pa.table(
         {
@@ -249,7 +274,7 @@ def split_shard(stage: str, index: int, ids: dict[str, Any]) -> dict[str, Any]:
     plan = load_plan(stage)
     cfg = plan.config
     scratch = plan.stage_path / SCRATCH
-    table = pq.read_table(scratch / "raw" / f"shard-{index:05d}.parquet")
+    table = _read_scratch(scratch / "raw" / f"shard-{index:05d}.arrow")
     raw_user = table.column("raw_user").to_numpy()
     raw_item = table.column("raw_item").to_numpy()
     keys = hashing.pair_keys(raw_item, raw_user)
@@ -262,8 +287,8 @@ def split_shard(stage: str, index: int, ids: dict[str, Any]) -> dict[str, Any]:
     )
     dense = pa.table(
         {
-            "user": _dense(np.load(scratch / "users.npy"), raw_user),
-            "item": _dense(np.load(scratch / "items.npy"), raw_item),
+            "user": DenseIds(np.load(scratch / "users.npy"))(raw_user),
+            "item": DenseIds(np.load(scratch / "items.npy"))(raw_item),
             "rating": table.column("rating"),
             "date": table.column("date"),
             "raw_user": raw_user,
@@ -286,7 +311,7 @@ def split_shard(stage: str, index: int, ids: dict[str, Any]) -> dict[str, Any]:
                 continue
             piece = scratch / "pieces" / split / f"b{b:05d}"
             piece.mkdir(parents=True, exist_ok=True)
-            pq.write_table(dense.take(pa.array(sel)), piece / f"shard-{index:05d}.parquet")
+            _write_scratch(dense.take(pa.array(sel)), piece / f"shard-{index:05d}.arrow")
     return {"index": index, "counts": counts}
 
 
@@ -294,17 +319,17 @@ def compact_bucket(stage: str, split: str, bucket: int) -> dict[str, Any]:
     """Merge one bucket's pieces into a shuffled part ``ratings/split=S/part-NNNNN.parquet``."""
     plan = load_plan(stage)
     pieces_dir = plan.stage_path / SCRATCH / "pieces" / split / f"b{bucket:05d}"
-    pieces = sorted(pieces_dir.glob("shard-*.parquet")) if pieces_dir.is_dir() else []
+    pieces = sorted(pieces_dir.glob("shard-*.arrow")) if pieces_dir.is_dir() else []
     if not pieces:
         return {"split": split, "bucket": bucket, "file": None, "rows": 0, "rating_sum": 0.0}
-    table = pa.concat_tables(pq.read_table(p, schema=schema.RATINGS) for p in pieces)
+    table = pa.concat_tables(_read_scratch(p) for p in pieces)
     salt = schema.SPLITS.index(split)
     rng = np.random.default_rng([plan.config.seed, salt, bucket])
     table = table.take(pa.array(rng.permutation(table.num_rows)))
     rel = f"{schema.split_dir(split)}/part-{bucket:05d}.parquet"
     target = plan.stage_path / rel
     target.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, target, row_group_size=ROW_GROUP_ROWS)
+    pq.write_table(table, target, row_group_size=ROW_GROUP_ROWS, use_dictionary=DICTIONARY_COLUMNS)
     rating_sum = float(pa.compute.sum(table.column("rating").cast(pa.float64())).as_py())
     return {
         "split": split,
