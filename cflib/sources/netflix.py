@@ -20,8 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -32,6 +31,16 @@ import pyarrow.csv as pacsv
 
 from cflib.errors import DataFormatError, SourceError
 from cflib.schema import RAW_ITEMS, RAW_PAIRS, RAW_QUALIFYING, RAW_RATINGS
+from cflib.sources._lines import (
+    PROBE,
+    QUALIFYING,
+    TITLES,
+    TRAINING,
+    Layout,
+    header_id,
+    raise_first_error,
+    scan,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +52,6 @@ TRAINING_GLOB = "mv_*.txt"
 TITLES_ENCODING = "iso-8859-1"
 
 _TRAINING_NAME = re.compile(r"mv_([0-9]+)\.txt")
-_INT64_MAX = 2**63 - 1
 # date32 value of 0001-01-01: pyarrow parses year 0000, Python's date (and the rules here) do not.
 _MIN_DAY = (dt.date(1, 1, 1) - dt.date(1970, 1, 1)).days
 # Bytes a training body may hold once CRLF is folded to LF; anything else (spaces, a sign,
@@ -51,9 +59,6 @@ _MIN_DAY = (dt.date(1, 1, 1) - dt.date(1970, 1, 1)).days
 # otherwise accept " 12" or "0x1f" as numbers.
 _TRAINING_BYTES = b"0123456789,-\n"
 
-_ID_RE = re.compile(r"[0-9]+")
-_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-_YEAR_RE = re.compile(r"[0-9]{4}|NULL")
 
 # The same rules as pyarrow regular expressions, for the vectorized paths.
 _HEADER_PA = r"^[0-9]+:$"
@@ -70,125 +75,6 @@ _CSV_CONVERT = pacsv.ConvertOptions(
 # pyarrow parses one block per thread: blocks of a quarter of the buffer keep 2-4 cores
 # busy, and blocks over 1 MiB cut the per-block cost (2x faster than 1 MiB on 100 MB).
 _CSV_BLOCK_MIN, _CSV_BLOCK_MAX = 1 << 20, 1 << 24
-
-# --- field checkers: each returns None when the field is valid, else a short reason -------
-
-
-def _check_int(what: str, hi: int) -> Callable[[str], str | None]:
-    """A checker for a plain ASCII integer in 1..hi."""
-    span = "a positive integer" if hi == _INT64_MAX else f"an integer in 1..{hi}"
-
-    def check(field: str) -> str | None:
-        ok = _ID_RE.fullmatch(field) is not None and 1 <= int(field) <= hi
-        return None if ok else f"{what} {field!r} is not {span}"
-
-    return check
-
-
-def _check_date(field: str) -> str | None:
-    try:
-        if _DATE_RE.fullmatch(field) and dt.date.fromisoformat(field):
-            return None
-    except ValueError:
-        pass
-    return f"bad date {field!r}"
-
-
-def _check_year(field: str) -> str | None:
-    return None if _YEAR_RE.fullmatch(field) else f"year {field!r} is not 4 digits or NULL"
-
-
-def _check_title(field: str) -> str | None:
-    return None if field else "empty title"
-
-
-_check_customer = _check_int("customer id", _INT64_MAX)
-
-
-def _header_id(line: str, *, first: bool = False) -> tuple[int | None, str]:
-    """The movie id of a ``MovieID:`` line, or None and the reason it is not one."""
-    digits = line[:-1]
-    if not line.endswith(":") or not _ID_RE.fullmatch(digits):
-        return None, (
-            "first line should be" if first else "expected"
-        ) + f" 'MovieID:', got {line!r}"
-    if not 1 <= int(digits) <= _INT64_MAX:
-        return None, f"movie id {digits!r} is not a positive integer"
-    return int(digits), ""
-
-
-# --- the shared line scanner ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """How one file variant is laid out: its data fields and where headers go."""
-
-    names: str  # the data line as documentation, e.g. "CustomerID,Rating,Date"
-    fields: tuple[Callable[[str], str | None], ...]
-    headers: str  # "first": line 1 only; "blocks": anywhere; "none": no headers
-    split_all: bool = True  # False: split on the first len(fields) - 1 commas only
-
-
-_TRAINING = _Layout(
-    "CustomerID,Rating,Date", (_check_customer, _check_int("rating", 5), _check_date), "first"
-)
-_PROBE = _Layout("CustomerID", (_check_customer,), "blocks")
-_QUALIFYING = _Layout("CustomerID,Date", (_check_customer, _check_date), "blocks")
-_TITLES = _Layout(
-    "MovieID,Year,Title",
-    (_check_int("movie id", _INT64_MAX), _check_year, _check_title),
-    "none",
-    False,
-)
-
-
-def _line_error(line: str, lineno: int, layout: _Layout, seen_header: bool) -> str | None:
-    """Why one non-blank line is malformed, or None."""
-    if (layout.headers == "first" and lineno == 1) or (
-        layout.headers == "blocks" and line.endswith(":")
-    ):
-        return _header_id(line, first=lineno == 1 and layout.headers == "first")[1] or None
-    if layout.headers == "first" and line.endswith(":"):
-        return f"unexpected header {line!r}: a training file holds one movie"
-    if layout.headers == "blocks" and not seen_header:
-        return f"data line {line!r} before any 'MovieID:' header"
-    n = len(layout.fields)
-    parts = line.split(",") if layout.split_all else line.split(",", n - 1)
-    if len(parts) != n:
-        noun = "field" if n == 1 else "comma-separated fields"
-        return f"expected {n} {noun} ({layout.names}), got {len(parts)}"
-    for check, part in zip(layout.fields, parts, strict=True):
-        if (reason := check(part)) is not None:
-            return reason
-    return None
-
-
-def _scan(text: str, layout: _Layout) -> tuple[int, str] | None:
-    """Line number and reason of the first malformed line of ``text``, or None."""
-    if not text:
-        return (1, "empty file") if layout.headers == "first" else None
-    seen_header = False
-    for lineno, raw in enumerate(text.split("\n"), start=1):
-        line = raw[:-1] if raw.endswith("\r") else raw
-        if not line:
-            if layout.headers == "first" and lineno == 1:
-                return 1, "first line should be 'MovieID:', got ''"
-            continue
-        if (reason := _line_error(line, lineno, layout, seen_header)) is not None:
-            return lineno, reason
-        seen_header = seen_header or line.endswith(":")
-    return None
-
-
-def _raise_first_error(path: Path, text: str, layout: _Layout) -> NoReturn:
-    """Raise the first malformed line of a file the vectorized path refused."""
-    found = _scan(text, layout)
-    if found is not None:
-        raise DataFormatError(path, *found)
-    # The vectorized path refused something the line rules accept: a bug, but say where.
-    raise DataFormatError(path, None, "pyarrow refused this file but no line breaks the rules")
-
 
 # --- training_set ----------------------------------------------------------------------------
 
@@ -222,7 +108,7 @@ def _training_header(path: Path, data: bytes) -> tuple[int, int]:
     end = len(data) if newline < 0 else newline
     line = data[:end].decode("latin-1")
     line = line[:-1] if line.endswith("\r") else line
-    movie, reason = _header_id(line, first=True)
+    movie, reason = header_id(line, first=True)
     if movie is None:
         raise DataFormatError(path, 1, reason)
     named = _TRAINING_NAME.fullmatch(path.name)
@@ -328,7 +214,7 @@ def _scan_training(paths: Sequence[Path], which: Sequence[int]) -> NoReturn:
     """Raise the first line error among ``paths[i]`` for i in ``which``."""
     for i in which:
         text = paths[i].read_bytes().decode("latin-1")
-        found = _scan(text, _TRAINING)
+        found = scan(text, TRAINING)
         if found is not None:
             raise DataFormatError(paths[i], *found)
     raise DataFormatError(
@@ -352,15 +238,15 @@ def _np(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(array.to_numpy(zero_copy_only=False))
 
 
-def _cast(array: pa.Array, to: pa.DataType, path: Path, text: str, layout: _Layout) -> pa.Array:
+def _cast(array: pa.Array, to: pa.DataType, path: Path, text: str, layout: Layout) -> pa.Array:
     """Cast strings the regex already vetted; overflow and bad dates go to the line scan."""
     try:
         return pc.cast(array, to)
     except pa.ArrowInvalid:
-        _raise_first_error(path, text, layout)
+        raise_first_error(path, text, layout)
 
 
-def _read_blocks(path: Path, layout: _Layout, data_re: str) -> tuple[str, np.ndarray, pa.Array]:
+def _read_blocks(path: Path, layout: Layout, data_re: str) -> tuple[str, np.ndarray, pa.Array]:
     """Text, movie id of each data line and the data lines of a ``MovieID:`` block file."""
     text, lines = _read_lines(path, "latin-1")
     nonblank = _np(pc.binary_length(lines)) > 0
@@ -372,12 +258,12 @@ def _read_blocks(path: Path, layout: _Layout, data_re: str) -> tuple[str, np.nda
     )
     hpos, dpos = np.flatnonzero(header), np.flatnonzero(nonblank & ~header)
     if not ok[nonblank].all() or (dpos.size and (not hpos.size or dpos[0] < hpos[0])):
-        _raise_first_error(path, text, layout)
+        raise_first_error(path, text, layout)
     ids = _np(
         _cast(pc.utf8_slice_codeunits(lines.take(hpos), 0, -1), pa.int64(), path, text, layout)
     )
     if (ids < 1).any():
-        _raise_first_error(path, text, layout)
+        raise_first_error(path, text, layout)
     return text, ids[np.searchsorted(hpos, dpos) - 1], lines.take(dpos)
 
 
@@ -394,10 +280,10 @@ def read_probe(path: Path) -> pa.Table:
         DataFormatError: a malformed line, or a customer line before any header.
     """
     path = Path(path)
-    text, movies, lines = _read_blocks(path, _PROBE, _PROBE_PA)
-    users = _np(_cast(lines, pa.int64(), path, text, _PROBE))
+    text, movies, lines = _read_blocks(path, PROBE, _PROBE_PA)
+    users = _np(_cast(lines, pa.int64(), path, text, PROBE))
     if (users < 1).any():
-        _raise_first_error(path, text, _PROBE)
+        raise_first_error(path, text, PROBE)
     return pa.Table.from_arrays([pa.array(movies), pa.array(users)], schema=RAW_PAIRS)
 
 
@@ -414,12 +300,12 @@ def read_qualifying(path: Path) -> pa.Table:
         DataFormatError: a malformed line, or a customer line before any header.
     """
     path = Path(path)
-    text, movies, lines = _read_blocks(path, _QUALIFYING, _QUALIFYING_PA)
+    text, movies, lines = _read_blocks(path, QUALIFYING, _QUALIFYING_PA)
     # The regex fixed the shape: the date is the last 10 characters, after one comma.
-    users = _np(_cast(pc.utf8_slice_codeunits(lines, 0, -11), pa.int64(), path, text, _QUALIFYING))
-    dates = _cast(pc.utf8_slice_codeunits(lines, -10), pa.date32(), path, text, _QUALIFYING)
+    users = _np(_cast(pc.utf8_slice_codeunits(lines, 0, -11), pa.int64(), path, text, QUALIFYING))
+    dates = _cast(pc.utf8_slice_codeunits(lines, -10), pa.date32(), path, text, QUALIFYING)
     if ((users < 1) | (_np(dates.cast(pa.int32())) < _MIN_DAY)).any():
-        _raise_first_error(path, text, _QUALIFYING)
+        raise_first_error(path, text, QUALIFYING)
     return pa.Table.from_arrays([pa.array(movies), pa.array(users), dates], schema=RAW_QUALIFYING)
 
 
@@ -443,10 +329,10 @@ def read_movie_titles(path: Path) -> pa.Table:
     pos = np.flatnonzero(_np(pc.binary_length(lines)) > 0)
     parts = pc.extract_regex(lines.take(pos), _TITLE_PA)
     if parts.null_count:
-        _raise_first_error(path, text, _TITLES)
-    ids = _np(_cast(parts.field("id"), pa.int64(), path, text, _TITLES))
+        raise_first_error(path, text, TITLES)
+    ids = _np(_cast(parts.field("id"), pa.int64(), path, text, TITLES))
     if (ids < 1).any():
-        _raise_first_error(path, text, _TITLES)
+        raise_first_error(path, text, TITLES)
     order = np.argsort(ids, kind="stable")
     repeats = order[1:][ids[order][1:] == ids[order][:-1]]
     if repeats.size:
