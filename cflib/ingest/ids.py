@@ -28,7 +28,7 @@ def sorted_unique(values: np.ndarray) -> np.ndarray:
 
 def union_sorted(sets: Iterable[np.ndarray], dtype: type = np.int64) -> np.ndarray:
     """Ascending distinct values of all ``sets``."""
-    arrays = [np.asarray(s, dtype=dtype) for s in sets]
+    arrays: list[np.ndarray] = [np.asarray(s, dtype=dtype) for s in sets]
     return sorted_unique(np.concatenate(arrays)) if arrays else np.empty(0, dtype)
 
 
