@@ -74,10 +74,8 @@ QUALIFYING_FILE = "qualifying.parquet"
 # Run directory layout.
 MODEL_FILE = "model.keras"
 TRAIN_SUMMARY_FILE = "train.json"
-HISTORY_FILE = "history.json"
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
-CONFIG_FILE = "config.json"
 
 RATING_MIN = 1.0
 RATING_MAX = 5.0

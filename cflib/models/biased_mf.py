@@ -7,11 +7,11 @@ from typing import Any
 import keras
 from keras import ops
 
-from cflib.models.dot import INIT_STD, batch_l2, check_positive
+from cflib.models.dot import INIT_STD, DotModel
 
 
 @keras.saving.register_keras_serializable(package="cfpipe")
-class BiasedMF(keras.Model):
+class BiasedMF(DotModel):
     """``rating(u, i) = mu + b_u + b_i + p_u . q_i`` (Koren, Bell & Volinsky 2009).
 
     ``mu`` is the training mean from the manifest, a constant stored in the config and
@@ -31,23 +31,8 @@ class BiasedMF(keras.Model):
         init_std: float = INIT_STD,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        check_positive(n_users=n_users, n_items=n_items, embedding_dim=embedding_dim)
-        if l2 < 0:
-            raise ValueError(f"`l2` should be non-negative. Received: `l2` = {l2}.")
-        self.n_users = n_users
-        self.n_items = n_items
-        self.embedding_dim = embedding_dim
+        super().__init__(n_users, n_items, embedding_dim, l2=l2, init_std=init_std, **kwargs)
         self.global_mean = float(global_mean)
-        self.l2 = float(l2)
-        self.init_std = float(init_std)
-        init = keras.initializers.RandomNormal(stddev=init_std)
-        self.user_embedding = keras.layers.Embedding(
-            n_users, embedding_dim, embeddings_initializer=init, name="user_embedding"
-        )
-        self.item_embedding = keras.layers.Embedding(
-            n_items, embedding_dim, embeddings_initializer=init, name="item_embedding"
-        )
         self.user_bias = keras.layers.Embedding(
             n_users, 1, embeddings_initializer="zeros", name="user_bias"
         )
@@ -56,29 +41,23 @@ class BiasedMF(keras.Model):
         )
 
     def build(self, input_shape: Any = None) -> None:
-        # Shapes do not depend on the inputs; see DotModel.build.
-        for layer in (self.user_embedding, self.item_embedding, self.user_bias, self.item_bias):
-            layer.build((None,))
-        self.built = True
+        super().build(input_shape)
+        self.user_bias.build((None,))
+        self.item_bias.build((None,))
 
-    def call(self, inputs: dict[str, Any]) -> Any:
-        user = self.user_embedding(inputs["user"])
-        item = self.item_embedding(inputs["item"])
-        user_bias = self.user_bias(inputs["user"])
-        item_bias = self.item_bias(inputs["item"])
-        if self.l2:
-            self.add_loss(self.l2 * batch_l2(user, item, user_bias, item_bias))
-        dot = ops.sum(user * item, axis=-1)
-        return dot + ops.squeeze(user_bias + item_bias, axis=-1) + self.global_mean
+    def lookup(self, inputs: dict[str, Any]) -> list[Any]:
+        return [
+            *super().lookup(inputs),
+            self.user_bias(inputs["user"]),
+            self.item_bias(inputs["item"]),
+        ]
+
+    def score(self, user: Any, item: Any, *biases: Any) -> Any:
+        user_bias, item_bias = biases
+        bias = ops.squeeze(user_bias + item_bias, axis=-1)
+        return super().score(user, item) + bias + self.global_mean
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update(
-            n_users=self.n_users,
-            n_items=self.n_items,
-            embedding_dim=self.embedding_dim,
-            global_mean=self.global_mean,
-            l2=self.l2,
-            init_std=self.init_std,
-        )
+        config.update(global_mean=self.global_mean)
         return config

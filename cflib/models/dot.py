@@ -76,10 +76,17 @@ class DotModel(keras.Model):
         self.built = True
 
     def call(self, inputs: dict[str, Any]) -> Any:
-        user = self.user_embedding(inputs["user"])
-        item = self.item_embedding(inputs["item"])
+        rows = self.lookup(inputs)
         if self.l2:
-            self.add_loss(self.l2 * batch_l2(user, item))
+            self.add_loss(self.l2 * batch_l2(*rows))
+        return self.score(*rows)
+
+    def lookup(self, inputs: dict[str, Any]) -> list[Any]:
+        """The table rows of the batch; all of them are L2-penalized."""
+        return [self.user_embedding(inputs["user"]), self.item_embedding(inputs["item"])]
+
+    def score(self, user: Any, item: Any, *_: Any) -> Any:
+        """Predicted ratings from the rows that ``lookup`` returned."""
         return ops.sum(user * item, axis=-1)
 
     def get_config(self) -> dict[str, Any]:
