@@ -116,7 +116,7 @@ def main() -> None:
         "End to end covers parsing, the dense id maps, the hash split, the shuffle into "
         "parts and the manifest: every byte is read twice and written twice.",
     ]
-    write_section("Ingest", "\n".join(lines))
+    write_section(f"Ingest, {rows:,} ratings", "\n".join(lines))
     print("\n".join(lines))
     print(json.dumps({"rows": rows, "bare_s": bare_s, "ingest_s": ingest_s}))
 
