@@ -80,11 +80,9 @@ def ingest(
     """Parse a source directory into partitioned Parquet with dense ids and splits."""
     from cflib.ingest.source import find_source
     from flows.ingest import run_ingest
-    from flows.runtime import prefect_api
 
     find_source(source, cfg.format)  # Fail fast, before any server or cluster starts.
-    with prefect_api():
-        result = run_ingest(str(source), str(out), cfg)
+    result = run_ingest(str(source), str(out), cfg)
     _print_ingest(result)
 
 
@@ -114,12 +112,10 @@ def train(
 ) -> None:
     """Train a model on an ingested dataset (MirroredStrategy over local devices)."""
     from cflib.dataset import load_manifest
-    from flows.runtime import prefect_api
     from flows.train import train_flow
 
     load_manifest(data)
-    with prefect_api():
-        summary = train_flow(str(data), str(out), cfg, run_id)
+    summary = train_flow(str(data), str(out), cfg, run_id)
     _echo_kv(
         f"run {summary['run_id']} in {out}",
         {
@@ -141,11 +137,9 @@ def evaluate(
     """Score a run on the test split against the baselines; write metrics.json, report.md."""
     from cflib import runs
     from flows.evaluate_publish import evaluate_flow
-    from flows.runtime import prefect_api
 
     runs.train_summary(run)
-    with prefect_api():
-        metrics = evaluate_flow(str(run), cfg)
+    metrics = evaluate_flow(str(run), cfg)
     typer.echo(report.format_table(metrics))
     typer.echo(f"report: {run / 'report.md'}")
 
@@ -161,11 +155,9 @@ def publish(
     """Copy an evaluated run into the registry atomically and move `latest` to it."""
     from cflib import runs
     from flows.evaluate_publish import publish_flow
-    from flows.runtime import prefect_api
 
     runs.metrics(run)
-    with prefect_api():
-        result = publish_flow(str(run), str(registry), cfg)
+    result = publish_flow(str(run), str(registry), cfg)
     typer.echo(f"published {result['artifact']}")
     if result["latest"]:
         typer.echo(f"latest -> {result['latest']}")
@@ -174,13 +166,9 @@ def publish(
 def _run_pipeline(source: Path, work: Path, cfg: PipelineConfig, registry: Path | None) -> None:
     from cflib.ingest.source import find_source
     from flows.pipeline import pipeline_flow
-    from flows.runtime import prefect_api
 
     find_source(source, cfg.ingest.format)
-    with prefect_api():
-        result = pipeline_flow(
-            str(source), str(work), cfg, None if registry is None else str(registry)
-        )
+    result = pipeline_flow(str(source), str(work), cfg, None if registry is None else str(registry))
     typer.echo("")
     typer.echo(report.format_table(result["metrics"]))
     typer.echo("")

@@ -4,28 +4,32 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, unmapped
+from prefect import flow
 from prefect_dask import DaskTaskRunner
 
 from cflib.config import IngestConfig
-from cflib.ingest.steps import bucket_jobs
-from flows.runtime import dask_task_runner
+from flows.runtime import dask_scheduler_address, dask_task_runner
 from tasks import ingest as t
 
 
 @flow(name="ingest", task_runner=DaskTaskRunner(), log_prints=True)  # type: ignore[arg-type]
 def ingest_flow(source: str, out: str, config: IngestConfig | None = None) -> dict[str, Any]:
-    """Ingest a source directory into a partitioned Parquet dataset at ``out``."""
+    """Ingest a source directory into a partitioned Parquet dataset at ``out``.
+
+    The flow's DaskTaskRunner owns the cluster (a LocalCluster, or an existing scheduler);
+    each stage is a task that fans its shards or buckets out on that cluster.
+    """
     config = config or IngestConfig()
     plan = t.plan_ingest(source, out, config)
     if plan["up_to_date"]:
         return {"up_to_date": True, "out": plan["out"], "fingerprint": plan["fingerprint"]}
     stage = plan["stage"]
     try:
-        parsed = t.parse_shard.map(unmapped(stage), range(plan["shards"])).result()
-        ids = t.build_id_maps.submit(stage, parsed).result()
-        t.split_shard.map(unmapped(stage), range(plan["shards"]), unmapped(ids)).result()
-        parts = t.compact_bucket.map(unmapped(stage), bucket_jobs(ids)).result()
+        address = dask_scheduler_address()
+        parsed = t.parse_shards(stage, address)
+        ids = t.build_id_maps(stage, parsed, address)
+        t.split_shards(stage, ids, address)
+        parts = t.compact_buckets(stage, ids, address)
         return t.finalize(stage, ids, parts)
     except BaseException:
         t.abort(stage)

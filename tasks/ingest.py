@@ -1,4 +1,5 @@
-"""Prefect tasks of the ingest stage; each wraps one ``cflib.ingest.steps`` call."""
+"""Prefect tasks of the ingest stage. Each stage is one task; the ones over many shards or
+buckets fan out on the flow's Dask cluster (its scheduler address is passed in)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,21 @@ from typing import Any
 from prefect import get_run_logger, task
 
 from cflib.config import IngestConfig
-from cflib.ingest import steps
+from cflib.ingest import parallel, steps
 from tasks._retry import IO_RETRIES, IO_RETRY_DELAY_S, retry_on_io
+
+_PROGRESS_STEPS = 10
+
+
+def _on_dask(address: str, what: str) -> parallel.Mapper:
+    """A Dask mapper that logs progress about every tenth of the jobs."""
+    logger = get_run_logger()
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % max(1, total // _PROGRESS_STEPS) == 0:
+            logger.info("%s: %d/%d", what, done, total)
+
+    return parallel.dask_map(address, progress)
 
 
 @task(name="plan-ingest")
@@ -19,12 +33,11 @@ def plan_ingest(source: str, out: str, config: IngestConfig) -> dict[str, Any]:
     if plan.up_to_date:
         logger.info("%s is up to date with %s; nothing to do", plan.out, plan.source)
     else:
-        files = sum(len(s) for s in plan.shards)
         logger.info(
             "%s: %s, %d rating files in %d shards, %.1f MB",
             plan.source,
             plan.format,
-            files,
+            sum(len(s) for s in plan.shards),
             len(plan.shards),
             plan.source_bytes / 1e6,
         )
@@ -32,20 +45,19 @@ def plan_ingest(source: str, out: str, config: IngestConfig) -> dict[str, Any]:
         "stage": plan.stage,
         "out": plan.out,
         "up_to_date": plan.up_to_date,
-        "shards": len(plan.shards),
         "fingerprint": plan.fingerprint,
     }
 
 
 @task(
-    name="parse-shard",
+    name="parse-shards",
     retries=IO_RETRIES,
     retry_delay_seconds=IO_RETRY_DELAY_S,
     retry_condition_fn=retry_on_io,
 )
-def parse_shard(stage: str, index: int) -> dict[str, Any]:
-    """Parse one shard of rating files to Parquet with raw ids."""
-    return steps.parse_shard(stage, index)
+def parse_shards(stage: str, address: str) -> list[dict[str, Any]]:
+    """Parse every shard of rating files to Arrow with raw ids, in parallel."""
+    return parallel.parse_all(stage, _on_dask(address, "shards parsed"))
 
 
 @task(
@@ -54,9 +66,9 @@ def parse_shard(stage: str, index: int) -> dict[str, Any]:
     retry_delay_seconds=IO_RETRY_DELAY_S,
     retry_condition_fn=retry_on_io,
 )
-def build_id_maps(stage: str, parsed: list[dict[str, Any]]) -> dict[str, Any]:
-    """Dense user and item indices, probe keys and the qualifying table."""
-    ids = steps.build_id_maps(stage, parsed)
+def build_id_maps(stage: str, parsed: list[dict[str, Any]], address: str) -> dict[str, Any]:
+    """Dense user and item indices, probe keys and the qualifying table (on a worker)."""
+    [ids] = parallel.dask_map(address)(steps.build_id_maps, [(stage, parsed)])
     get_run_logger().info(
         "%d ratings, %d users, %d items", ids["rows"], ids["n_users"], ids["n_items"]
     )
@@ -64,26 +76,25 @@ def build_id_maps(stage: str, parsed: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @task(
-    name="split-shard",
+    name="split-shards",
     retries=IO_RETRIES,
     retry_delay_seconds=IO_RETRY_DELAY_S,
     retry_condition_fn=retry_on_io,
 )
-def split_shard(stage: str, index: int, ids: dict[str, Any]) -> dict[str, Any]:
-    """Assign one shard's ratings to splits and buckets."""
-    return steps.split_shard(stage, index, ids)
+def split_shards(stage: str, ids: dict[str, Any], address: str) -> list[dict[str, Any]]:
+    """Assign every shard's ratings to splits and buckets, in parallel."""
+    return parallel.split_all(stage, ids, _on_dask(address, "shards split"))
 
 
 @task(
-    name="compact-bucket",
+    name="compact-buckets",
     retries=IO_RETRIES,
     retry_delay_seconds=IO_RETRY_DELAY_S,
     retry_condition_fn=retry_on_io,
 )
-def compact_bucket(stage: str, job: tuple[str, int]) -> dict[str, Any]:
-    """Write one shuffled Parquet part of a split."""
-    split, bucket = job
-    return steps.compact_bucket(stage, split, bucket)
+def compact_buckets(stage: str, ids: dict[str, Any], address: str) -> list[dict[str, Any]]:
+    """Write every shuffled Parquet part, in parallel."""
+    return parallel.compact_all(stage, ids, _on_dask(address, "parts written"))
 
 
 @task(name="finalize-dataset")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cflib.config import IngestConfig
-from cflib.ingest.local import ingest_local
+from cflib.ingest.parallel import ingest_local
 
 pytestmark = pytest.mark.slow
 
@@ -32,9 +32,9 @@ def _wait_for(path: Path, timeout: float = 60) -> None:
 
 @pytest.fixture
 def cluster(prefect_harness: None, tmp_path: Path) -> Iterator[str]:
-    from flows.runtime import api_url
-
-    env = {**os.environ, "PREFECT_API_URL": api_url() or "", "DASK_LOGGING__DISTRIBUTED": "warning"}
+    # The workers get no PREFECT_API_URL: they run plain cflib functions, not Prefect tasks.
+    env = {**os.environ, "DASK_LOGGING__DISTRIBUTED": "warning"}
+    env.pop("PREFECT_API_URL", None)
     info = tmp_path / "scheduler.json"
     common = ["--no-dashboard"]
     procs = [

@@ -11,7 +11,7 @@ import pytest
 from cflib import evaluate, report
 from cflib.config import IngestConfig
 from cflib.dataset import load_manifest
-from cflib.ingest.local import ingest_local
+from cflib.ingest.parallel import ingest_local
 
 
 def test_error_sums_match_hand_computed() -> None:

@@ -14,7 +14,7 @@ from cflib import schema
 from cflib.config import IngestConfig
 from cflib.dataset import load_manifest
 from cflib.errors import DataFormatError, SourceError
-from cflib.ingest.local import ingest_local
+from cflib.ingest.parallel import ingest_local
 from tests.conftest import MOVIES, PROBE, write_netflix
 
 N_RATINGS = sum(len(v) for v in MOVIES.values())

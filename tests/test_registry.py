@@ -11,7 +11,7 @@ import pytest
 from cflib import registry, schema
 from cflib.config import IngestConfig, PublishConfig
 from cflib.errors import ConfigError, DatasetError
-from cflib.ingest.local import ingest_local
+from cflib.ingest.parallel import ingest_local
 
 
 def _fake_run(root: Path, data: Path, run_id: str, rmse: float = 0.9) -> Path:

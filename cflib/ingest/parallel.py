@@ -1,0 +1,89 @@
+"""Running one ingest step over many shards or buckets: in this process, or on Dask.
+
+A stage is one Prefect task; its fan-out is plain Dask futures on the flow's cluster.
+Dask reschedules the work of a lost worker, and the workers need nothing but cflib:
+no Prefect API, no per-shard task-run bookkeeping (which cost 0.3 s a shard here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from cflib.config import IngestConfig
+from cflib.ingest import steps
+
+Progress = Callable[[int, int], None]
+
+
+class Mapper(Protocol):
+    """Runs ``fn(*args)`` for each tuple in ``jobs``; returns the results in job order."""
+
+    def __call__(self, fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> list[Any]: ...
+
+
+def serial_map(fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """A Mapper that runs every job here, in order."""
+    return [fn(*job) for job in jobs]
+
+
+def dask_map(address: str, progress: Progress | None = None) -> Mapper:
+    """A Mapper that runs jobs on the Dask scheduler at ``address``.
+
+    ``progress(done, total)`` is called as jobs finish. The first failing job's
+    exception is raised as is (Dask pickles it back), after the others are cancelled.
+    """
+    from distributed import Client, as_completed
+
+    def run(fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> list[Any]:
+        with Client(address, set_as_default=False) as client:
+            futures = [client.submit(fn, *job, pure=False) for job in jobs]
+            try:
+                for done, future in enumerate(as_completed(futures, loop=client.loop), 1):
+                    future.result()  # Raises the job's own exception.
+                    if progress is not None:
+                        progress(done, len(futures))
+                return client.gather(futures)
+            except BaseException:
+                client.cancel(futures)
+                raise
+
+    return run
+
+
+def parse_all(stage: str, mapper: Mapper) -> list[dict[str, Any]]:
+    """Parse every shard of the plan."""
+    shards = len(steps.load_plan(stage).shards)
+    return mapper(steps.parse_shard, [(stage, i) for i in range(shards)])
+
+
+def split_all(stage: str, ids: dict[str, Any], mapper: Mapper) -> list[dict[str, Any]]:
+    """Split every parsed shard into the buckets of each split."""
+    shards = len(steps.load_plan(stage).shards)
+    return mapper(steps.split_shard, [(stage, i, ids) for i in range(shards)])
+
+
+def compact_all(stage: str, ids: dict[str, Any], mapper: Mapper) -> list[dict[str, Any]]:
+    """Merge every bucket into one shuffled Parquet part."""
+    jobs = [(stage, split, bucket) for split, bucket in steps.bucket_jobs(ids)]
+    return mapper(steps.compact_bucket, jobs)
+
+
+def ingest_local(source: str | Path, out: str | Path, cfg: IngestConfig) -> dict[str, Any]:
+    """Run every ingest step in this process, in order (no Prefect, no Dask).
+
+    The Prefect flow in ``flows/ingest.py`` runs the same stages with ``dask_map``.
+    Returns the manifest as a dict, or ``{"up_to_date": True, ...}`` when ``out`` is.
+    """
+    plan = steps.plan_ingest(source, out, cfg)
+    if plan.up_to_date:
+        return {"up_to_date": True, "out": plan.out, "fingerprint": plan.fingerprint}
+    stage = str(plan.stage_path)
+    try:
+        ids = steps.build_id_maps(stage, parse_all(stage, serial_map))
+        split_all(stage, ids, serial_map)
+        return steps.finalize(stage, ids, compact_all(stage, ids, serial_map))
+    except BaseException:
+        steps.abort(stage)
+        raise
