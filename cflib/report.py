@@ -70,8 +70,8 @@ def render_markdown(metrics: dict[str, Any], summary: dict[str, Any], manifest: 
         for i in range(len(history[keys[0]])):
             out.append(f"| {i + 1} | " + " | ".join(f"{history[k][i]:.4f}" for k in keys) + " |")
     out += ["", "## Data", ""]
-    out.append(f"Source `{manifest.source.path}` ({manifest.source.format}), fingerprint ")
     out.append(
+        f"Source `{manifest.source.path}` ({manifest.source.format}), dataset fingerprint "
         f"`{manifest.fingerprint[:16]}`: {manifest.n_users:,} users, {manifest.n_items:,} items."
     )
     out += ["", "| split | ratings | mean rating |", "|---|---:|---:|"]
