@@ -52,6 +52,27 @@ RAW_ITEMS = pa.schema(
     ]
 )
 
+#: Item side table with genres (MovieLens); ``genres`` is empty where none are listed.
+RAW_ITEMS_GENRES = pa.schema(
+    [
+        pa.field("raw_item", pa.int64(), nullable=False),
+        pa.field("year", pa.int16(), nullable=True),
+        pa.field("title", pa.string(), nullable=False),
+        pa.field("genres", pa.list_(pa.string()), nullable=False),
+    ]
+)
+
+#: User side table (MovieLens 100K and 1M); fields the source lacks are null.
+RAW_USERS = pa.schema(
+    [
+        pa.field("raw_user", pa.int64(), nullable=False),
+        pa.field("gender", pa.string(), nullable=True),
+        pa.field("age", pa.int16(), nullable=True),
+        pa.field("occupation", pa.string(), nullable=True),
+        pa.field("zip", pa.string(), nullable=True),
+    ]
+)
+
 #: Dense index -> raw id maps, written once per dataset; row i holds index i.
 USER_MAP = pa.schema([pa.field("raw_user", pa.int64(), nullable=False)])
 ITEM_MAP = pa.schema(
