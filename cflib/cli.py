@@ -47,6 +47,19 @@ def _echo_kv(title: str, rows: dict[str, Any]) -> None:
         typer.echo(f"  {key:<{width}}  {value}")
 
 
+def _generate(out: Path, cfg: SynthConfig) -> dict[str, Any]:
+    """``generate_netflix`` with a progress bar over movies when stderr is a terminal."""
+    from rich.progress import Progress
+
+    from cflib.synth import generate_netflix
+
+    with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task(f"generating {cfg.ratings:,} ratings", total=cfg.movies)
+        return generate_netflix(
+            out, cfg, progress=lambda done, _total: bar.update(task, completed=done)
+        )
+
+
 @synth_app.command("netflix")
 @config_options(SynthConfig, param="cfg")
 def synth_netflix(
@@ -55,9 +68,7 @@ def synth_netflix(
     cfg: SynthConfig,
 ) -> None:
     """Write a Netflix Prize-format directory with a planted model and truth.json."""
-    from cflib.synth import generate_netflix
-
-    truth = generate_netflix(out, cfg)
+    truth = _generate(out, cfg)
     _echo_kv(
         f"wrote {out}",
         {
@@ -201,12 +212,10 @@ def demo(
     out: Path = typer.Option(Path("demo-work"), "--out", help="Work directory of the demo."),
 ) -> None:
     """Generate a small Netflix-format dataset and run the whole pipeline on it."""
-    from cflib.synth import generate_netflix
-
     source = out / "source"
     if not (source / "truth.json").is_file():
         typer.echo(f"generating {DEMO_SYNTH.ratings:,} ratings in {source} ...")
-        generate_netflix(source, DEMO_SYNTH)
+        _generate(source, DEMO_SYNTH)
     _run_pipeline(source, out, PipelineConfig(ingest=IngestConfig(name="netflix-demo")), None)
 
 
