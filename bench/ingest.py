@@ -24,7 +24,7 @@ import pyarrow.csv as pacsv
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._report import PeakRSS, machine, write_section  # noqa: E402
 from cflib.config import IngestConfig, SynthConfig  # noqa: E402
-from cflib.ingest.steps import plan_shards  # noqa: E402
+from cflib.ingest.source import find_source, plan_shards  # noqa: E402
 from cflib.sources import netflix  # noqa: E402
 from cflib.synth import generate_netflix  # noqa: E402
 
@@ -72,7 +72,7 @@ def main() -> None:
     files = netflix.list_training_files(source)
     size = sum(p.stat().st_size for p in files)
 
-    shards = plan_shards(files, int(args.shard_mb * 1e6))
+    shards = [s.files for s in plan_shards(find_source(source), int(args.shard_mb * 1e6))]
     rows, bare_s = bare_parse(shards)
 
     from prefect.server.api.server import SubprocessASGIServer

@@ -83,7 +83,9 @@ def synth_netflix(
 @app.command()
 @config_options(IngestConfig, param="cfg")
 def ingest(
-    source: Path = typer.Argument(..., help="Source directory (Netflix Prize layout)."),
+    source: Path = typer.Argument(
+        ..., help="Source directory: Netflix Prize or MovieLens (100K, 1M, CSV)."
+    ),
     out: Path = typer.Option(..., "--out", help="Dataset directory to write."),
     *,
     cfg: IngestConfig,
@@ -196,7 +198,9 @@ _RUN_INGEST_OPTIONS = ("name", "validation_fraction", "dask_address", "n_workers
 @config_options(IngestConfig, param="ingest_cfg", include=_RUN_INGEST_OPTIONS)
 @config_options(TrainConfig, param="train_cfg")
 def run(
-    source: Path = typer.Argument(..., help="Source directory (Netflix Prize layout)."),
+    source: Path = typer.Argument(
+        ..., help="Source directory: Netflix Prize or MovieLens (100K, 1M, CSV)."
+    ),
     out: Path = typer.Option(..., "--out", help="Work directory: data/, runs/, registry/."),
     registry: Path | None = typer.Option(None, "--registry", help="Default: OUT/registry."),
     *,

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 ModelName = Literal["dot", "biased-mf"]
 MODEL_NAMES: tuple[str, ...] = ("dot", "biased-mf")
-SourceFormat = Literal["auto", "netflix"]
+SplitMode = Literal["auto", "random", "temporal"]
+SourceFormat = Literal["auto", "netflix", "ml-100k", "ml-1m", "ml-csv"]
 
 
 class _Stage(BaseModel):
@@ -42,6 +43,11 @@ class IngestConfig(_Stage):
     format: SourceFormat = Field("auto", description="Source format; 'auto' detects it.")
     name: str | None = Field(
         None, min_length=1, description="Dataset name in the registry (default: source dir name)."
+    )
+    split: SplitMode = Field(
+        "auto",
+        description="Test split: 'random' (hash of the pair), 'temporal' (each user's latest); "
+        "'auto' uses Netflix's probe.txt where present, else 'random'.",
     )
     validation_fraction: float = Field(
         0.05, gt=0, lt=1, description="Share of the training ratings held out for validation."

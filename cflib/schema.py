@@ -73,15 +73,10 @@ RAW_USERS = pa.schema(
     ]
 )
 
-#: Dense index -> raw id maps, written once per dataset; row i holds index i.
-USER_MAP = pa.schema([pa.field("raw_user", pa.int64(), nullable=False)])
-ITEM_MAP = pa.schema(
-    [
-        pa.field("raw_item", pa.int64(), nullable=False),
-        pa.field("year", pa.int16(), nullable=True),
-        pa.field("title", pa.string(), nullable=True),
-    ]
-)
+#: Dense index -> raw id and side features; row i describes dense index i. Features the
+#: source lacks are null (``genres``: empty).
+USER_MAP = pa.schema([*RAW_USERS])
+ITEM_MAP = pa.schema([*RAW_ITEMS_GENRES]).set(2, pa.field("title", pa.string(), nullable=True))
 
 SPLITS = ("train", "validation", "test")
 

@@ -34,12 +34,12 @@ def plan_ingest(source: str, out: str, config: IngestConfig) -> dict[str, Any]:
         logger.info("%s is up to date with %s; nothing to do", plan.out, plan.source)
     else:
         logger.info(
-            "%s: %s, %d rating files in %d shards, %.1f MB",
+            "%s: %s, %d files, %.1f MB, %d shards",
             plan.source,
             plan.format,
-            sum(len(s) for s in plan.shards),
-            len(plan.shards),
+            plan.source_files,
             plan.source_bytes / 1e6,
+            len(plan.shards),
         )
     return {
         "stage": plan.stage,

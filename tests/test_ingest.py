@@ -44,11 +44,18 @@ def test_ingest_netflix_counts_ids_and_splits(netflix_dir: Path, tmp_path: Path)
         and len(by_split["validation"]) == rows["validation"]
     )
 
-    users = pq.read_table(out / schema.USER_MAP_FILE).column("raw_user").to_pylist()
+    user_map = pq.read_table(out / schema.USER_MAP_FILE)
+    users = user_map.column("raw_user").to_pylist()
     assert users == [10, 20, 30, 40, 50, 60]
+    assert user_map.schema == schema.USER_MAP and user_map.column("gender").null_count == 6
     items = pq.read_table(out / schema.ITEM_MAP_FILE).to_pylist()
     assert [i["raw_item"] for i in items] == [1, 2, 3]
-    assert items[1] == {"raw_item": 2, "year": None, "title": "Isle of Man TT, 2004 Review"}
+    assert items[1] == {
+        "raw_item": 2,
+        "year": None,
+        "title": "Isle of Man TT, 2004 Review",
+        "genres": [],
+    }
     assert items[2]["title"] == "Caf\xe9 Noir"
 
     table = ds.dataset(out / schema.RATINGS_DIR, partitioning="hive").to_table()
@@ -147,3 +154,34 @@ def test_bad_source_directories(tmp_path: Path, setup, message: str) -> None:  #
     with pytest.raises(SourceError, match=message):
         ingest_local(src, tmp_path / "data", IngestConfig())
     assert not (tmp_path / "data").exists()
+
+
+def test_temporal_split_takes_each_users_latest(tmp_path: Path) -> None:
+    # User 7 rates 8 movies on days 1..8, user 9 rates 2 (too few for a test rating).
+    movies = {m: [f"7,3,2005-01-0{m}"] for m in range(1, 9)}
+    movies[1].append("9,4,2005-02-01")
+    movies[2].append("9,5,2005-02-02")
+    src = write_netflix(tmp_path / "src", movies)  # probe.txt is ignored by a temporal split
+    cfg = IngestConfig(split="temporal", test_fraction=0.25, validation_fraction=0.5, bucket_rows=3)
+    manifest = ingest_local(src, tmp_path / "data", cfg)
+    by_split = _ratings(tmp_path / "data")
+    assert set(by_split["test"]) == {(8, 7), (7, 7)}  # floor(0.25 * 8) = 2 latest of user 7
+    assert set(by_split["validation"]) == {
+        (6, 7),
+        (5, 7),
+        (4, 7),
+        (2, 9),
+    }  # floor(0.5 * 6), floor(0.5 * 2)
+    assert len(by_split["train"]) == 4
+    assert manifest["ingest_config"]["split"] == "temporal"
+    again = ingest_local(src, tmp_path / "again", cfg.model_copy(update={"shard_mb": 1e-6}))
+    assert again["splits"] == manifest["splits"]
+
+
+def test_random_split_ignores_the_probe_when_asked(netflix_dir: Path, tmp_path: Path) -> None:
+    cfg = IngestConfig(split="random", test_fraction=0.5, validation_fraction=0.01)
+    manifest = ingest_local(netflix_dir, tmp_path / "data", cfg)
+    assert manifest["probe_unmatched"] == 0
+    by_split = _ratings(tmp_path / "data")
+    assert 0 < len(by_split["test"]) < N_RATINGS
+    assert set(by_split["test"]) != {(m, u) for m, us in PROBE.items() for u in us}

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cflib.config import IngestConfig
-from cflib.ingest import steps
+from cflib.ingest import assign, steps
 
 Progress = Callable[[int, int], None]
 
@@ -59,9 +59,17 @@ def parse_all(stage: str, mapper: Mapper) -> list[dict[str, Any]]:
 
 
 def split_all(stage: str, ids: dict[str, Any], mapper: Mapper) -> list[dict[str, Any]]:
-    """Split every parsed shard into the buckets of each split."""
-    shards = len(steps.load_plan(stage).shards)
-    return mapper(steps.split_shard, [(stage, i, ids) for i in range(shards)])
+    """Split every parsed shard into the buckets of each split.
+
+    A temporal split takes a second round, over user buckets, once every shard has
+    scattered its rows by user.
+    """
+    plan = steps.load_plan(stage)
+    done = mapper(assign.split_shard, [(stage, i, ids) for i in range(len(plan.shards))])
+    if plan.split == "temporal":
+        buckets = ids["buckets"]["users"]
+        done = mapper(assign.assign_temporal, [(stage, b, ids) for b in range(buckets)])
+    return done
 
 
 def compact_all(stage: str, ids: dict[str, Any], mapper: Mapper) -> list[dict[str, Any]]:

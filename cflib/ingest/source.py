@@ -1,4 +1,5 @@
-"""Finding out what a source directory holds, and fingerprinting it."""
+"""What a source directory holds: its format, its files, how its ratings split into
+shards for parallel parsing, and one reader per kind of file."""
 
 from __future__ import annotations
 
@@ -6,10 +7,25 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
+
+from cflib import schema
 from cflib.errors import ConfigError, SourceError
 from cflib.sources import netflix
 
-FORMATS = ("netflix",)
+FORMATS = ("netflix", "ml-100k", "ml-1m", "ml-csv")
+
+
+class Shard(BaseModel):
+    """One parse job: whole files (Netflix) or a byte range of one file (MovieLens)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    files: list[str] = []
+    path: str | None = None
+    start: int = 0
+    end: int | None = None
 
 
 @dataclass(frozen=True)
@@ -21,12 +37,13 @@ class SourceFiles:
     ratings: list[Path]
     probe: Path | None = None
     qualifying: Path | None = None
-    titles: Path | None = None
+    items: Path | None = None
+    users: Path | None = None
 
     def all_files(self) -> list[Path]:
         """Every file that contributes to the dataset, in a stable order."""
-        extra = [p for p in (self.probe, self.qualifying, self.titles) if p is not None]
-        return [*self.ratings, *extra]
+        extra = (self.probe, self.qualifying, self.items, self.users)
+        return [*self.ratings, *(p for p in extra if p is not None)]
 
 
 def detect_format(root: Path) -> str:
@@ -44,18 +61,24 @@ def detect_format(root: Path) -> str:
         raise SourceError(f"{root}: source directory is empty")
     if (root / netflix.TRAINING_DIR).is_dir():
         return "netflix"
+    from cflib.sources import movielens
+
+    variant = movielens.detect_variant(root)
+    if variant is not None:
+        return variant
     raise SourceError(
         f"{root}: no known source format (expected a Netflix Prize directory with "
-        f"{netflix.TRAINING_DIR}/{netflix.TRAINING_GLOB})"
+        f"{netflix.TRAINING_DIR}/, or a MovieLens directory with {movielens.ML100K_RATINGS}, "
+        f"{movielens.ML1M_RATINGS} or {movielens.CSV_RATINGS})"
     )
 
 
 def find_source(root: Path, fmt: str = "auto") -> SourceFiles:
     """List the files of ``root`` for format ``fmt`` ('auto' detects it)."""
     root = Path(root)
-    detected = detect_format(root)
     if fmt not in ("auto", *FORMATS):
         raise ConfigError(f"--format {fmt!r}: unknown; choose from auto, {', '.join(FORMATS)}")
+    detected = detect_format(root)
     if fmt != "auto" and fmt != detected:
         raise SourceError(f"{root}: --format {fmt} given but the directory looks like {detected}")
 
@@ -63,13 +86,28 @@ def find_source(root: Path, fmt: str = "auto") -> SourceFiles:
         path = root / name
         return path if path.is_file() else None
 
+    if detected == "netflix":
+        return SourceFiles(
+            root=root,
+            format=detected,
+            ratings=netflix.list_training_files(root),
+            probe=optional(netflix.PROBE_FILE),
+            qualifying=optional(netflix.QUALIFYING_FILE),
+            items=optional(netflix.TITLES_FILE),
+        )
+    from cflib.sources import movielens as ml
+
+    names = {
+        "ml-100k": (ml.ML100K_RATINGS, ml.ML100K_ITEMS, ml.ML100K_USERS),
+        "ml-1m": (ml.ML1M_RATINGS, ml.ML1M_ITEMS, ml.ML1M_USERS),
+        "ml-csv": (ml.CSV_RATINGS, ml.CSV_ITEMS, None),
+    }[detected]
     return SourceFiles(
         root=root,
         format=detected,
-        ratings=netflix.list_training_files(root),
-        probe=optional(netflix.PROBE_FILE),
-        qualifying=optional(netflix.QUALIFYING_FILE),
-        titles=optional(netflix.TITLES_FILE),
+        ratings=[root / names[0]],
+        items=optional(names[1]),
+        users=None if names[2] is None else optional(names[2]),
     )
 
 
@@ -87,3 +125,69 @@ def fingerprint(files: SourceFiles) -> tuple[str, int]:
         rel = path.relative_to(files.root).as_posix()
         digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return digest.hexdigest(), total
+
+
+def plan_shards(files: SourceFiles, shard_bytes: int) -> list[Shard]:
+    """Parse jobs of about ``shard_bytes`` each, in source order.
+
+    Netflix shards are consecutive runs of whole files; a MovieLens ratings file is cut
+    into byte ranges (the readers align them to lines). Either way, concatenating the
+    shards in order gives the same rows whatever the shard size.
+    """
+    if files.format != "netflix":
+        from cflib.sources import movielens
+
+        path = files.ratings[0]
+        return [
+            Shard(path=str(path), start=start, end=end)
+            for start, end in movielens.byte_ranges(path, shard_bytes)
+        ]
+    shards: list[Shard] = []
+    current: list[str] = []
+    size = 0
+    for path in files.ratings:
+        current.append(str(path))
+        size += path.stat().st_size
+        if size >= shard_bytes:
+            shards.append(Shard(files=current))
+            current, size = [], 0
+    if current:
+        shards.append(Shard(files=current))
+    return shards
+
+
+def read_shard(fmt: str, shard: Shard) -> pa.Table:
+    """The ratings of one shard, in ``schema.RAW_RATINGS``."""
+    if fmt == "netflix":
+        return netflix.read_training_files([Path(p) for p in shard.files])
+    from cflib.sources import movielens as ml
+
+    reader = {
+        "ml-100k": ml.read_ratings_100k,
+        "ml-1m": ml.read_ratings_1m,
+        "ml-csv": ml.read_ratings_csv,
+    }[fmt]
+    assert shard.path is not None  # MovieLens shards are byte ranges of one file.
+    return reader(Path(shard.path), start=shard.start, end=shard.end)
+
+
+def read_items(fmt: str, path: Path) -> pa.Table:
+    """The item side table, in ``schema.RAW_ITEMS_GENRES`` (Netflix lists no genres)."""
+    if fmt == "netflix":
+        titles = netflix.read_movie_titles(path)
+        empty = pa.array([[]] * titles.num_rows, pa.list_(pa.string()))
+        return titles.append_column("genres", empty).cast(schema.RAW_ITEMS_GENRES)
+    from cflib.sources import movielens as ml
+
+    reader = {"ml-100k": ml.read_items_100k, "ml-1m": ml.read_items_1m, "ml-csv": ml.read_items_csv}
+    return reader[fmt](path)
+
+
+def read_users(fmt: str, path: Path) -> pa.Table:
+    """The user side table, in ``schema.RAW_USERS`` (MovieLens 100K and 1M only)."""
+    from cflib.sources import movielens as ml
+
+    reader = {"ml-100k": ml.read_users_100k, "ml-1m": ml.read_users_1m}
+    if fmt not in reader:
+        raise SourceError(f"{path}: format {fmt} has no user table")
+    return reader[fmt](path)

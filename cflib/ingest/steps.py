@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from cflib import schema
 from cflib.config import IngestConfig
@@ -35,7 +35,15 @@ from cflib.errors import DatasetError
 from cflib.fsutil import publish_dir, staging_dir
 from cflib.ingest import splits as hashing
 from cflib.ingest.ids import DenseIds, sorted_unique, union_sorted
-from cflib.ingest.source import find_source, fingerprint
+from cflib.ingest.source import (
+    Shard,
+    find_source,
+    fingerprint,
+    plan_shards,
+    read_items,
+    read_shard,
+    read_users,
+)
 from cflib.sources import netflix
 
 log = logging.getLogger(__name__)
@@ -47,7 +55,15 @@ PLAN_FILE = "plan.json"
 DICTIONARY_COLUMNS = ["rating", "date"]
 SCRATCH = "scratch"
 # Config fields that change the dataset's contents; the rest only change how it is made.
-_CONTENT_FIELDS = ("format", "name", "validation_fraction", "test_fraction", "seed", "bucket_rows")
+_CONTENT_FIELDS = (
+    "format",
+    "name",
+    "split",
+    "validation_fraction",
+    "test_fraction",
+    "seed",
+    "bucket_rows",
+)
 
 
 class Plan(BaseModel):
@@ -60,10 +76,12 @@ class Plan(BaseModel):
     stage: str | None
     format: str
     name: str
-    shards: list[list[str]]
+    split: str = Field(description="probe, random or temporal: how the test split is chosen.")
+    shards: list[Shard]
     probe: str | None
     qualifying: str | None
-    titles: str | None
+    items: str | None
+    users: str | None
     source_fingerprint: str
     source_bytes: int
     fingerprint: str
@@ -76,11 +94,7 @@ class Plan(BaseModel):
             raise DatasetError(f"{self.out}: up to date, there is nothing to stage")
         return Path(self.stage)
 
-    @property
-    def source_files(self) -> int:
-        return sum(len(s) for s in self.shards) + sum(
-            p is not None for p in (self.probe, self.qualifying, self.titles)
-        )
+    source_files: int
 
 
 def load_plan(stage: str | Path) -> Plan:
@@ -95,35 +109,22 @@ def _existing_fingerprint(out: Path) -> str | None:
         return None
 
 
-def _write_scratch(table: pa.Table, path: Path) -> None:
+def write_scratch(table: pa.Table, path: Path) -> None:
     """Arrow IPC for intermediate files: written once, read once, deleted; no encoding."""
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
 
 
-def _read_scratch(path: Path) -> pa.Table:
+def read_scratch(path: Path) -> pa.Table:
+    """Read a file that ``write_scratch`` wrote."""
     with pa.memory_map(str(path)) as source:
         return pa.ipc.open_file(source).read_all()
 
 
-def plan_shards(paths: list[Path], shard_bytes: int) -> list[list[str]]:
-    """Consecutive runs of whole files of about ``shard_bytes`` each (at least one file).
-
-    Shards are contiguous in file order, so concatenating them in order gives the same
-    rows whatever the shard size: the output does not depend on it.
-    """
-    shards: list[list[str]] = []
-    current: list[str] = []
-    size = 0
-    for path in paths:
-        current.append(str(path))
-        size += path.stat().st_size
-        if size >= shard_bytes:
-            shards.append(current)
-            current, size = [], 0
-    if current:
-        shards.append(current)
-    return shards
+def _split_mode(asked: str, has_probe: bool) -> str:
+    if asked == "auto":
+        return "probe" if has_probe else "random"
+    return asked
 
 
 def plan_ingest(source: str | Path, out: str | Path, cfg: IngestConfig) -> Plan:
@@ -139,7 +140,7 @@ def plan_ingest(source: str | Path, out: str | Path, cfg: IngestConfig) -> Plan:
     full_fp = hashlib.sha256(f"{source_fp}\n{json.dumps(content, sort_keys=True)}".encode())
     fp = full_fp.hexdigest()
     up_to_date = not cfg.force and _existing_fingerprint(out) == fp
-    shards = plan_shards(files.ratings, int(cfg.shard_mb * 1e6))
+    shards = plan_shards(files, int(cfg.shard_mb * 1e6))
     stage = None if up_to_date else staging_dir(out)
     plan = Plan(
         source=str(source),
@@ -147,10 +148,13 @@ def plan_ingest(source: str | Path, out: str | Path, cfg: IngestConfig) -> Plan:
         stage=None if stage is None else str(stage),
         format=files.format,
         name=cfg.name or source.name,
+        split=_split_mode(cfg.split, files.probe is not None),
         shards=shards,
         probe=None if files.probe is None else str(files.probe),
         qualifying=None if files.qualifying is None else str(files.qualifying),
-        titles=None if files.titles is None else str(files.titles),
+        items=None if files.items is None else str(files.items),
+        users=None if files.users is None else str(files.users),
+        source_files=len(files.all_files()),
         source_fingerprint=source_fp,
         source_bytes=total,
         fingerprint=fp,
@@ -166,14 +170,14 @@ def plan_ingest(source: str | Path, out: str | Path, cfg: IngestConfig) -> Plan:
 def parse_shard(stage: str, index: int) -> dict[str, Any]:
     """Parse one shard of rating files into ``scratch/raw/shard-NNNNN.parquet``."""
     plan = load_plan(stage)
-    paths = [Path(p) for p in plan.shards[index]]
-    table = netflix.read_training_files(paths)
+    shard = plan.shards[index]
+    table = read_shard(plan.format, shard)
     raw = plan.stage_path / SCRATCH / "raw"
-    _write_scratch(table, raw / f"shard-{index:05d}.arrow")
+    write_scratch(table, raw / f"shard-{index:05d}.arrow")
     users = sorted_unique(table.column("raw_user").to_numpy())
     items = sorted_unique(table.column("raw_item").to_numpy())
     np.savez(raw / f"shard-{index:05d}.ids.npz", users=users, items=items)
-    return {"index": index, "files": len(paths), "rows": table.num_rows}
+    return {"index": index, "rows": table.num_rows}
 
 
 def _n_buckets(rows: int, bucket_rows: int) -> int:
@@ -194,13 +198,16 @@ def build_id_maps(stage: str, parsed: list[dict[str, Any]]) -> dict[str, Any]:
     items = union_sorted(s["items"] for s in sets)
     np.save(scratch / "users.npy", users)
     np.save(scratch / "items.npy", items)
+    user_side = None if plan.users is None else read_users(plan.format, Path(plan.users))
+    item_side = None if plan.items is None else read_items(plan.format, Path(plan.items))
+    user_map = _side_map(users, "raw_user", user_side, schema.USER_MAP)
+    pq.write_table(user_map, root / schema.USER_MAP_FILE)
     pq.write_table(
-        pa.table({"raw_user": users}, schema=schema.USER_MAP), root / schema.USER_MAP_FILE
+        _side_map(items, "raw_item", item_side, schema.ITEM_MAP), root / schema.ITEM_MAP_FILE
     )
-    pq.write_table(_item_map(items, plan.titles), root / schema.ITEM_MAP_FILE)
 
     probe_pairs = 0
-    if plan.probe is not None:
+    if plan.split == "probe" and plan.probe is not None:
         probe = netflix.read_probe(Path(plan.probe))
         keys = sorted_unique(
             hashing.pair_keys(
@@ -214,7 +221,7 @@ def build_id_maps(stage: str, parsed: list[dict[str, Any]]) -> dict[str, Any]:
         qualifying_rows = _write_qualifying(Path(plan.qualifying), users, items, root)
 
     rows = sum(int(r["rows"]) for r in parsed)
-    test_est = probe_pairs if plan.probe is not None else rows * plan.config.test_fraction
+    test_est = probe_pairs if plan.split == "probe" else rows * plan.config.test_fraction
     val_est = (rows - test_est) * plan.config.validation_fraction
     bucket_rows = plan.config.bucket_rows
     return {
@@ -227,28 +234,47 @@ def build_id_maps(stage: str, parsed: list[dict[str, Any]]) -> dict[str, Any]:
             "train": _n_buckets(int(rows - test_est - val_est), bucket_rows),
             "validation": _n_buckets(int(val_est), bucket_rows),
             "test": _n_buckets(int(test_est), bucket_rows),
+            # Temporal splits first gather each user's ratings in one of these.
+            "users": _n_buckets(rows, bucket_rows),
         },
     }
 
 
-def _item_map(items: np.ndarray, titles_path: str | None) -> pa.Table:
-    year = pa.nulls(items.size, pa.int16())
-    title = pa.nulls(items.size, pa.string())
-    if titles_path is not None:
-        titles = netflix.read_movie_titles(Path(titles_path))
-        raw = titles.column("raw_item").to_numpy()
-        idx = DenseIds(items)(raw)
-        keep = idx >= 0
-        # Scatter the titles onto the dense order; movies without ratings are dropped.
-        order = np.full(items.size, -1, np.int64)
-        order[idx[keep]] = np.nonzero(keep)[0]
-        take = pa.array(np.where(order >= 0, order, 0))
-        missing = pa.array(order < 0)
-        year = pa.compute.if_else(missing, pa.scalar(None, pa.int16()), titles["year"].take(take))
-        title = pa.compute.if_else(
-            missing, pa.scalar(None, pa.string()), titles["title"].take(take)
+def _side_map(ids: np.ndarray, key: str, side: pa.Table | None, target: pa.Schema) -> pa.Table:
+    """One row per dense id, in dense order, with the side table's features for it.
+
+    Ids the side table lacks get nulls (empty genre lists); side rows for ids without
+    ratings are dropped.
+    """
+    n = ids.size
+    columns: dict[str, pa.Array] = {key: pa.array(ids, pa.int64())}
+    if side is None:
+        for field in target:
+            if field.name != key:
+                columns[field.name] = _missing(field.type, n)
+        return pa.table(columns, schema=target)
+    idx = DenseIds(ids)(side.column(key).to_numpy())
+    keep = idx >= 0
+    row = np.full(n, -1, np.int64)  # The side table's row of each dense id, or -1.
+    row[idx[keep]] = np.nonzero(keep)[0]
+    take = pa.array(np.where(row >= 0, row, 0))
+    missing = pa.array(row < 0)
+    for field in target:
+        if field.name == key:
+            continue
+        fill = pa.scalar([] if pa.types.is_list(field.type) else None, field.type)
+        column = (
+            side.column(field.name).take(take) if n and side.num_rows else _missing(field.type, n)
         )
-    return pa.table({"raw_item": items, "year": year, "title": title}, schema=schema.ITEM_MAP)
+        columns[field.name] = pa.compute.if_else(missing, fill, column)
+    return pa.table(columns, schema=target)
+
+
+def _missing(dtype: pa.DataType, n: int) -> pa.Array:
+    """``n`` values of ``dtype`` standing for 'unknown': empty lists, else nulls."""
+    if pa.types.is_list(dtype):
+        return pa.array([[]] * n, dtype)
+    return pa.nulls(n, dtype)
 
 
 def _write_qualifying(path: Path, users: np.ndarray, items: np.ndarray, root: Path) -> int:
@@ -269,60 +295,14 @@ def _write_qualifying(path: Path, users: np.ndarray, items: np.ndarray, root: Pa
     return table.num_rows
 
 
-def split_shard(stage: str, index: int, ids: dict[str, Any]) -> dict[str, Any]:
-    """Assign one shard's ratings to splits and buckets; write one piece per bucket."""
-    plan = load_plan(stage)
-    cfg = plan.config
-    scratch = plan.stage_path / SCRATCH
-    table = _read_scratch(scratch / "raw" / f"shard-{index:05d}.arrow")
-    raw_user = table.column("raw_user").to_numpy()
-    raw_item = table.column("raw_item").to_numpy()
-    keys = hashing.pair_keys(raw_item, raw_user)
-    if plan.probe is not None:
-        test = hashing.sorted_member(keys, np.load(scratch / "probe_keys.npy"))
-    else:
-        test = hashing.uniform01(keys, cfg.seed, hashing.SALT_TEST) < cfg.test_fraction
-    val = ~test & (
-        hashing.uniform01(keys, cfg.seed, hashing.SALT_VALIDATION) < cfg.validation_fraction
-    )
-    dense = pa.table(
-        {
-            "user": DenseIds(np.load(scratch / "users.npy"))(raw_user),
-            "item": DenseIds(np.load(scratch / "items.npy"))(raw_item),
-            "rating": table.column("rating"),
-            "date": table.column("date"),
-            "raw_user": raw_user,
-            "raw_item": raw_item,
-        },
-        schema=schema.RATINGS,
-    )
-    counts: dict[str, int] = {}
-    for split, mask in (("train", ~test & ~val), ("validation", val), ("test", test)):
-        rows = np.nonzero(mask)[0]
-        counts[split] = int(rows.size)
-        if rows.size == 0:
-            continue
-        bucket = hashing.buckets(keys[rows], cfg.seed, ids["buckets"][split])
-        order = np.argsort(bucket, kind="stable")
-        bounds = np.searchsorted(bucket[order], np.arange(ids["buckets"][split] + 1))
-        for b in range(ids["buckets"][split]):
-            sel = rows[order[bounds[b] : bounds[b + 1]]]
-            if sel.size == 0:
-                continue
-            piece = scratch / "pieces" / split / f"b{b:05d}"
-            piece.mkdir(parents=True, exist_ok=True)
-            _write_scratch(dense.take(pa.array(sel)), piece / f"shard-{index:05d}.arrow")
-    return {"index": index, "counts": counts}
-
-
 def compact_bucket(stage: str, split: str, bucket: int) -> dict[str, Any]:
     """Merge one bucket's pieces into a shuffled part ``ratings/split=S/part-NNNNN.parquet``."""
     plan = load_plan(stage)
     pieces_dir = plan.stage_path / SCRATCH / "pieces" / split / f"b{bucket:05d}"
-    pieces = sorted(pieces_dir.glob("shard-*.arrow")) if pieces_dir.is_dir() else []
+    pieces = sorted(pieces_dir.glob("*.arrow")) if pieces_dir.is_dir() else []
     if not pieces:
         return {"split": split, "bucket": bucket, "file": None, "rows": 0, "rating_sum": 0.0}
-    table = pa.concat_tables(_read_scratch(p) for p in pieces)
+    table = pa.concat_tables(read_scratch(p) for p in pieces)
     salt = schema.SPLITS.index(split)
     rng = np.random.default_rng([plan.config.seed, salt, bucket])
     table = table.take(pa.array(rng.permutation(table.num_rows)))
@@ -356,7 +336,7 @@ def finalize(stage: str, ids: dict[str, Any], parts: list[dict[str, Any]]) -> di
         )
     if split_info["train"].rows == 0:
         raise DatasetError(f"{plan.source}: no training ratings after the split")
-    unmatched = ids["probe_pairs"] - split_info["test"].rows if plan.probe else 0
+    unmatched = ids["probe_pairs"] - split_info["test"].rows if plan.split == "probe" else 0
     if unmatched:
         log.warning("%s: %d probe pairs have no rating in training_set", plan.probe, unmatched)
     manifest = Manifest(
