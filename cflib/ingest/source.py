@@ -162,13 +162,13 @@ def read_shard(fmt: str, shard: Shard) -> pa.Table:
         return netflix.read_training_files([Path(p) for p in shard.files])
     from cflib.sources import movielens as ml
 
-    reader = {
-        "ml-100k": ml.read_ratings_100k,
-        "ml-1m": ml.read_ratings_1m,
-        "ml-csv": ml.read_ratings_csv,
-    }[fmt]
     assert shard.path is not None  # MovieLens shards are byte ranges of one file.
-    return reader(Path(shard.path), start=shard.start, end=shard.end)
+    path, start, end = Path(shard.path), shard.start, shard.end
+    if fmt == "ml-1m":
+        # The `::` layout is also ML-10M's, whose ratings are half stars.
+        return ml.read_ratings_1m(path, start=start, end=end, half_stars=True)
+    reader = {"ml-100k": ml.read_ratings_100k, "ml-csv": ml.read_ratings_csv}[fmt]
+    return reader(path, start=start, end=end)
 
 
 def read_items(fmt: str, path: Path) -> pa.Table:

@@ -7,6 +7,7 @@ as ``DataFormatError(path, lineno, reason)``.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import re
 from collections.abc import Callable
@@ -77,8 +78,12 @@ class Layout:
 
     names: str  # the data line as documentation, e.g. "CustomerID,Rating,Date"
     fields: tuple[Callable[[str], str | None], ...]
-    headers: str  # "first": line 1 only; "blocks": anywhere; "none": no headers
-    split_all: bool = True  # False: split on the first len(fields) - 1 commas only
+    # "first": a 'MovieID:' line 1 only; "blocks": 'MovieID:' lines anywhere;
+    # "names": line 1 of the file is ``names`` itself (a CSV header); "none": no headers.
+    headers: str
+    split_all: bool = True  # False: split on the first len(fields) - 1 separators only
+    sep: str = ","
+    quoted: bool = False  # fields may be double-quoted, CSV style (the separator is ",")
 
 
 TRAINING = Layout(
@@ -94,8 +99,190 @@ TITLES = Layout(
 )
 
 
+# --- MovieLens ---------------------------------------------------------------------------
+
+#: Unix seconds of 10000-01-01 UTC: later dates do not fit Python's ``date``, and a
+#: millisecond timestamp (a common mix-up) lands far beyond it.
+TIMESTAMP_END = 253_402_300_800
+#: The 19 genre flags of ML-100K's u.item, in column order.
+ML100K_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
+    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
+    "Romance", "Sci-Fi", "Thriller", "War", "Western",
+)  # fmt: skip
+#: ML-1M users.dat age buckets (the code is the bucket's lowest age).
+ML1M_AGES = frozenset({1, 18, 25, 35, 45, 50, 56})
+_DECIMAL_RE = re.compile(r"[0-9]+\.?[0-9]*|\.[0-9]+")  # what pyarrow reads from these bytes
+_RELEASE_RE = re.compile(r"[0-9]{2}-[A-Za-z]{3}-[0-9]{4}")
+
+
+def _check_stars(field: str) -> str | None:
+    ok = _ID_RE.fullmatch(field) is not None and 1 <= int(field) <= 5
+    return None if ok else f"rating {field!r} is not one of 1..5"
+
+
+def _check_half_stars(field: str) -> str | None:
+    ok = _DECIMAL_RE.fullmatch(field) is not None and 0.5 <= float(field) <= 5.0
+    if ok and (2 * float(field)).is_integer():
+        return None
+    return f"rating {field!r} is not a half star in 0.5..5.0"
+
+
+def _check_timestamp(field: str) -> str | None:
+    if _ID_RE.fullmatch(field) is None:
+        return f"timestamp {field!r} is not a non-negative integer"
+    return None if int(field) < TIMESTAMP_END else f"timestamp {field!r} is after the year 9999"
+
+
+def _check_release(field: str) -> str | None:
+    ok = not field or _RELEASE_RE.fullmatch(field) is not None
+    return None if ok else f"release date {field!r} is not empty or DD-Mon-YYYY"
+
+
+def _check_flag(genre: str) -> Callable[[str], str | None]:
+    def check(field: str) -> str | None:
+        return None if field in ("0", "1") else f"{genre} flag {field!r} is not 0 or 1"
+
+    return check
+
+
+def _check_genres(field: str) -> str | None:
+    if not field:
+        return "empty genres"
+    return None if "" not in field.split("|") else f"empty genre in {field!r}"
+
+
+def _check_gender(field: str) -> str | None:
+    return None if field in ("M", "F") else f"gender {field!r} is not M or F"
+
+
+def _check_age_code(field: str) -> str | None:
+    ok = _ID_RE.fullmatch(field) is not None and int(field) in ML1M_AGES
+    return None if ok else f"age {field!r} is not one of {', '.join(map(str, sorted(ML1M_AGES)))}"
+
+
+def _check_occupation_code(field: str) -> str | None:
+    ok = _ID_RE.fullmatch(field) is not None and int(field) <= 20
+    return None if ok else f"occupation {field!r} is not a code in 0..20"
+
+
+def _check_nonempty(what: str) -> Callable[[str], str | None]:
+    def check(field: str) -> str | None:
+        return None if field else f"empty {what}"
+
+    return check
+
+
+def _any(field: str) -> str | None:
+    return None
+
+
+_check_user = _check_int("user id", _INT64_MAX)
+_check_movie = _check_int("movie id", _INT64_MAX)
+
+ML100K_RATINGS = Layout(
+    "user id | item id | rating | timestamp",
+    (_check_user, _check_int("item id", _INT64_MAX), _check_stars, _check_timestamp),
+    "none",
+    sep="\t",
+)
+ML1M_RATINGS = Layout(
+    "UserID::MovieID::Rating::Timestamp",
+    (_check_user, _check_movie, _check_stars, _check_timestamp),
+    "none",
+    sep="::",
+)
+ML10M_RATINGS = Layout(
+    "UserID::MovieID::Rating::Timestamp",
+    (_check_user, _check_movie, _check_half_stars, _check_timestamp),
+    "none",
+    sep="::",
+)
+CSV_RATINGS = Layout(
+    "userId,movieId,rating,timestamp",
+    (_check_user, _check_movie, _check_half_stars, _check_timestamp),
+    "names",
+)
+ML100K_ITEMS = Layout(
+    "movie id | title | release date | video release date | IMDb URL | 19 genre flags",
+    (
+        _check_movie,
+        _check_title,
+        _check_release,
+        _any,  # video release date: empty throughout ML-100K and never used
+        _any,  # IMDb URL
+        *(_check_flag(genre) for genre in ML100K_GENRES),
+    ),
+    "none",
+    sep="|",
+)
+ML1M_ITEMS = Layout(
+    "MovieID::Title::Genres", (_check_movie, _check_title, _check_genres), "none", sep="::"
+)
+CSV_ITEMS = Layout(
+    "movieId,title,genres", (_check_movie, _check_title, _check_genres), "names", quoted=True
+)
+ML100K_USERS = Layout(
+    "user id | age | gender | occupation | zip code",
+    (
+        _check_user,
+        _check_int("age", 150),
+        _check_gender,
+        _check_nonempty("occupation"),
+        _check_nonempty("zip code"),
+    ),
+    "none",
+    sep="|",
+)
+ML1M_USERS = Layout(
+    "UserID::Gender::Age::Occupation::Zip-code",
+    (
+        _check_user,
+        _check_gender,
+        _check_age_code,
+        _check_occupation_code,
+        _check_nonempty("zip code"),
+    ),
+    "none",
+    sep="::",
+)
+
+_SEP_NOUNS = {",": "comma-separated", "\t": "tab-separated"}
+
+
+def split_fields(line: str, layout: Layout) -> list[str] | str:
+    """The fields of one non-blank data line, or the reason it has the wrong number."""
+    n = len(layout.fields)
+    if layout.quoted:
+        # Not strict: pyarrow, which the fast paths use, also reads 'a"b' and '"a"b' leniently.
+        parts = next(csv.reader([line], strict=False))
+    elif layout.split_all:
+        parts = line.split(layout.sep)
+    else:
+        parts = line.split(layout.sep, n - 1)
+    if len(parts) != n:
+        sep = _SEP_NOUNS.get(layout.sep, f"'{layout.sep}'-separated")
+        noun = "field" if n == 1 else f"{sep} fields"
+        return f"expected {n} {noun} ({layout.names}), got {len(parts)}"
+    return parts
+
+
+def _header_error(line: str, layout: Layout) -> str | None:
+    """Why line 1 is not the CSV header ``layout.names``, or None."""
+    return (
+        None
+        if line == layout.names
+        else (f"first line should be the header {layout.names!r}, got {line!r}")
+    )
+
+
 def _line_error(line: str, lineno: int, layout: Layout, seen_header: bool) -> str | None:
     """Why one non-blank line is malformed, or None."""
+    if layout.headers == "names" and lineno == 1:
+        return _header_error(line, layout)
+    if layout.quoted and "\r" in line:
+        # pyarrow ends a row at a lone CR, so a CR inside a free-text line breaks its rows.
+        return f"carriage return inside line {line!r}"
     if (layout.headers == "first" and lineno == 1) or (
         layout.headers == "blocks" and line.endswith(":")
     ):
@@ -104,27 +291,31 @@ def _line_error(line: str, lineno: int, layout: Layout, seen_header: bool) -> st
         return f"unexpected header {line!r}: a training file holds one movie"
     if layout.headers == "blocks" and not seen_header:
         return f"data line {line!r} before any 'MovieID:' header"
-    n = len(layout.fields)
-    parts = line.split(",") if layout.split_all else line.split(",", n - 1)
-    if len(parts) != n:
-        noun = "field" if n == 1 else "comma-separated fields"
-        return f"expected {n} {noun} ({layout.names}), got {len(parts)}"
+    parts = split_fields(line, layout)
+    if isinstance(parts, str):
+        return parts
     for check, part in zip(layout.fields, parts, strict=True):
         if (reason := check(part)) is not None:
             return reason
     return None
 
 
-def scan(text: str, layout: Layout) -> tuple[int, str] | None:
-    """Line number and reason of the first malformed line of ``text``, or None."""
-    if not text:
+def scan(text: str, layout: Layout, *, first_lineno: int = 1) -> tuple[int, str] | None:
+    """Line number and reason of the first malformed line of ``text``, or None.
+
+    ``first_lineno`` is the file's line number of the first line of ``text`` (> 1 when
+    ``text`` is a byte range of a bigger file); headers are only checked on line 1.
+    """
+    if not text and layout.headers != "names":
         return (1, "empty file") if layout.headers == "first" else None
     seen_header = False
-    for lineno, raw in enumerate(text.split("\n"), start=1):
+    for lineno, raw in enumerate(text.split("\n"), start=first_lineno):
         line = raw[:-1] if raw.endswith("\r") else raw
         if not line:
             if layout.headers == "first" and lineno == 1:
                 return 1, "first line should be 'MovieID:', got ''"
+            if layout.headers == "names" and lineno == 1:
+                return 1, _header_error("", layout) or ""
             continue
         if (reason := _line_error(line, lineno, layout, seen_header)) is not None:
             return lineno, reason
@@ -132,10 +323,38 @@ def scan(text: str, layout: Layout) -> tuple[int, str] | None:
     return None
 
 
-def raise_first_error(path: Path, text: str, layout: Layout) -> NoReturn:
-    """Raise the first malformed line of a file the vectorized path refused."""
-    found = scan(text, layout)
+def raise_first_error(path: Path, text: str, layout: Layout, *, first_lineno: int = 1) -> NoReturn:
+    """Raise the first malformed line of a file (or byte range) the vectorized path refused."""
+    found = scan(text, layout, first_lineno=first_lineno)
     if found is not None:
         raise DataFormatError(path, *found)
     # The vectorized path refused something the line rules accept: a bug, but say where.
     raise DataFormatError(path, None, "pyarrow refused this file but no line breaks the rules")
+
+
+def parse_rows(path: Path, text: str, layout: Layout, *, what: str) -> list[list[str]]:
+    """The fields of each data line of a whole small file, in file order.
+
+    Raises ``DataFormatError`` at the first malformed line, or at the first line whose
+    id (the first field, named ``what`` in the message) an earlier line already holds.
+    """
+    rows: list[list[str]] = []
+    seen: dict[int, int] = {}
+    for lineno, raw in enumerate(text.split("\n"), start=1):
+        line = raw[:-1] if raw.endswith("\r") else raw
+        if lineno == 1 and layout.headers == "names":
+            if (reason := _header_error(line, layout)) is not None:
+                raise DataFormatError(path, 1, reason)
+            continue
+        if not line:
+            continue
+        if (reason := _line_error(line, lineno, layout, False)) is not None:
+            raise DataFormatError(path, lineno, reason)
+        parts = split_fields(line, layout)
+        assert not isinstance(parts, str)  # _line_error checked the field count
+        key = int(parts[0])
+        if key in seen:
+            raise DataFormatError(path, lineno, f"{what} {key} already on line {seen[key]}")
+        seen[key] = lineno
+        rows.append(parts)
+    return rows

@@ -1,0 +1,288 @@
+"""Byte ranges, the vectorized ratings parser and side-table helpers behind
+``cflib.sources.movielens``.
+
+A byte range ``[start, end)`` holds the lines that *start* in it: when ``start > 0`` it
+begins just after the first newline at or after ``start - 1``, and it runs through the
+end of the line that holds ``end - 1``. Consecutive ranges therefore cover every line of
+a file exactly once, wherever they cut it, and Dask can parse one big file in shards.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import BinaryIO, NoReturn
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from cflib.errors import DataFormatError
+from cflib.schema import RAW_ITEMS_GENRES, RAW_RATINGS
+from cflib.sources._lines import CSV_ITEMS, TIMESTAMP_END, Layout, raise_first_error
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 1 << 16
+_COUNT_CHUNK = 1 << 24
+_DIGITS = b"0123456789"
+_COLUMNS = ["raw_user", "raw_item", "rating", "timestamp"]
+_COLUMNS_COLONS = ["raw_user", "_gap1", "raw_item", "_gap2", "rating", "_gap3", "timestamp"]
+# pyarrow parses one block per thread: a quarter of the buffer keeps 2-4 cores busy, and
+# blocks over 1 MiB cut the per-block cost (the same trade-off as the Netflix reader).
+_CSV_BLOCK_MIN, _CSV_BLOCK_MAX = 1 << 20, 1 << 24
+
+
+def check_range(start: int, end: int | None) -> None:
+    """Refuse byte offsets that name no range."""
+    if not isinstance(start, int) or start < 0:
+        raise ValueError(
+            f"`start` should be a non-negative integer. Received: `start` = {start!r}."
+        )
+    if end is not None and (not isinstance(end, int) or end < start):
+        raise ValueError(
+            f"`end` should be None or an integer >= `start` ({start}). Received: `end` = {end!r}."
+        )
+
+
+def _line_start_after(f: BinaryIO, at: int, size: int) -> int:
+    """Offset just past the first newline at or after ``at``; ``size`` if there is none."""
+    f.seek(at)
+    pos = at
+    while chunk := f.read(_CHUNK):
+        i = chunk.find(b"\n")
+        if i >= 0:
+            return pos + i + 1
+        pos += len(chunk)
+    return size
+
+
+def read_range(path: Path, start: int, end: int | None) -> tuple[bytearray, int]:
+    """The bytes of the lines that start in ``[start, end)``, and the offset of the first."""
+    with path.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        stop = size if end is None else min(end, size)
+        pos = 0 if start == 0 else _line_start_after(f, start - 1, size)
+        if pos >= stop:
+            return bytearray(), pos
+        f.seek(pos)
+        data = bytearray(stop - pos)
+        del data[f.readinto(data) :]  # readinto skips the copy that bytearray(f.read()) makes
+        # Finish the line that holds end - 1; a bytearray grows in place, not by copying.
+        while data[-1:] != b"\n" and (chunk := f.read(_CHUNK)):
+            i = chunk.find(b"\n")
+            data += chunk if i < 0 else chunk[: i + 1]
+    return data, pos
+
+
+def first_lineno(path: Path, offset: int) -> int:
+    """The file's 1-based line number of the line that starts at ``offset`` (error path only)."""
+    newlines = 0
+    with path.open("rb") as f:
+        left = offset
+        while left > 0 and (chunk := f.read(min(left, _COUNT_CHUNK))):
+            newlines += chunk.count(b"\n")
+            left -= len(chunk)
+    return newlines + 1
+
+
+def _fail(path: Path, data: bytearray, offset: int, layout: Layout) -> NoReturn:
+    """Name the first bad line of a range the fast path refused."""
+    text = data.decode("latin-1")  # latin-1 maps every byte, so garbage cannot raise here
+    raise_first_error(path, text, layout, first_lineno=first_lineno(path, offset))
+
+
+def _fast_table(data: bytearray, offset: int, layout: Layout) -> pa.Table | None:
+    """Parse a range with one pyarrow call, or None when it breaks a rule anywhere."""
+    body = data
+    if layout.headers == "names" and offset == 0:
+        newline = data.find(b"\n")
+        first = data if newline < 0 else data[:newline]
+        if first.removesuffix(b"\r") != layout.names.encode():
+            return None
+        body = bytearray() if newline < 0 else data[newline + 1 :]
+    if b"\r" in body:
+        # Fold CRLF; a lone CR ends only a last line that lacks its newline.
+        body = body.replace(b"\r\n", b"\n").removesuffix(b"\r")
+    # pyarrow's integer parsing is looser than the rules (" 12", "+3"): only digits,
+    # separators, newlines and the decimal point of half stars may reach it.
+    if body.translate(None, _DIGITS + b".\n" + layout.sep.encode()):
+        return None
+    if not body:  # pyarrow refuses an empty buffer, but reads blank lines as no rows
+        return RAW_RATINGS.empty_table()
+    if layout.sep == "::":
+        # pyarrow wants a one-byte delimiter: split on ":" and read the fields between the
+        # two colons of each "::" as the null type, which refuses anything but "" (this is
+        # 2x faster than replacing "::" by a one-byte delimiter first).
+        names, delimiter = _COLUMNS_COLONS, ":"
+    else:
+        names, delimiter = _COLUMNS, layout.sep
+    try:
+        table = pacsv.read_csv(
+            pa.py_buffer(body),
+            read_options=pacsv.ReadOptions(
+                column_names=names,
+                block_size=min(max(len(body) // 4, _CSV_BLOCK_MIN), _CSV_BLOCK_MAX),
+            ),
+            parse_options=pacsv.ParseOptions(
+                delimiter=delimiter, quote_char=False, escape_char=False, ignore_empty_lines=True
+            ),
+            convert_options=pacsv.ConvertOptions(
+                # Ratings are read as dictionaries: a handful of distinct strings per block,
+                # checked by the line rules' own checker below, then mapped to numbers.
+                column_types={n: pa.int64() if n in _COLUMNS else pa.null() for n in names}
+                | {"rating": pa.dictionary(pa.int32(), pa.string())},
+                null_values=[""],  # the gaps' only value; an empty number becomes a null
+                strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        logger.debug("fast parse failed, scanning lines: %s", exc)
+        return None
+    return _checked(table, layout)
+
+
+def _checked(table: pa.Table, layout: Layout) -> pa.Table | None:
+    """The table in ``RAW_RATINGS`` form, or None when a value breaks a rule."""
+    if table.num_rows == 0:
+        return RAW_RATINGS.empty_table()
+    users, items, seconds = table["raw_user"], table["raw_item"], table["timestamp"]
+    # Numbers are unsigned digits here, so only these bounds can fail.
+    if (
+        users.null_count
+        or items.null_count
+        or seconds.null_count  # empty fields
+        or pc.min(users).as_py() < 1
+        or pc.min(items).as_py() < 1
+        or pc.max(seconds).as_py() >= TIMESTAMP_END
+    ):
+        return None
+    check_rating = layout.fields[2]
+    ratings = []
+    for chunk in table["rating"].chunks:
+        words = chunk.dictionary.to_pylist()
+        if any(check_rating(word) is not None for word in words):
+            return None
+        ratings.append(pc.take(pa.array([float(w) for w in words], pa.float32()), chunk.indices))
+    return pa.Table.from_arrays(
+        [
+            users,
+            items,
+            pa.chunked_array(ratings, pa.float32()),
+            # Casting seconds to a timestamp is free; to a date, it takes the UTC day.
+            pc.cast(pc.cast(seconds, pa.timestamp("s")), pa.date32()),
+        ],
+        schema=RAW_RATINGS,
+    )
+
+
+def parse_ratings(path: Path, start: int, end: int | None, layout: Layout) -> pa.Table:
+    """Read and parse the ratings lines that start in ``[start, end)`` of ``path``."""
+    path = Path(path)
+    check_range(start, end)
+    header = layout.headers == "names" and start == 0
+    # The range that starts at 0 always holds line 1, so it always checks the header.
+    data, offset = read_range(path, start, max(end, 1) if header and end is not None else end)
+    if not data and not header:
+        return RAW_RATINGS.empty_table()
+    table = _fast_table(data, offset, layout)
+    if table is None:
+        _fail(path, data, offset, layout)
+    return table
+
+
+# --- side tables ----------------------------------------------------------------------------
+
+#: What movies.csv (and ML-10M's movies.dat) say for a movie without genres.
+NO_GENRES = "(no genres listed)"
+# A year in parentheses at the end of a title ("Toy Story (1995)"; the CSV releases
+# sometimes leave spaces after it); pyarrow and Python read the pattern alike.
+_TITLE_YEAR = r"\((?P<year>[0-9]{4})\) *$"
+_TITLE_YEAR_RE = re.compile(_TITLE_YEAR)
+
+
+def decode(path: Path, data: bytes, encoding: str) -> str:
+    """A file's text; bytes that do not decode are a format error of their line."""
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        lineno = data.count(b"\n", 0, exc.start) + 1
+        raise DataFormatError(path, lineno, f"not valid {encoding}: {exc.reason}") from None
+
+
+def title_year(title: str) -> int | None:
+    """The year of a title's trailing ``(YYYY)``, or None."""
+    match = _TITLE_YEAR_RE.search(title)
+    return None if match is None else int(match.group("year"))
+
+
+def genre_list(field: str) -> list[str]:
+    """A checked ``|``-separated genres field as a list; NO_GENRES is the empty list."""
+    return [] if field == NO_GENRES else field.split("|")
+
+
+def items_table(
+    ids: list[int] | pa.Array,
+    years: list[int | None] | pa.Array,
+    titles: list[str] | pa.Array,
+    genres: list[list[str]],
+) -> pa.Table:
+    """Columns of checked values as a ``RAW_ITEMS_GENRES`` table."""
+    return pa.Table.from_arrays(
+        [
+            pa.array(ids, pa.int64()),
+            pa.array(years, pa.int16()),
+            pa.array(titles, pa.string()),
+            pa.array(genres, pa.list_(pa.string())),
+        ],
+        schema=RAW_ITEMS_GENRES,
+    )
+
+
+def items_csv_table(data: bytes, text: str) -> pa.Table | None:
+    """movies.csv through pyarrow's quoting-aware reader, or None when a rule is broken."""
+    lines = text.split("\n")
+    if lines[0].removesuffix("\r") != CSV_ITEMS.names:
+        return None
+    # pyarrow reads a quoted newline as part of a value; the line rules do not allow one.
+    expected = sum(1 for line in lines[1:] if line not in ("", "\r"))
+    newline = data.find(b"\n")
+    body = b"" if newline < 0 else data[newline + 1 :]
+    if b"\r" in body:
+        body = body.replace(b"\r\n", b"\n").removesuffix(b"\r")
+        if b"\r" in body:
+            return None
+    if not expected:
+        return RAW_ITEMS_GENRES.empty_table()
+    names = ["movieId", "title", "genres"]
+    try:
+        table = pacsv.read_csv(
+            pa.py_buffer(body),
+            read_options=pacsv.ReadOptions(column_names=names),
+            parse_options=pacsv.ParseOptions(ignore_empty_lines=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()), null_values=[]
+            ),
+        )
+        if (
+            table.num_rows != expected
+            or not pc.all(pc.match_substring_regex(table["movieId"], "^[0-9]+$")).as_py()
+        ):
+            return None
+        ids = pc.cast(table["movieId"], pa.int64()).to_numpy()
+    except pa.ArrowInvalid:  # a bad row, or an id past int64
+        return None
+    titles = table["title"]
+    genres = [genre_list(field) for field in table["genres"].to_pylist()]
+    if (
+        (ids < 1).any()
+        or np.unique(ids).size != ids.size
+        or pc.min(pc.binary_length(titles)).as_py() == 0
+        or any("" in row for row in genres)
+    ):
+        return None
+    years = pc.struct_field(pc.extract_regex(titles, _TITLE_YEAR), "year")
+    return items_table(ids, years.cast(pa.int16()), titles.combine_chunks(), genres)
