@@ -191,7 +191,16 @@ def _run_pipeline(source: Path, work: Path, cfg: PipelineConfig, registry: Path 
         typer.echo(f"latest:   {result['published']['latest']}")
 
 
-_RUN_INGEST_OPTIONS = ("name", "validation_fraction", "dask_address", "n_workers", "force")
+_RUN_INGEST_OPTIONS = (
+    "format",
+    "name",
+    "split",
+    "validation_fraction",
+    "test_fraction",
+    "dask_address",
+    "n_workers",
+    "force",
+)
 
 
 @app.command()
