@@ -1,5 +1,6 @@
 """Ingest steps. Each is a function over paths and small dicts, so Dask can run many of
 them at once on any worker that sees the same filesystem, and Prefect can retry one.
+The split assignment is in ``cflib.ingest.assign``, the fan-out in ``cflib.ingest.parallel``.
 
 Layout of the staging directory (renamed to ``--out`` only when complete)::
 
@@ -7,7 +8,8 @@ Layout of the staging directory (renamed to ``--out`` only when complete)::
     scratch/raw/shard-00000.arrow            parsed ratings of one shard, raw ids (Arrow IPC)
     scratch/raw/shard-00000.ids.npz          that shard's distinct users and items
     scratch/{users,items,probe_keys}.npy     sorted id sets for the dense maps and splits
-    scratch/pieces/<split>/b00000/shard-00000.arrow
+    scratch/pieces/<split>/b00000/shard-00000.arrow   one shard's rows of one bucket
+    scratch/pieces/by-user/b00000/shard-00000.arrow   (temporal split: rows by user first)
     ratings/split=<split>/part-00000.parquet the dataset, shuffled within and across parts
     user_map.parquet, item_map.parquet, qualifying.parquet, _manifest.json
 """
