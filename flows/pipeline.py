@@ -10,8 +10,7 @@ from prefect import flow
 from cflib.config import PipelineConfig
 from cflib.runs import new_run_id
 from flows.evaluate_publish import evaluate_flow, publish_flow
-from flows.ingest import ingest_flow
-from flows.runtime import dask_task_runner
+from flows.ingest import run_ingest
 from flows.train import train_flow
 
 DATA_DIR = "data"
@@ -33,8 +32,7 @@ def pipeline_flow(
     data = str(root / DATA_DIR)
     run_id = new_run_id()
     run = str(root / RUNS_DIR / run_id)
-    ingest = ingest_flow.with_options(task_runner=dask_task_runner(config.ingest))
-    ingest(source, data, config.ingest)
+    run_ingest(source, data, config.ingest)
     train_flow(data, run, config.train, run_id)
     metrics = evaluate_flow(run, config.evaluate)
     published = publish_flow(run, registry or str(root / REGISTRY_DIR), config.publish)
