@@ -185,3 +185,12 @@ def test_random_split_ignores_the_probe_when_asked(netflix_dir: Path, tmp_path: 
     by_split = _ratings(tmp_path / "data")
     assert 0 < len(by_split["test"]) < N_RATINGS
     assert set(by_split["test"]) != {(m, u) for m, us in PROBE.items() for u in us}
+
+
+@pytest.mark.parametrize("split", ["auto", "temporal"])
+def test_duplicate_pair_is_refused(tmp_path: Path, split: str) -> None:
+    movies = {**MOVIES, 2: ["10,4,2003-01-01", "30,2,2004-02-02", "10,5,2005-03-03"]}
+    src = write_netflix(tmp_path / "src", movies)
+    with pytest.raises(DataFormatError, match="user 10 rates item 2 more than once"):
+        ingest_local(src, tmp_path / "data", IngestConfig.model_validate({"split": split}))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]

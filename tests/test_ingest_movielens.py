@@ -144,3 +144,13 @@ def test_format_mismatch_is_refused(tmp_path: Path) -> None:
         SourceError, match="--format ml-100k given but the directory looks like ml-1m"
     ):
         ingest_local(src, tmp_path / "data", IngestConfig(format="ml-100k"))
+
+
+def test_duplicate_pair_across_byte_ranges_is_refused(tmp_path: Path) -> None:
+    from cflib.errors import DataFormatError
+
+    src = write_ml_csv(tmp_path / "ml", n_users=200)
+    with open(src / "ratings.csv", "a") as fh:
+        fh.write("3,50,1.0,964982931\n")  # User 3 rated movie 50 near the top of the file.
+    with pytest.raises(DataFormatError, match="user 3 rates item 50 more than once"):
+        ingest_local(src, tmp_path / "data", IngestConfig(shard_mb=0.001))

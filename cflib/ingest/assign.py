@@ -22,7 +22,14 @@ import pyarrow as pa
 from cflib import schema
 from cflib.ingest import splits as hashing
 from cflib.ingest.ids import DenseIds
-from cflib.ingest.steps import SCRATCH, Plan, load_plan, read_scratch, write_scratch
+from cflib.ingest.steps import (
+    SCRATCH,
+    Plan,
+    load_plan,
+    read_scratch,
+    refuse_duplicates,
+    write_scratch,
+)
 
 _BY_USER = "by-user"
 
@@ -73,6 +80,7 @@ def assign_temporal(stage: str, user_bucket: int, ids: dict[str, Any]) -> dict[s
     if not pieces:
         return {"bucket": user_bucket, "rows": 0}
     table = pa.concat_tables(read_scratch(p) for p in pieces)
+    refuse_duplicates(plan, table)  # All of a user's ratings are in this bucket.
     user = table.column("user").to_numpy()
     day = table.column("date").cast(pa.int32()).to_numpy()
     keys = hashing.pair_keys(

@@ -33,10 +33,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from cflib import schema
 from cflib.config import IngestConfig
 from cflib.dataset import Manifest, SourceInfo, SplitInfo, schema_fields, write_manifest
-from cflib.errors import DatasetError
+from cflib.errors import DataFormatError, DatasetError
 from cflib.fsutil import publish_dir, staging_dir
 from cflib.ingest import splits as hashing
-from cflib.ingest.ids import DenseIds, sorted_unique, union_sorted
+from cflib.ingest.ids import DenseIds, first_duplicate, sorted_unique, union_sorted
 from cflib.ingest.source import (
     Shard,
     find_source,
@@ -297,6 +297,19 @@ def _write_qualifying(path: Path, users: np.ndarray, items: np.ndarray, root: Pa
     return table.num_rows
 
 
+def refuse_duplicates(plan: Plan, table: pa.Table) -> None:
+    """Raise if a user rated the same item twice among ``table``'s rows."""
+    raw_user = table.column("raw_user").to_numpy()
+    raw_item = table.column("raw_item").to_numpy()
+    at = first_duplicate(hashing.pair_keys(raw_item, raw_user))
+    if at is not None:
+        raise DataFormatError(
+            plan.source,
+            None,
+            f"user {raw_user[at]} rates item {raw_item[at]} more than once",
+        )
+
+
 def compact_bucket(stage: str, split: str, bucket: int) -> dict[str, Any]:
     """Merge one bucket's pieces into a shuffled part ``ratings/split=S/part-NNNNN.parquet``."""
     plan = load_plan(stage)
@@ -305,6 +318,7 @@ def compact_bucket(stage: str, split: str, bucket: int) -> dict[str, Any]:
     if not pieces:
         return {"split": split, "bucket": bucket, "file": None, "rows": 0, "rating_sum": 0.0}
     table = pa.concat_tables(read_scratch(p) for p in pieces)
+    refuse_duplicates(plan, table)  # A pair's copies share a split and a bucket.
     salt = schema.SPLITS.index(split)
     rng = np.random.default_rng([plan.config.seed, salt, bucket])
     table = table.take(pa.array(rng.permutation(table.num_rows)))
