@@ -27,6 +27,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # Dask's per-worker start/stop chatter at INFO would bury the flow's own progress.
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+# cflib's progress lines (training epochs, ...) go to the flow runs' logs in the Prefect
+# UI too; outside a run they stay on the console only. Read when Prefect is imported.
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "cflib")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 app = typer.Typer(
     name="cfpipe",

@@ -103,3 +103,35 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, args: list[str], ne
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("cfpipe: error: ") and needle in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_cli_training_epochs_reach_the_prefect_run_logs(
+    prefect_harness: None, synth_source: Path, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterName
+    from prefect.settings import get_current_settings
+
+    from cflib.ingest.parallel import ingest_local
+
+    data, run = tmp_path / "data", tmp_path / "run"
+    ingest_local(synth_source, data, IngestConfig())
+    env = {**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url)}
+    argv = ["train", str(data), "--out", str(run), "--epochs", "2", "--run-id", "logs-test"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "cflib.cli", *argv], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    async def cflib_logs() -> list[str]:
+        async with get_client() as client:
+            logs = await client.read_logs(
+                LogFilter(name=LogFilterName(any_=["cflib.train"])), limit=200, offset=0
+            )
+        return [log.message for log in logs]
+
+    messages = asyncio.run(cflib_logs())
+    assert any(m.startswith("epoch 1: loss") for m in messages)
+    assert any(m.startswith("logs-test: best epoch") for m in messages)
