@@ -194,3 +194,24 @@ def test_duplicate_pair_is_refused(tmp_path: Path, split: str) -> None:
     with pytest.raises(DataFormatError, match="user 10 rates item 2 more than once"):
         ingest_local(src, tmp_path / "data", IngestConfig.model_validate({"split": split}))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_kaggle_combined_files_give_the_same_dataset(netflix_dir: Path, tmp_path: Path) -> None:
+    combined = tmp_path / "kaggle"
+    combined.mkdir()
+    for extra in ("probe.txt", "qualifying.txt", "movie_titles.txt"):
+        (combined / extra).write_bytes((netflix_dir / extra).read_bytes())
+    groups = {1: [1, 2], 2: [3]}  # combined_data_N.txt -> the movies it holds, in order
+    for n, movies in groups.items():
+        blocks = "".join(f"{m}:\n" + "".join(f"{x}\n" for x in MOVIES[m]) for m in movies)
+        (combined / f"combined_data_{n}.txt").write_text(blocks)
+    cfg = IngestConfig(name="same", bucket_rows=3)
+    a = ingest_local(netflix_dir, tmp_path / "a", cfg)
+    b = ingest_local(combined, tmp_path / "b", cfg.model_copy(update={"shard_mb": 1e-5}))
+    assert a["splits"] == b["splits"] and b["n_users"] == a["n_users"]
+    names = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.parquet"))
+    assert names == sorted(
+        p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*.parquet")
+    )
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name

@@ -39,6 +39,7 @@ class SourceFiles:
     qualifying: Path | None = None
     items: Path | None = None
     users: Path | None = None
+    ranged: bool = False  # Ratings files are parsed in byte ranges (one big file, many tasks).
 
     def all_files(self) -> list[Path]:
         """Every file that contributes to the dataset, in a stable order."""
@@ -59,7 +60,7 @@ def detect_format(root: Path) -> str:
         raise SourceError(f"{root}: source is not a directory")
     if not any(root.iterdir()):
         raise SourceError(f"{root}: source directory is empty")
-    if (root / netflix.TRAINING_DIR).is_dir():
+    if (root / netflix.TRAINING_DIR).is_dir() or any(root.glob(netflix.COMBINED_GLOB)):
         return "netflix"
     from cflib.sources import movielens
 
@@ -68,7 +69,8 @@ def detect_format(root: Path) -> str:
         return variant
     raise SourceError(
         f"{root}: no known source format (expected a Netflix Prize directory with "
-        f"{netflix.TRAINING_DIR}/, or a MovieLens directory with {movielens.ML100K_RATINGS}, "
+        f"{netflix.TRAINING_DIR}/ or {netflix.COMBINED_GLOB}, or a MovieLens directory with "
+        f"{movielens.ML100K_RATINGS}, "
         f"{movielens.ML1M_RATINGS} or {movielens.CSV_RATINGS})"
     )
 
@@ -87,10 +89,15 @@ def find_source(root: Path, fmt: str = "auto") -> SourceFiles:
         return path if path.is_file() else None
 
     if detected == "netflix":
+        # Kaggle's combined_data_*.txt hold the same blocks as training_set/ concatenated.
+        combined = not (root / netflix.TRAINING_DIR).is_dir()
         return SourceFiles(
             root=root,
             format=detected,
-            ratings=netflix.list_training_files(root),
+            ratings=(
+                netflix.list_combined_files(root) if combined else netflix.list_training_files(root)
+            ),
+            ranged=combined,
             probe=optional(netflix.PROBE_FILE),
             qualifying=optional(netflix.QUALIFYING_FILE),
             items=optional(netflix.TITLES_FILE),
@@ -108,6 +115,7 @@ def find_source(root: Path, fmt: str = "auto") -> SourceFiles:
         ratings=[root / names[0]],
         items=optional(names[1]),
         users=None if names[2] is None else optional(names[2]),
+        ranged=True,
     )
 
 
@@ -130,16 +138,17 @@ def fingerprint(files: SourceFiles) -> tuple[str, int]:
 def plan_shards(files: SourceFiles, shard_bytes: int) -> list[Shard]:
     """Parse jobs of about ``shard_bytes`` each, in source order.
 
-    Netflix shards are consecutive runs of whole files; a MovieLens ratings file is cut
-    into byte ranges (the readers align them to lines). Either way, concatenating the
+    Netflix's training_set shards are consecutive runs of whole files; big files (a
+    MovieLens ratings file, Kaggle's combined_data_*.txt) are cut into byte ranges (the
+    readers align them to lines). Either way, concatenating the
     shards in order gives the same rows whatever the shard size.
     """
-    if files.format != "netflix":
+    if files.ranged:
         from cflib.sources import movielens
 
-        path = files.ratings[0]
         return [
             Shard(path=str(path), start=start, end=end)
+            for path in files.ratings
             for start, end in movielens.byte_ranges(path, shard_bytes)
         ]
     shards: list[Shard] = []
@@ -158,6 +167,8 @@ def plan_shards(files: SourceFiles, shard_bytes: int) -> list[Shard]:
 
 def read_shard(fmt: str, shard: Shard) -> pa.Table:
     """The ratings of one shard, in ``schema.RAW_RATINGS``."""
+    if fmt == "netflix" and shard.path is not None:
+        return netflix.read_combined_range(Path(shard.path), start=shard.start, end=shard.end)
     if fmt == "netflix":
         return netflix.read_training_files([Path(p) for p in shard.files])
     from cflib.sources import movielens as ml

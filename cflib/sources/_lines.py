@@ -89,6 +89,10 @@ class Layout:
 TRAINING = Layout(
     "CustomerID,Rating,Date", (_check_customer, _check_int("rating", 5), _check_date), "first"
 )
+#: combined_data_*.txt: the training files concatenated, one 'MovieID:' line per block.
+COMBINED = Layout(
+    "CustomerID,Rating,Date", (_check_customer, _check_int("rating", 5), _check_date), "blocks"
+)
 PROBE = Layout("CustomerID", (_check_customer,), "blocks")
 QUALIFYING = Layout("CustomerID,Date", (_check_customer, _check_date), "blocks")
 TITLES = Layout(
@@ -300,15 +304,18 @@ def _line_error(line: str, lineno: int, layout: Layout, seen_header: bool) -> st
     return None
 
 
-def scan(text: str, layout: Layout, *, first_lineno: int = 1) -> tuple[int, str] | None:
+def scan(
+    text: str, layout: Layout, *, first_lineno: int = 1, seen_header: bool = False
+) -> tuple[int, str] | None:
     """Line number and reason of the first malformed line of ``text``, or None.
 
     ``first_lineno`` is the file's line number of the first line of ``text`` (> 1 when
     ``text`` is a byte range of a bigger file); headers are only checked on line 1.
+    ``seen_header`` says that ``text`` starts inside a ``MovieID:`` block ("blocks"
+    layouts), so that data lines before its first header are not errors.
     """
     if not text and layout.headers != "names":
         return (1, "empty file") if layout.headers == "first" else None
-    seen_header = False
     for lineno, raw in enumerate(text.split("\n"), start=first_lineno):
         line = raw[:-1] if raw.endswith("\r") else raw
         if not line:

@@ -1,19 +1,15 @@
-"""Byte ranges, the vectorized ratings parser and side-table helpers behind
-``cflib.sources.movielens``.
+"""The vectorized ratings parser and side-table helpers behind ``cflib.sources.movielens``.
 
-A byte range ``[start, end)`` holds the lines that *start* in it: when ``start > 0`` it
-begins just after the first newline at or after ``start - 1``, and it runs through the
-end of the line that holds ``end - 1``. Consecutive ranges therefore cover every line of
-a file exactly once, wherever they cut it, and Dask can parse one big file in shards.
+Ratings are read in byte ranges (``_ranges``): a range holds the lines that *start* in
+it, so that Dask can parse one big file in shards.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
-from typing import BinaryIO, NoReturn
+from typing import NoReturn
 
 import numpy as np
 import pyarrow as pa
@@ -23,70 +19,16 @@ import pyarrow.csv as pacsv
 from cflib.errors import DataFormatError
 from cflib.schema import RAW_ITEMS_GENRES, RAW_RATINGS
 from cflib.sources._lines import CSV_ITEMS, TIMESTAMP_END, Layout, raise_first_error
+from cflib.sources._ranges import check_range, first_lineno, read_range
 
 logger = logging.getLogger(__name__)
 
-_CHUNK = 1 << 16
-_COUNT_CHUNK = 1 << 24
 _DIGITS = b"0123456789"
 _COLUMNS = ["raw_user", "raw_item", "rating", "timestamp"]
 _COLUMNS_COLONS = ["raw_user", "_gap1", "raw_item", "_gap2", "rating", "_gap3", "timestamp"]
 # pyarrow parses one block per thread: a quarter of the buffer keeps 2-4 cores busy, and
 # blocks over 1 MiB cut the per-block cost (the same trade-off as the Netflix reader).
 _CSV_BLOCK_MIN, _CSV_BLOCK_MAX = 1 << 20, 1 << 24
-
-
-def check_range(start: int, end: int | None) -> None:
-    """Refuse byte offsets that name no range."""
-    if not isinstance(start, int) or start < 0:
-        raise ValueError(
-            f"`start` should be a non-negative integer. Received: `start` = {start!r}."
-        )
-    if end is not None and (not isinstance(end, int) or end < start):
-        raise ValueError(
-            f"`end` should be None or an integer >= `start` ({start}). Received: `end` = {end!r}."
-        )
-
-
-def _line_start_after(f: BinaryIO, at: int, size: int) -> int:
-    """Offset just past the first newline at or after ``at``; ``size`` if there is none."""
-    f.seek(at)
-    pos = at
-    while chunk := f.read(_CHUNK):
-        i = chunk.find(b"\n")
-        if i >= 0:
-            return pos + i + 1
-        pos += len(chunk)
-    return size
-
-
-def read_range(path: Path, start: int, end: int | None) -> tuple[bytearray, int]:
-    """The bytes of the lines that start in ``[start, end)``, and the offset of the first."""
-    with path.open("rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        stop = size if end is None else min(end, size)
-        pos = 0 if start == 0 else _line_start_after(f, start - 1, size)
-        if pos >= stop:
-            return bytearray(), pos
-        f.seek(pos)
-        data = bytearray(stop - pos)
-        del data[f.readinto(data) :]  # readinto skips the copy that bytearray(f.read()) makes
-        # Finish the line that holds end - 1; a bytearray grows in place, not by copying.
-        while data[-1:] != b"\n" and (chunk := f.read(_CHUNK)):
-            i = chunk.find(b"\n")
-            data += chunk if i < 0 else chunk[: i + 1]
-    return data, pos
-
-
-def first_lineno(path: Path, offset: int) -> int:
-    """The file's 1-based line number of the line that starts at ``offset`` (error path only)."""
-    newlines = 0
-    with path.open("rb") as f:
-        left = offset
-        while left > 0 and (chunk := f.read(min(left, _COUNT_CHUNK))):
-            newlines += chunk.count(b"\n")
-            left -= len(chunk)
-    return newlines + 1
 
 
 def _fail(path: Path, data: bytearray, offset: int, layout: Layout) -> NoReturn:

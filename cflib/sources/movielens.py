@@ -1,11 +1,12 @@
 """Readers for the MovieLens releases: ML-100K, ML-1M (and ML-10M), and the CSV releases.
 
-One public reader per file and variant, over shared private parsers: ``_movielens_parse``
-(byte ranges, vectorized ratings) and ``_lines`` (the line rules). Ratings readers take a
-byte range so that Dask can parse one big file (ml-25m's ratings.csv is ~650 MB) in
-shards; see ``byte_ranges``. Like the Netflix readers they parse with one vectorized
-pyarrow call and, only when that fails, re-scan the range line by line to raise
-``DataFormatError(path, lineno, reason)`` for the first bad line, numbered in the whole file.
+One public reader per file and variant, over shared private parsers: ``_ranges`` (byte
+ranges), ``_movielens_parse`` (vectorized ratings) and ``_lines`` (the line rules).
+Ratings readers take a byte range so that Dask can parse one big file (ml-25m's
+ratings.csv is ~650 MB) in shards; see ``byte_ranges``. Like the Netflix readers they
+parse with one vectorized pyarrow call and, only when that fails, re-scan the range line
+by line to raise ``DataFormatError(path, lineno, reason)`` for the first bad line,
+numbered in the whole file.
 
 Line rules shared by all the files:
 
@@ -35,6 +36,7 @@ from cflib.sources._movielens_parse import (
     parse_ratings,
     title_year,
 )
+from cflib.sources._ranges import byte_ranges
 
 __all__ = [
     "CSV_ITEMS",
@@ -100,33 +102,6 @@ def detect_variant(root: Path) -> str | None:
         if (root / name).is_file():
             return variant
     return None
-
-
-def byte_ranges(path: Path, chunk_bytes: int) -> list[tuple[int, int]]:
-    """Cut a file into ``[start, end)`` byte ranges for the ratings readers.
-
-    The cuts fall at fixed offsets, usually inside a line: the readers align them, so
-    that each line is read by the range it starts in, and the ranges together read
-    every line once.
-
-    Args:
-        path: a ratings file.
-        chunk_bytes: the length of each range (the last may be shorter).
-
-    Returns:
-        Consecutive ranges from 0 to the file's size; ``[(0, 0)]`` for an empty file,
-        so that its one range still checks a CSV header.
-
-    Raises:
-        ValueError: ``chunk_bytes`` is not a positive integer.
-    """
-    if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes < 1:
-        raise ValueError(
-            "`chunk_bytes` should be a positive integer. "
-            f"Received: `chunk_bytes` = {chunk_bytes!r}."
-        )
-    size = Path(path).stat().st_size
-    return [(s, min(s + chunk_bytes, size)) for s in range(0, size, chunk_bytes)] or [(0, 0)]
 
 
 # --- ratings -------------------------------------------------------------------------------

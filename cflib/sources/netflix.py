@@ -1,4 +1,5 @@
-"""Readers for the Netflix Prize files: training_set/mv_*.txt, probe, qualifying, titles.
+"""Readers for the Netflix Prize files: training_set/mv_*.txt, Kaggle's combined_data_*.txt,
+probe, qualifying, titles.
 
 Every reader has a vectorized fast path (pyarrow) and, only when that path finds
 something wrong, a line-by-line re-scan that names the first bad line as
@@ -41,6 +42,7 @@ from cflib.sources._lines import (
     raise_first_error,
     scan,
 )
+from cflib.sources._netflix_combined import parse_combined
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +51,11 @@ PROBE_FILE = "probe.txt"
 QUALIFYING_FILE = "qualifying.txt"
 TITLES_FILE = "movie_titles.txt"
 TRAINING_GLOB = "mv_*.txt"
+COMBINED_GLOB = "combined_data_*.txt"
 TITLES_ENCODING = "iso-8859-1"
 
 _TRAINING_NAME = re.compile(r"mv_([0-9]+)\.txt")
+_DIGIT_RUNS = re.compile(r"([0-9]+)")
 # date32 value of 0001-01-01: pyarrow parses year 0000, Python's date (and the rules here) do not.
 _MIN_DAY = (dt.date(1, 1, 1) - dt.date(1970, 1, 1)).days
 # Bytes a training body may hold once CRLF is folded to LF; anything else (spaces, a sign,
@@ -222,6 +226,61 @@ def _scan_training(paths: Sequence[Path], which: Sequence[int]) -> NoReturn:
         None,
         "pyarrow refused these rating files but no line breaks the format rules",
     )
+
+
+# --- combined_data_*.txt (Kaggle) ------------------------------------------------------------
+
+
+def _natural_key(path: Path) -> list[str | int]:
+    """Sort key that orders digit runs by value: combined_data_9 before combined_data_10."""
+    return [int(run) if run.isdigit() else run for run in _DIGIT_RUNS.split(path.name)]
+
+
+def list_combined_files(root: Path) -> list[Path]:
+    """The ``combined_data_*.txt`` files of Kaggle's Netflix Prize directory, in order.
+
+    Args:
+        root: the directory that holds ``combined_data_1.txt`` .. ``combined_data_4.txt``.
+
+    Returns:
+        ``root/combined_data_*.txt``, sorted naturally (``_10`` after ``_9``).
+
+    Raises:
+        SourceError: the directory is missing or holds no ``combined_data_*.txt``.
+    """
+    directory = Path(root)
+    if not directory.is_dir():
+        raise SourceError(f"{directory}: directory does not exist")
+    paths = sorted((p for p in directory.glob(COMBINED_GLOB) if p.is_file()), key=_natural_key)
+    if not paths:
+        raise SourceError(f"{directory}: no {COMBINED_GLOB} files")
+    return paths
+
+
+def read_combined_range(path: Path, *, start: int = 0, end: int | None = None) -> pa.Table:
+    """Parse the lines of a ``combined_data_*.txt`` file that start in ``[start, end)``.
+
+    The file is the training files concatenated: ``MovieID:`` lines, each followed by its
+    ``CustomerID,Rating,YYYY-MM-DD`` lines. Cut it with ``movielens.byte_ranges``; the
+    ranges together read every line once, whatever the cuts. A range that starts inside
+    a block takes the movie id from the last header before it, searching backwards.
+
+    Args:
+        path: the combined file.
+        start: first byte of the range; the range reads the lines that start in it.
+        end: end of the range (exclusive); None reads to the end of the file.
+
+    Returns:
+        A table with schema ``RAW_RATINGS`` (``raw_item`` is the block's movie id), in
+        file order.
+
+    Raises:
+        DataFormatError: a malformed line, numbered in the whole file; a data line
+            before any header (the file's first such line); or an out-of-range id in
+            the header of the block the range starts inside.
+        ValueError: ``start`` or ``end`` name no range.
+    """
+    return parse_combined(Path(path), start, end)
 
 
 # --- probe, qualifying, movie titles -----------------------------------------------------
