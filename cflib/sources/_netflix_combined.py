@@ -13,7 +13,6 @@ to the shared line scanner, which names the first bad line in the whole file.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import re
 from pathlib import Path
@@ -21,11 +20,11 @@ from typing import NoReturn
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from cflib.errors import DataFormatError
 from cflib.schema import RAW_RATINGS
 from cflib.sources._lines import COMBINED, header_id, scan
+from cflib.sources._netflix_csv import MIN_DAY, read_rating_lines
 from cflib.sources._ranges import check_range, first_lineno, read_range
 
 logger = logging.getLogger(__name__)
@@ -34,22 +33,10 @@ logger = logging.getLogger(__name__)
 BACK_CHUNK = 1 << 16
 
 _HEADER_RE = re.compile(rb"^([0-9]+):\r?$", re.MULTILINE)
-# date32 value of 0001-01-01: pyarrow parses year 0000, Python's date (and the rules) do not.
-_MIN_DAY = (dt.date(1, 1, 1) - dt.date(1970, 1, 1)).days
 # Bytes a range may hold once CRLF is folded: pyarrow would accept " 12" or "0x1f" as
 # numbers, so anything else goes to the line scan. Colons only appear in headers.
 _DATA_BYTES = b"0123456789,-\n:"
 _INT64_MAX = 2**63 - 1
-_COLUMNS = ["raw_user", "rating", "date"]
-_CSV_PARSE = pacsv.ParseOptions(quote_char=False, escape_char=False, ignore_empty_lines=True)
-_CSV_CONVERT = pacsv.ConvertOptions(
-    column_types={"raw_user": pa.int64(), "rating": pa.int8(), "date": pa.date32()},
-    null_values=[],
-    check_utf8=False,
-)
-# One block per thread: a quarter of the buffer keeps the cores busy, and blocks over
-# 1 MiB cut the per-block cost (the same trade-off as the training reader).
-_CSV_BLOCK_MIN, _CSV_BLOCK_MAX = 1 << 20, 1 << 24
 
 
 def parse_combined(path: Path, start: int, end: int | None) -> pa.Table:
@@ -106,7 +93,7 @@ def _fast_table(path: Path, data: bytearray, offset: int) -> pa.Table | None:
         return RAW_RATINGS.empty_table()
     buf = b"".join(memoryview(data)[a:b] for a, b in spans)
     del data
-    table = _read_csv(buf)
+    table = read_rating_lines(buf)
     if table is None:
         return None
     if table.num_rows != lines.sum():
@@ -114,23 +101,6 @@ def _fast_table(path: Path, data: bytearray, offset: int) -> pa.Table | None:
         if table.num_rows != lines.sum():
             return None
     return _checked(table, np.repeat(np.array(movies, np.int64), lines))
-
-
-def _read_csv(buf: bytes) -> pa.Table | None:
-    """One pyarrow parse of joined data lines, or None when pyarrow refuses them."""
-    try:
-        return pacsv.read_csv(
-            pa.py_buffer(buf),
-            read_options=pacsv.ReadOptions(
-                column_names=_COLUMNS,
-                block_size=min(max(len(buf) // 4, _CSV_BLOCK_MIN), _CSV_BLOCK_MAX),
-            ),
-            parse_options=_CSV_PARSE,
-            convert_options=_CSV_CONVERT,
-        )
-    except pa.ArrowInvalid as exc:
-        logger.debug("fast parse failed, scanning lines: %s", exc)
-        return None
 
 
 def _blank_lines(buf: bytes, lines: np.ndarray) -> np.ndarray:
@@ -153,7 +123,7 @@ def _checked(table: pa.Table, movies: np.ndarray) -> pa.Table | None:
     ratings = table.column("rating").to_numpy()
     dates = table.column("date").combine_chunks()
     days = dates.cast(pa.int32()).to_numpy(zero_copy_only=False)
-    if ((users < 1) | (ratings < 1) | (ratings > 5) | (days < _MIN_DAY)).any():
+    if ((users < 1) | (ratings < 1) | (ratings > 5) | (days < MIN_DAY)).any():
         return None
     return pa.Table.from_arrays(
         [

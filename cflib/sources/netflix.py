@@ -18,7 +18,6 @@ Line rules shared by all the files:
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import re
 from collections.abc import Sequence
@@ -28,7 +27,6 @@ from typing import NoReturn
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 
 from cflib.errors import DataFormatError, SourceError
 from cflib.schema import RAW_ITEMS, RAW_PAIRS, RAW_QUALIFYING, RAW_RATINGS
@@ -43,6 +41,7 @@ from cflib.sources._lines import (
     scan,
 )
 from cflib.sources._netflix_combined import parse_combined
+from cflib.sources._netflix_csv import MIN_DAY, read_rating_lines
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +55,6 @@ TITLES_ENCODING = "iso-8859-1"
 
 _TRAINING_NAME = re.compile(r"mv_([0-9]+)\.txt")
 _DIGIT_RUNS = re.compile(r"([0-9]+)")
-# date32 value of 0001-01-01: pyarrow parses year 0000, Python's date (and the rules here) do not.
-_MIN_DAY = (dt.date(1, 1, 1) - dt.date(1970, 1, 1)).days
 # Bytes a training body may hold once CRLF is folded to LF; anything else (spaces, a sign,
 # hex digits, a stray CR or colon) sends the shard to the line scan, since pyarrow would
 # otherwise accept " 12" or "0x1f" as numbers.
@@ -69,16 +66,6 @@ _HEADER_PA = r"^[0-9]+:$"
 _PROBE_PA = r"^[0-9]+$"
 _QUALIFYING_PA = r"^[0-9]+,[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 _TITLE_PA = r"^(?P<id>[0-9]+),(?P<year>[0-9]{4}|NULL),(?P<title>.+)$"
-
-_CSV_PARSE = pacsv.ParseOptions(quote_char=False, escape_char=False, ignore_empty_lines=True)
-_CSV_CONVERT = pacsv.ConvertOptions(
-    column_types={"raw_user": pa.int64(), "rating": pa.int8(), "date": pa.date32()},
-    null_values=[],
-    check_utf8=False,
-)
-# pyarrow parses one block per thread: blocks of a quarter of the buffer keep 2-4 cores
-# busy, and blocks over 1 MiB cut the per-block cost (2x faster than 1 MiB on 100 MB).
-_CSV_BLOCK_MIN, _CSV_BLOCK_MAX = 1 << 20, 1 << 24
 
 # --- training_set ----------------------------------------------------------------------------
 
@@ -176,7 +163,7 @@ def read_training_files(paths: Sequence[Path]) -> pa.Table:
     ratings = table.column("rating").to_numpy()
     dates = table.column("date").combine_chunks()
     days = dates.cast(pa.int32()).to_numpy(zero_copy_only=False)
-    bad = (users < 1) | (ratings < 1) | (ratings > 5) | (days < _MIN_DAY)
+    bad = (users < 1) | (ratings < 1) | (ratings > 5) | (days < MIN_DAY)
     if bad.any():
         row = int(np.argmax(bad))
         _scan_training(paths, [int(np.searchsorted(np.cumsum(counts), row, side="right"))])
@@ -193,25 +180,9 @@ def read_training_files(paths: Sequence[Path]) -> pa.Table:
 
 def _parse_bodies(buf: bytes) -> pa.Table | None:
     """One pyarrow parse of concatenated bodies, or None when they break the rules."""
-    if not buf:
-        return pa.table(
-            {name: pa.array([], typ) for name, typ in _CSV_CONVERT.column_types.items()}
-        )
     if buf.translate(None, _TRAINING_BYTES):
         return None
-    try:
-        return pacsv.read_csv(
-            pa.py_buffer(buf),
-            read_options=pacsv.ReadOptions(
-                column_names=["raw_user", "rating", "date"],
-                block_size=min(max(len(buf) // 4, _CSV_BLOCK_MIN), _CSV_BLOCK_MAX),
-            ),
-            parse_options=_CSV_PARSE,
-            convert_options=_CSV_CONVERT,
-        )
-    except pa.ArrowInvalid as exc:
-        logger.debug("fast parse failed, scanning lines: %s", exc)
-        return None
+    return read_rating_lines(buf)
 
 
 def _scan_training(paths: Sequence[Path], which: Sequence[int]) -> NoReturn:
@@ -363,7 +334,7 @@ def read_qualifying(path: Path) -> pa.Table:
     # The regex fixed the shape: the date is the last 10 characters, after one comma.
     users = _np(_cast(pc.utf8_slice_codeunits(lines, 0, -11), pa.int64(), path, text, QUALIFYING))
     dates = _cast(pc.utf8_slice_codeunits(lines, -10), pa.date32(), path, text, QUALIFYING)
-    if ((users < 1) | (_np(dates.cast(pa.int32())) < _MIN_DAY)).any():
+    if ((users < 1) | (_np(dates.cast(pa.int32())) < MIN_DAY)).any():
         raise_first_error(path, text, QUALIFYING)
     return pa.Table.from_arrays([pa.array(movies), pa.array(users), dates], schema=RAW_QUALIFYING)
 
