@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 
 from cflib import evaluate, registry, report
 from cflib.config import EvaluateConfig, PublishConfig
-from tasks._retry import IO_RETRIES, IO_RETRY_DELAY_S, retry_on_io
+from tasks._retry import io_task
 
 
 @task(name="evaluate-run")
@@ -26,12 +26,7 @@ def write_report(run: str) -> str:
     return str(report.write_report(Path(run)))
 
 
-@task(
-    name="publish-run",
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAY_S,
-    retry_condition_fn=retry_on_io,
-)
+@io_task("publish-run")
 def publish_run(run: str, registry_root: str, config: PublishConfig) -> dict[str, Any]:
     """Copy the run into the registry and move ``latest``."""
     result = registry.publish(Path(run), Path(registry_root), config)

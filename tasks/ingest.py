@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 
 from cflib.config import IngestConfig
 from cflib.ingest import parallel, steps
-from tasks._retry import IO_RETRIES, IO_RETRY_DELAY_S, retry_on_io
+from tasks._retry import io_task
 
 _PROGRESS_STEPS = 10
 
@@ -49,23 +49,13 @@ def plan_ingest(source: str, out: str, config: IngestConfig) -> dict[str, Any]:
     }
 
 
-@task(
-    name="parse-shards",
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAY_S,
-    retry_condition_fn=retry_on_io,
-)
+@io_task("parse-shards")
 def parse_shards(stage: str, address: str) -> list[dict[str, Any]]:
     """Parse every shard of rating files to Arrow with raw ids, in parallel."""
     return parallel.parse_all(stage, _on_dask(address, "shards parsed"))
 
 
-@task(
-    name="build-id-maps",
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAY_S,
-    retry_condition_fn=retry_on_io,
-)
+@io_task("build-id-maps")
 def build_id_maps(stage: str, parsed: list[dict[str, Any]], address: str) -> dict[str, Any]:
     """Dense user and item indices, probe keys and the qualifying table (on a worker)."""
     [ids] = parallel.dask_map(address)(steps.build_id_maps, [(stage, parsed)])
@@ -75,23 +65,13 @@ def build_id_maps(stage: str, parsed: list[dict[str, Any]], address: str) -> dic
     return ids
 
 
-@task(
-    name="split-shards",
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAY_S,
-    retry_condition_fn=retry_on_io,
-)
+@io_task("split-shards")
 def split_shards(stage: str, ids: dict[str, Any], address: str) -> list[dict[str, Any]]:
     """Assign every shard's ratings to splits and buckets, in parallel."""
     return parallel.split_all(stage, ids, _on_dask(address, "shards split"))
 
 
-@task(
-    name="compact-buckets",
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAY_S,
-    retry_condition_fn=retry_on_io,
-)
+@io_task("compact-buckets")
 def compact_buckets(stage: str, ids: dict[str, Any], address: str) -> list[dict[str, Any]]:
     """Write every shuffled Parquet part, in parallel."""
     return parallel.compact_all(stage, ids, _on_dask(address, "parts written"))
