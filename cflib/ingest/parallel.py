@@ -39,12 +39,16 @@ def dask_map(address: str, progress: Progress | None = None) -> Mapper:
     def run(fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> list[Any]:
         with Client(address, set_as_default=False) as client:
             futures = [client.submit(fn, *job, pure=False) for job in jobs]
+            index = {future.key: i for i, future in enumerate(futures)}
+            results: list[Any] = [None] * len(futures)
             try:
-                for done, future in enumerate(as_completed(futures, loop=client.loop), 1):
-                    future.result()  # Raises the job's own exception.
+                # with_results raises the first failing job's own exception.
+                finished = as_completed(futures, loop=client.loop, with_results=True)
+                for done, (future, result) in enumerate(finished, 1):
+                    results[index[future.key]] = result
                     if progress is not None:
                         progress(done, len(futures))
-                return client.gather(futures)
+                return results
             except BaseException:
                 client.cancel(futures)
                 raise
