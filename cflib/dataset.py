@@ -49,6 +49,7 @@ class Manifest(BaseModel):
     n_users: int = Field(gt=0)
     n_items: int = Field(gt=0)
     splits: dict[str, SplitInfo]
+    split: str = Field(description="How the test split was chosen: probe, random or temporal.")
     probe_unmatched: int = Field(
         0, ge=0, description="probe.txt pairs with no rating in training_set."
     )

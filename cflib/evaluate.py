@@ -122,9 +122,10 @@ class Baselines:
 
 
 def _oracle(manifest: Manifest) -> float | None:
-    """The planted model's probe RMSE, when the source was made by ``cfpipe synth``."""
+    """The planted model's probe RMSE, when the source was made by ``cfpipe synth`` and the
+    test split is its probe set (the figure says nothing about another test split)."""
     truth = Path(manifest.source.path) / "truth.json"
-    if not truth.is_file():
+    if manifest.split != "probe" or not truth.is_file():
         return None
     try:
         return float(json.loads(truth.read_text())["oracle_rmse_probe"])

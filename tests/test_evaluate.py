@@ -72,3 +72,11 @@ def test_results_table_orders_baselines() -> None:
     assert [r[0] for r in rows] == ["biased-mf (this run)", "global mean", "random (uniform stars)"]
     text = report.format_table(metrics)
     assert "0.8500" in text and "oracle" in text
+
+
+def test_oracle_is_reported_only_against_the_probe_split(netflix_dir: Path, tmp_path: Path) -> None:
+    (netflix_dir / "truth.json").write_text('{"oracle_rmse_probe": 0.79}')
+    ingest_local(netflix_dir, tmp_path / "probe", IngestConfig())
+    ingest_local(netflix_dir, tmp_path / "random", IngestConfig(split="random"))
+    assert evaluate._oracle(load_manifest(tmp_path / "probe")) == 0.79
+    assert evaluate._oracle(load_manifest(tmp_path / "random")) is None

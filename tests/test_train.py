@@ -68,6 +68,7 @@ def write_planted(root: Path, *, seed: int = 0) -> Path:
         n_users=N_USERS,
         n_items=N_ITEMS,
         splits=splits,
+        split="random",
         schema=schema_fields(schema.RATINGS),
         fingerprint="planted-0",
     )

@@ -369,6 +369,7 @@ def finalize(stage: str, ids: dict[str, Any], parts: list[dict[str, Any]]) -> di
         n_users=ids["n_users"],
         n_items=ids["n_items"],
         splits=split_info,
+        split=plan.split,
         probe_unmatched=unmatched,
         qualifying_rows=ids["qualifying_rows"],
         schema=schema_fields(schema.RATINGS),
