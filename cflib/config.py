@@ -71,6 +71,10 @@ class IngestConfig(_Stage):
     )
     n_workers: int = Field(2, gt=0, le=256, description="LocalCluster worker processes.")
     force: bool = Field(False, description="Rebuild even if the output matches the inputs.")
+    strict: bool = Field(
+        False,
+        description="Stop at the first malformed line instead of quarantining it.",
+    )
 
 
 class TrainConfig(_Stage):

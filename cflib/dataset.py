@@ -36,6 +36,21 @@ class SourceInfo(BaseModel):
     bytes: int = Field(ge=0)
 
 
+class FileAccount(BaseModel):
+    """What ingest did with each line of one source file:
+    ``lines == kept + headers + blank + quarantined``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    file: str = Field(description="Path relative to the source directory.")
+    role: str = Field(description="ratings, probe, qualifying, items or users.")
+    lines: int = Field(ge=0)
+    kept: int = Field(ge=0, description="Ratings (or side-table rows) in the dataset.")
+    headers: int = Field(ge=0, description="'MovieID:' lines and CSV header lines.")
+    blank: int = Field(ge=0)
+    quarantined: int = Field(ge=0, description="Lines in quarantine.parquet.")
+
+
 class Manifest(BaseModel):
     """``_manifest.json``: everything later stages need to know about a dataset."""
 
@@ -54,6 +69,10 @@ class Manifest(BaseModel):
         0, ge=0, description="probe.txt pairs with no rating in training_set."
     )
     qualifying_rows: int = Field(0, ge=0)
+    quarantined: int = Field(0, ge=0, description="Lines in quarantine.parquet.")
+    accounting: list[FileAccount] = Field(
+        default_factory=list, description="Per source file: what became of its lines."
+    )
     schema_: list[dict[str, str]] = Field(alias="schema")
     fingerprint: str = Field(description="sha256 of the source fingerprint and the ingest config.")
 

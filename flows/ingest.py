@@ -30,7 +30,7 @@ def ingest_flow(source: str, out: str, config: IngestConfig | None = None) -> di
         ids = t.build_id_maps(stage, parsed, address)
         t.split_shards(stage, ids, address)
         parts = t.compact_buckets(stage, ids, address)
-        return t.finalize(stage, ids, parts)
+        return t.finalize(stage, ids, parts, t.locate_repeats(stage, address))
     except BaseException:
         t.abort(stage)
         raise

@@ -77,13 +77,26 @@ def compact_buckets(stage: str, ids: dict[str, Any], address: str) -> list[dict[
     return parallel.compact_all(stage, ids, _on_dask(address, "parts written"))
 
 
+@io_task("locate-repeats")
+def locate_repeats(stage: str, address: str) -> list[dict[str, int]]:
+    """Name the file and line of every dropped repeated rating, in parallel."""
+    return parallel.locate_all(stage, _on_dask(address, "shards with repeats read"))
+
+
 @task(name="finalize-dataset")
-def finalize(stage: str, ids: dict[str, Any], parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Write the manifest and rename the finished dataset into place."""
+def finalize(
+    stage: str, ids: dict[str, Any], parts: list[dict[str, Any]], moved: list[dict[str, int]]
+) -> dict[str, Any]:
+    """Write the manifest and the quarantine, and rename the finished dataset into place."""
     out = steps.load_plan(stage).out
-    manifest = steps.finalize(stage, ids, parts)
+    manifest = steps.finalize(stage, ids, parts, moved)
     rows = {k: v["rows"] for k, v in manifest["splits"].items()}
-    get_run_logger().info("wrote %s: %s", out, rows)
+    logger = get_run_logger()
+    logger.info("wrote %s: %s", out, rows)
+    if manifest["quarantined"]:
+        logger.warning(
+            "%d malformed lines quarantined in %s/quarantine.parquet", manifest["quarantined"], out
+        )
     return manifest
 
 

@@ -123,7 +123,7 @@ def test_malformed_line_names_file_and_line_and_leaves_nothing(tmp_path: Path) -
     src = write_netflix(tmp_path / "src", movies)
     out = tmp_path / "data"
     with pytest.raises(DataFormatError) as err:
-        ingest_local(src, out, IngestConfig())
+        ingest_local(src, out, IngestConfig(strict=True))
     assert err.value.path.endswith("mv_0000002.txt") and err.value.lineno == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
@@ -135,7 +135,7 @@ def test_failed_rebuild_keeps_previous_dataset(netflix_dir: Path, tmp_path: Path
     bad = netflix_dir / "training_set" / "mv_0000003.txt"
     bad.write_text(bad.read_text() + "70,3\n")
     with pytest.raises(DataFormatError):
-        ingest_local(netflix_dir, out, IngestConfig())
+        ingest_local(netflix_dir, out, IngestConfig(strict=True))
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "netflix"]
 
@@ -188,11 +188,13 @@ def test_random_split_ignores_the_probe_when_asked(netflix_dir: Path, tmp_path: 
 
 
 @pytest.mark.parametrize("split", ["auto", "temporal"])
-def test_duplicate_pair_is_refused(tmp_path: Path, split: str) -> None:
+def test_duplicate_pair_is_refused_when_strict(tmp_path: Path, split: str) -> None:
     movies = {**MOVIES, 2: ["10,4,2003-01-01", "30,2,2004-02-02", "10,5,2005-03-03"]}
     src = write_netflix(tmp_path / "src", movies)
-    with pytest.raises(DataFormatError, match="user 10 rates item 2 more than once"):
-        ingest_local(src, tmp_path / "data", IngestConfig.model_validate({"split": split}))
+    cfg = IngestConfig.model_validate({"split": split, "strict": True})
+    with pytest.raises(DataFormatError, match="user 10 already rated item 2 on line 2$") as err:
+        ingest_local(src, tmp_path / "data", cfg)
+    assert err.value.path.endswith("mv_0000002.txt") and err.value.lineno == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
 

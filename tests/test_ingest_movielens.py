@@ -152,5 +152,10 @@ def test_duplicate_pair_across_byte_ranges_is_refused(tmp_path: Path) -> None:
     src = write_ml_csv(tmp_path / "ml", n_users=200)
     with open(src / "ratings.csv", "a") as fh:
         fh.write("3,50,1.0,964982931\n")  # User 3 rated movie 50 near the top of the file.
-    with pytest.raises(DataFormatError, match="user 3 rates item 50 more than once"):
-        ingest_local(src, tmp_path / "data", IngestConfig(shard_mb=0.001))
+    lines = (src / "ratings.csv").read_text().splitlines()
+    first = next(n for n, line in enumerate(lines, 1) if line.startswith("3,50,"))
+    with pytest.raises(
+        DataFormatError, match=f"user 3 already rated item 50 on line {first}$"
+    ) as err:
+        ingest_local(src, tmp_path / "data", IngestConfig(shard_mb=0.001, strict=True))
+    assert err.value.lineno == len(lines)

@@ -65,7 +65,7 @@ def test_ingest_flow_on_dask_reports_malformed_line(prefect_harness: None, tmp_p
 
     src = write_netflix(tmp_path / "src", {**MOVIES, 3: ["20,1,2002-06-30", "40,x,2001-01-15"]})
     with pytest.raises(DataFormatError) as err:
-        run_ingest(str(src), str(tmp_path / "data"), IngestConfig(shard_mb=1e-6))
+        run_ingest(str(src), str(tmp_path / "data"), IngestConfig(shard_mb=1e-6, strict=True))
     assert err.value.path.endswith("mv_0000003.txt") and err.value.lineno == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 

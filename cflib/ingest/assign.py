@@ -20,14 +20,15 @@ import numpy as np
 import pyarrow as pa
 
 from cflib import schema
+from cflib.ingest import quarantine
 from cflib.ingest import splits as hashing
 from cflib.ingest.ids import DenseIds
 from cflib.ingest.steps import (
     SCRATCH,
     Plan,
+    concat_pieces,
     load_plan,
     read_scratch,
-    refuse_duplicates,
     write_scratch,
 )
 
@@ -79,8 +80,9 @@ def assign_temporal(stage: str, user_bucket: int, ids: dict[str, Any]) -> dict[s
     pieces = sorted(where.glob("shard-*.arrow")) if where.is_dir() else []
     if not pieces:
         return {"bucket": user_bucket, "rows": 0}
-    table = pa.concat_tables(read_scratch(p) for p in pieces)
-    refuse_duplicates(plan, table)  # All of a user's ratings are in this bucket.
+    # All of a user's ratings are in this bucket.
+    repeats = plan.stage_path / SCRATCH / quarantine.REPEATS / f"users-b{user_bucket:05d}.parquet"
+    table = concat_pieces(plan, pieces, repeats)
     user = table.column("user").to_numpy()
     day = table.column("date").cast(pa.int32()).to_numpy()
     keys = hashing.pair_keys(

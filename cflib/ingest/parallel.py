@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cflib.config import IngestConfig
-from cflib.ingest import assign, steps
+from cflib.ingest import assign, quarantine, steps
 
 Progress = Callable[[int, int], None]
 
@@ -82,6 +82,13 @@ def compact_all(stage: str, ids: dict[str, Any], mapper: Mapper) -> list[dict[st
     return mapper(steps.compact_bucket, jobs)
 
 
+def locate_all(stage: str, mapper: Mapper) -> list[dict[str, int]]:
+    """Name the lines of every dropped repeated rating, one job per shard that has some."""
+    scratch = steps.load_plan(stage).stage_path / steps.SCRATCH
+    jobs = [(stage, shard, repeats) for shard, repeats in quarantine.repeat_jobs(scratch)]
+    return mapper(steps.locate_repeats, jobs) if jobs else []
+
+
 def ingest_local(source: str | Path, out: str | Path, cfg: IngestConfig) -> dict[str, Any]:
     """Run every ingest step in this process, in order (no Prefect, no Dask).
 
@@ -95,7 +102,8 @@ def ingest_local(source: str | Path, out: str | Path, cfg: IngestConfig) -> dict
     try:
         ids = steps.build_id_maps(stage, parse_all(stage, serial_map))
         split_all(stage, ids, serial_map)
-        return steps.finalize(stage, ids, compact_all(stage, ids, serial_map))
+        parts = compact_all(stage, ids, serial_map)
+        return steps.finalize(stage, ids, parts, locate_all(stage, serial_map))
     except BaseException:
         steps.abort(stage)
         raise

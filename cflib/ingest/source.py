@@ -4,6 +4,7 @@ shards for parallel parsing, and one reader per kind of file."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from cflib import schema
 from cflib.errors import ConfigError, SourceError
 from cflib.sources import netflix
+from cflib.sources.accounting import Report
 
 FORMATS = ("netflix", "ml-100k", "ml-1m", "ml-csv")
 
@@ -165,40 +167,65 @@ def plan_shards(files: SourceFiles, shard_bytes: int) -> list[Shard]:
     return shards
 
 
-def read_shard(fmt: str, shard: Shard) -> pa.Table:
-    """The ratings of one shard, in ``schema.RAW_RATINGS``."""
+def read_shard(fmt: str, shard: Shard, report: Report | None = None) -> pa.Table:
+    """The ratings of one shard, in ``schema.RAW_RATINGS``.
+
+    ``report`` takes each file's tally and, unless it is strict, the bad lines.
+    """
     if fmt == "netflix" and shard.path is not None:
-        return netflix.read_combined_range(Path(shard.path), start=shard.start, end=shard.end)
+        path, start, end = Path(shard.path), shard.start, shard.end
+        return netflix.read_combined_range(path, start=start, end=end, report=report)
     if fmt == "netflix":
-        return netflix.read_training_files([Path(p) for p in shard.files])
+        return netflix.read_training_files([Path(p) for p in shard.files], report)
     from cflib.sources import movielens as ml
 
     assert shard.path is not None  # MovieLens shards are byte ranges of one file.
     path, start, end = Path(shard.path), shard.start, shard.end
     if fmt == "ml-1m":
         # The `::` layout is also ML-10M's, whose ratings are half stars.
-        return ml.read_ratings_1m(path, start=start, end=end, half_stars=True)
+        return ml.read_ratings_1m(path, start=start, end=end, half_stars=True, report=report)
     reader = {"ml-100k": ml.read_ratings_100k, "ml-csv": ml.read_ratings_csv}[fmt]
-    return reader(path, start=start, end=end)
+    return reader(path, start=start, end=end, report=report)
 
 
-def read_items(fmt: str, path: Path) -> pa.Table:
+#: A kept rating line: its file, line number, text, raw user id and raw item id.
+RatingLine = tuple[str, int, str, int, int]
+
+
+def rating_lines(fmt: str, shard: Shard) -> Iterator[RatingLine]:
+    """Every rating line of a shard that ``read_shard`` keeps, in order, line by line.
+
+    The slow path, for naming the lines of repeated ratings: their rows carry no line.
+    """
+    if fmt == "netflix" and shard.path is not None:
+        yield from netflix.combined_lines(Path(shard.path), shard.start, shard.end)
+    elif fmt == "netflix":
+        for path in shard.files:
+            yield from netflix.training_lines(Path(path))
+    else:
+        from cflib.sources import movielens as ml
+
+        assert shard.path is not None
+        yield from ml.rating_lines(Path(shard.path), shard.start, shard.end, fmt)
+
+
+def read_items(fmt: str, path: Path, report: Report | None = None) -> pa.Table:
     """The item side table, in ``schema.RAW_ITEMS_GENRES`` (Netflix lists no genres)."""
     if fmt == "netflix":
-        titles = netflix.read_movie_titles(path)
+        titles = netflix.read_movie_titles(path, report)
         empty = pa.array([[]] * titles.num_rows, pa.list_(pa.string()))
         return titles.append_column("genres", empty).cast(schema.RAW_ITEMS_GENRES)
     from cflib.sources import movielens as ml
 
     reader = {"ml-100k": ml.read_items_100k, "ml-1m": ml.read_items_1m, "ml-csv": ml.read_items_csv}
-    return reader[fmt](path)
+    return reader[fmt](path, report)
 
 
-def read_users(fmt: str, path: Path) -> pa.Table:
+def read_users(fmt: str, path: Path, report: Report | None = None) -> pa.Table:
     """The user side table, in ``schema.RAW_USERS`` (MovieLens 100K and 1M only)."""
     from cflib.sources import movielens as ml
 
     reader = {"ml-100k": ml.read_users_100k, "ml-1m": ml.read_users_1m}
     if fmt not in reader:
         raise SourceError(f"{path}: format {fmt} has no user table")
-    return reader[fmt](path)
+    return reader[fmt](path, report)

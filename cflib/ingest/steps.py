@@ -32,11 +32,19 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cflib import schema
 from cflib.config import IngestConfig
-from cflib.dataset import Manifest, SourceInfo, SplitInfo, schema_fields, write_manifest
-from cflib.errors import DataFormatError, DatasetError
+from cflib.dataset import (
+    FileAccount,
+    Manifest,
+    SourceInfo,
+    SplitInfo,
+    schema_fields,
+    write_manifest,
+)
+from cflib.errors import DatasetError
 from cflib.fsutil import publish_dir, staging_dir
+from cflib.ingest import quarantine
 from cflib.ingest import splits as hashing
-from cflib.ingest.ids import DenseIds, first_duplicate, sorted_unique, union_sorted
+from cflib.ingest.ids import DenseIds, sorted_unique, union_sorted
 from cflib.ingest.source import (
     Shard,
     find_source,
@@ -47,6 +55,7 @@ from cflib.ingest.source import (
     read_users,
 )
 from cflib.sources import netflix
+from cflib.sources.accounting import Report
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +74,7 @@ _CONTENT_FIELDS = (
     "test_fraction",
     "seed",
     "bucket_rows",
+    "strict",
 )
 
 
@@ -173,13 +183,15 @@ def parse_shard(stage: str, index: int) -> dict[str, Any]:
     """Parse one shard of rating files into ``scratch/raw/shard-NNNNN.parquet``."""
     plan = load_plan(stage)
     shard = plan.shards[index]
-    table = read_shard(plan.format, shard)
+    report = Report(strict=plan.config.strict)
+    table = read_shard(plan.format, shard, report)
     raw = plan.stage_path / SCRATCH / "raw"
     write_scratch(table, raw / f"shard-{index:05d}.arrow")
+    quarantine.save_report(report, raw, f"shard-{index:05d}")
     users = sorted_unique(table.column("raw_user").to_numpy())
     items = sorted_unique(table.column("raw_item").to_numpy())
     np.savez(raw / f"shard-{index:05d}.ids.npz", users=users, items=items)
-    return {"index": index, "rows": table.num_rows}
+    return {"index": index, "rows": table.num_rows, "quarantined": len(report.bad)}
 
 
 def _n_buckets(rows: int, bucket_rows: int) -> int:
@@ -200,8 +212,9 @@ def build_id_maps(stage: str, parsed: list[dict[str, Any]]) -> dict[str, Any]:
     items = union_sorted(s["items"] for s in sets)
     np.save(scratch / "users.npy", users)
     np.save(scratch / "items.npy", items)
-    user_side = None if plan.users is None else read_users(plan.format, Path(plan.users))
-    item_side = None if plan.items is None else read_items(plan.format, Path(plan.items))
+    report = Report(strict=plan.config.strict)
+    user_side = None if plan.users is None else read_users(plan.format, Path(plan.users), report)
+    item_side = None if plan.items is None else read_items(plan.format, Path(plan.items), report)
     user_map = _side_map(users, "raw_user", user_side, schema.USER_MAP)
     pq.write_table(user_map, root / schema.USER_MAP_FILE)
     pq.write_table(
@@ -210,7 +223,7 @@ def build_id_maps(stage: str, parsed: list[dict[str, Any]]) -> dict[str, Any]:
 
     probe_pairs = 0
     if plan.split == "probe" and plan.probe is not None:
-        probe = netflix.read_probe(Path(plan.probe))
+        probe = netflix.read_probe(Path(plan.probe), report)
         keys = sorted_unique(
             hashing.pair_keys(
                 probe.column("raw_item").to_numpy(), probe.column("raw_user").to_numpy()
@@ -220,7 +233,8 @@ def build_id_maps(stage: str, parsed: list[dict[str, Any]]) -> dict[str, Any]:
         np.save(scratch / "probe_keys.npy", keys)
     qualifying_rows = 0
     if plan.qualifying is not None:
-        qualifying_rows = _write_qualifying(Path(plan.qualifying), users, items, root)
+        qualifying_rows = _write_qualifying(Path(plan.qualifying), users, items, root, report)
+    quarantine.save_report(report, scratch, "side")
 
     rows = sum(int(r["rows"]) for r in parsed)
     test_est = probe_pairs if plan.split == "probe" else rows * plan.config.test_fraction
@@ -279,8 +293,10 @@ def _missing(dtype: pa.DataType, n: int) -> pa.Array:
     return pa.nulls(n, dtype)
 
 
-def _write_qualifying(path: Path, users: np.ndarray, items: np.ndarray, root: Path) -> int:
-    table = netflix.read_qualifying(path)
+def _write_qualifying(
+    path: Path, users: np.ndarray, items: np.ndarray, root: Path, report: Report
+) -> int:
+    table = netflix.read_qualifying(path, report)
     user = DenseIds(users)(table.column("raw_user").to_numpy())
     item = DenseIds(items)(table.column("raw_item").to_numpy())
     # Keep the file's order: the Prize submission format lists predictions in it.
@@ -297,17 +313,22 @@ def _write_qualifying(path: Path, users: np.ndarray, items: np.ndarray, root: Pa
     return table.num_rows
 
 
-def refuse_duplicates(plan: Plan, table: pa.Table) -> None:
-    """Raise if a user rated the same item twice among ``table``'s rows."""
-    raw_user = table.column("raw_user").to_numpy()
-    raw_item = table.column("raw_item").to_numpy()
-    at = first_duplicate(hashing.pair_keys(raw_item, raw_user))
-    if at is not None:
-        raise DataFormatError(
-            plan.source,
-            None,
-            f"user {raw_user[at]} rates item {raw_item[at]} more than once",
-        )
+def concat_pieces(plan: Plan, pieces: list[Path], record: Path) -> pa.Table:
+    """The rows of ``shard-NNNNN.arrow`` pieces in shard order, each (user, item) pair once.
+
+    Later copies of a pair are dropped and recorded in ``record`` for the quarantine
+    (with ``--strict`` the first one raises ``DataFormatError`` naming both lines).
+    """
+    tables = [read_scratch(p) for p in pieces]
+    table = pa.concat_tables(tables)
+    return quarantine.drop_repeats(
+        table,
+        quarantine.shard_of_rows(pieces, [t.num_rows for t in tables]),
+        fmt=plan.format,
+        plan_shards=plan.shards,
+        strict=plan.config.strict,
+        record=record,
+    )
 
 
 def compact_bucket(stage: str, split: str, bucket: int) -> dict[str, Any]:
@@ -317,8 +338,11 @@ def compact_bucket(stage: str, split: str, bucket: int) -> dict[str, Any]:
     pieces = sorted(pieces_dir.glob("*.arrow")) if pieces_dir.is_dir() else []
     if not pieces:
         return {"split": split, "bucket": bucket, "file": None, "rows": 0, "rating_sum": 0.0}
-    table = pa.concat_tables(read_scratch(p) for p in pieces)
-    refuse_duplicates(plan, table)  # A pair's copies share a split and a bucket.
+    if plan.split == "temporal":  # repeats were dropped per user bucket, before the split
+        table = pa.concat_tables(read_scratch(p) for p in pieces)
+    else:  # a pair's copies share a split and a bucket
+        repeats = plan.stage_path / SCRATCH / quarantine.REPEATS / f"{split}-b{bucket:05d}.parquet"
+        table = concat_pieces(plan, pieces, repeats)
     salt = schema.SPLITS.index(split)
     rng = np.random.default_rng([plan.config.seed, salt, bucket])
     table = table.take(pa.array(rng.permutation(table.num_rows)))
@@ -336,8 +360,43 @@ def compact_bucket(stage: str, split: str, bucket: int) -> dict[str, Any]:
     }
 
 
-def finalize(stage: str, ids: dict[str, Any], parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Write ``_manifest.json``, drop the scratch files and rename the stage to ``out``."""
+def locate_repeats(stage: str, shard: int, repeats: pa.Table) -> dict[str, int]:
+    """Name the lines of one shard's dropped repeated ratings (see ``quarantine``)."""
+    plan = load_plan(stage)
+    scratch = plan.stage_path / SCRATCH
+    return quarantine.locate_repeats(plan.format, plan.shards[shard], shard, repeats, scratch)
+
+
+def _accounting(plan: Plan, rows: int, moved: list[dict[str, int]]) -> list[FileAccount]:
+    """Per-file tallies, checked; writes ``quarantine.parquet``."""
+    root = plan.stage_path
+    tallies, bad = quarantine.collect(root / SCRATCH, moved)
+    rating_files = {f for shard in plan.shards for f in shard.files}
+    rating_files |= {shard.path for shard in plan.shards if shard.path is not None}
+    quarantine.check_balanced(tallies, bad, rows, rating_files)
+    source = Path(plan.source)
+    roles = {plan.probe: "probe", plan.qualifying: "qualifying", plan.items: "items"}
+    roles[plan.users] = "users"
+
+    def rel(path: str) -> str:
+        return Path(path).relative_to(source).as_posix()
+
+    bad = bad.set_column(0, "file", pa.array([rel(f) for f in bad.column("file").to_pylist()]))
+    pq.write_table(bad, root / quarantine.QUARANTINE_FILE)
+    return [
+        FileAccount(file=rel(path), role=roles.get(path, "ratings"), **vars(tally))
+        for path, tally in sorted(tallies.items(), key=lambda kv: rel(kv[0]))
+    ]
+
+
+def finalize(
+    stage: str,
+    ids: dict[str, Any],
+    parts: list[dict[str, Any]],
+    moved: list[dict[str, int]] | None = None,
+) -> dict[str, Any]:
+    """Write ``_manifest.json`` and ``quarantine.parquet``, drop the scratch files and
+    rename the stage to ``out``. ``moved`` is what ``locate_repeats`` returned."""
     plan = load_plan(stage)
     root = plan.stage_path
     split_info = {}
@@ -350,6 +409,8 @@ def finalize(stage: str, ids: dict[str, Any], parts: list[dict[str, Any]]) -> di
             rating_sum=sum(p["rating_sum"] for p in mine),
             files=[p["file"] for p in mine],
         )
+    rows = sum(info.rows for info in split_info.values())
+    accounting = _accounting(plan, rows, moved or [])
     if split_info["train"].rows == 0:
         raise DatasetError(f"{plan.source}: no training ratings after the split")
     unmatched = ids["probe_pairs"] - split_info["test"].rows if plan.split == "probe" else 0
@@ -372,6 +433,8 @@ def finalize(stage: str, ids: dict[str, Any], parts: list[dict[str, Any]]) -> di
         split=plan.split,
         probe_unmatched=unmatched,
         qualifying_rows=ids["qualifying_rows"],
+        quarantined=sum(a.quarantined for a in accounting),
+        accounting=accounting,
         schema=schema_fields(schema.RATINGS),
         fingerprint=plan.fingerprint,
     )

@@ -16,11 +16,14 @@ from pathlib import Path
 from typing import NoReturn
 
 from cflib.errors import DataFormatError
+from cflib.sources.accounting import Report, Tally
 
 _INT64_MAX = 2**63 - 1
 _ID_RE = re.compile(r"[0-9]+")
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _YEAR_RE = re.compile(r"[0-9]{4}|NULL")
+# Bytes that did not decode, kept as lone surrogates by the "surrogateescape" handler.
+_SURROGATE = re.compile("[\udc80-\udcff]")
 
 
 # --- field checkers: each returns None when the field is valid, else a short reason -------
@@ -339,29 +342,128 @@ def raise_first_error(path: Path, text: str, layout: Layout, *, first_lineno: in
     raise DataFormatError(path, None, "pyarrow refused this file but no line breaks the rules")
 
 
-def parse_rows(path: Path, text: str, layout: Layout, *, what: str) -> list[list[str]]:
+def parse_rows(
+    path: Path, text: str, layout: Layout, *, what: str, report: Report | None = None
+) -> list[list[str]]:
     """The fields of each data line of a whole small file, in file order.
 
-    Raises ``DataFormatError`` at the first malformed line, or at the first line whose
-    id (the first field, named ``what`` in the message) an earlier line already holds.
+    A malformed line, or one whose id (the first field, named ``what`` in messages) an
+    earlier line already holds, goes to ``report``'s quarantine; without a report (or
+    with a strict one) the first such line raises ``DataFormatError``. The file's tally
+    is added to ``report``.
     """
-    rows: list[list[str]] = []
+    report = Report(strict=True) if report is None else report
     seen: dict[int, int] = {}
-    for lineno, raw in enumerate(text.split("\n"), start=1):
-        line = raw[:-1] if raw.endswith("\r") else raw
-        if lineno == 1 and layout.headers == "names":
-            if (reason := _header_error(line, layout)) is not None:
-                raise DataFormatError(path, 1, reason)
-            continue
-        if not line:
-            continue
-        if (reason := _line_error(line, lineno, layout, False)) is not None:
-            raise DataFormatError(path, lineno, reason)
+
+    def repeated(lineno: int, line: str) -> str | None:
         parts = split_fields(line, layout)
-        assert not isinstance(parts, str)  # _line_error checked the field count
+        assert not isinstance(parts, str)  # the line rules checked the field count
         key = int(parts[0])
         if key in seen:
-            raise DataFormatError(path, lineno, f"{what} {key} already on line {seen[key]}")
+            return f"{what} {key} already on line {seen[key]}"
         seen[key] = lineno
-        rows.append(parts)
+        return None
+
+    cleaned = classify(path, text, layout, report, check_line=repeated)
+    report.count(path, cleaned.tally)
+    rows = []
+    for lineno, line in zip(cleaned.numbers, cleaned.lines, strict=True):
+        if not (lineno == 1 and layout.headers == "names"):
+            parts = split_fields(line, layout)
+            assert not isinstance(parts, str)
+            rows.append(parts)
     return rows
+
+
+# --- the lenient scan: quarantine bad lines, keep the rest --------------------------------
+
+#: Where a text starts relative to its file's 'MovieID:' blocks ("blocks" layouts): before
+#: any header, or inside a block whose header is valid. A positive number instead says it
+#: starts inside the block of the bad header on that line.
+BEFORE_HEADERS = 0
+IN_BLOCK = -1
+
+
+def _bad_block(lineno: int) -> str:
+    return f"in the block of the bad 'MovieID:' header on line {lineno}"
+
+
+@dataclass
+class Cleaned:
+    """The valid lines of a text (headers included, line ends dropped), their line
+    numbers, and the text's tally."""
+
+    lines: list[str]
+    numbers: list[int]
+    tally: Tally
+
+    def text(self) -> str:
+        return "".join(f"{line}\n" for line in self.lines)
+
+
+def classify(
+    path: str | Path,
+    text: str,
+    layout: Layout,
+    report: Report,
+    *,
+    first_lineno: int = 1,
+    block: int = BEFORE_HEADERS,
+    check_header: Callable[[int], str | None] | None = None,
+    check_line: Callable[[int, str], str | None] | None = None,
+) -> Cleaned:
+    """Sort every line of ``text`` into kept, header, blank or quarantined.
+
+    Bad lines go to ``report`` (which raises at the first one when strict). A bad
+    ``MovieID:`` header takes its whole block with it, since no line of that block has a
+    movie. ``block`` is where ``text`` starts (``BEFORE_HEADERS``, ``IN_BLOCK`` or a bad
+    header's line number). ``check_header`` vets a valid header's movie id further (a
+    training file's name) and ``check_line`` a valid data line (a repeated id); each
+    returns the reason it refuses, or None.
+    """
+    kept: list[str] = []
+    numbers: list[int] = []
+    tally = Tally()
+    rows = text.split("\n")
+    if rows[-1] == "":
+        rows.pop()  # the newline ends the last line; nothing follows it
+    tally.lines = len(rows)
+    for lineno, raw in enumerate(rows, start=first_lineno):
+        line = raw[:-1] if raw.endswith("\r") else raw
+        reason: str | None
+        header = False
+        if lineno == 1 and layout.headers in ("first", "names"):
+            header = True
+            if layout.headers == "names":
+                reason = _header_error(line, layout)
+            else:
+                movie, reason = header_id(line, first=True)
+                if movie is not None and check_header is not None:
+                    reason = check_header(movie) or ""
+                block = lineno if reason else IN_BLOCK
+        elif not line:
+            tally.blank += 1
+            continue
+        elif layout.headers == "blocks" and line.endswith(":"):
+            header = True
+            reason = header_id(line)[1]
+            block = lineno if reason else IN_BLOCK
+        elif block > 0:
+            reason = _bad_block(block)
+        elif _SURROGATE.search(line):
+            reason = "not valid UTF-8"
+        else:
+            reason = _line_error(line, lineno, layout, block == IN_BLOCK)
+            if reason is None and check_line is not None:
+                reason = check_line(lineno, line)
+        if reason:
+            report.quarantine(path, lineno, line, reason)
+            tally.quarantined += 1
+            continue
+        kept.append(line)
+        numbers.append(lineno)
+        if header:
+            tally.headers += 1
+        else:
+            tally.kept += 1
+    return Cleaned(kept, numbers, tally)

@@ -18,8 +18,9 @@ import pyarrow.csv as pacsv
 
 from cflib.errors import DataFormatError
 from cflib.schema import RAW_ITEMS_GENRES, RAW_RATINGS
-from cflib.sources._lines import CSV_ITEMS, TIMESTAMP_END, Layout, raise_first_error
+from cflib.sources._lines import CSV_ITEMS, TIMESTAMP_END, Layout, classify, raise_first_error
 from cflib.sources._ranges import check_range, first_lineno, read_range
+from cflib.sources.accounting import Report, Tally
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +38,13 @@ def _fail(path: Path, data: bytearray, offset: int, layout: Layout) -> NoReturn:
     raise_first_error(path, text, layout, first_lineno=first_lineno(path, offset))
 
 
-def _fast_table(data: bytearray, offset: int, layout: Layout) -> pa.Table | None:
-    """Parse a range with one pyarrow call, or None when it breaks a rule anywhere."""
+def _fast_table(data: bytearray, layout: Layout, *, names_line: bool) -> pa.Table | None:
+    """Parse a range with one pyarrow call, or None when it breaks a rule anywhere.
+
+    ``names_line``: the range starts with the file's CSV header line, checked and skipped.
+    """
     body = data
-    if layout.headers == "names" and offset == 0:
+    if names_line:
         newline = data.find(b"\n")
         first = data if newline < 0 else data[:newline]
         if first.removesuffix(b"\r") != layout.names.encode():
@@ -121,18 +125,44 @@ def _checked(table: pa.Table, layout: Layout) -> pa.Table | None:
     )
 
 
-def parse_ratings(path: Path, start: int, end: int | None, layout: Layout) -> pa.Table:
-    """Read and parse the ratings lines that start in ``[start, end)`` of ``path``."""
+def parse_ratings(
+    path: Path, start: int, end: int | None, layout: Layout, report: Report | None = None
+) -> pa.Table:
+    """Read and parse the ratings lines that start in ``[start, end)`` of ``path``.
+
+    The range's tally goes to ``report``; unless it is strict, bad lines go to its
+    quarantine instead of raising.
+    """
     path = Path(path)
     check_range(start, end)
     header = layout.headers == "names" and start == 0
     # The range that starts at 0 always holds line 1, so it always checks the header.
     data, offset = read_range(path, start, max(end, 1) if header and end is not None else end)
-    if not data and not header:
-        return RAW_RATINGS.empty_table()
-    table = _fast_table(data, offset, layout)
+    lines = data.count(b"\n") + (data[-1:] not in (b"", b"\n"))
+    table = _fast_table(data, layout, names_line=header) if data or header else None
+    if table is None and not data and not header:
+        table = RAW_RATINGS.empty_table()
     if table is None:
-        _fail(path, data, offset, layout)
+        if report is None or report.strict:
+            _fail(path, data, offset, layout)
+        return _clean(path, data, offset, layout, report)
+    if report is not None:
+        headers = int(header and lines > 0)
+        blank = lines - headers - table.num_rows
+        report.count(path, Tally(lines=lines, kept=table.num_rows, headers=headers, blank=blank))
+    return table
+
+
+def _clean(path: Path, data: bytearray, offset: int, layout: Layout, report: Report) -> pa.Table:
+    """Quarantine the bad lines of a range, then parse what is left."""
+    first = first_lineno(path, offset) if offset else 1
+    cleaned = classify(path, data.decode("latin-1"), layout, report, first_lineno=first)
+    report.count(path, cleaned.tally)
+    names_line = bool(cleaned.numbers) and cleaned.numbers[0] == 1 and layout.headers == "names"
+    kept = bytearray(cleaned.text().encode("latin-1"))
+    table = _fast_table(kept, layout, names_line=names_line) if kept else RAW_RATINGS.empty_table()
+    if table is None:
+        raise DataFormatError(path, None, "pyarrow refused lines that the format rules accept")
     return table
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -23,37 +24,90 @@ import pyarrow as pa
 
 from cflib.errors import DataFormatError
 from cflib.schema import RAW_RATINGS
-from cflib.sources._lines import COMBINED, header_id, scan
+from cflib.sources._lines import BEFORE_HEADERS, COMBINED, IN_BLOCK, classify, header_id, scan
 from cflib.sources._netflix_csv import MIN_DAY, read_rating_lines
 from cflib.sources._ranges import check_range, first_lineno, read_range
+from cflib.sources.accounting import Report, Tally
 
 logger = logging.getLogger(__name__)
 
 #: Step of the backwards search for the header of a block that a range starts inside.
 BACK_CHUNK = 1 << 16
 
-_HEADER_RE = re.compile(rb"^([0-9]+):\r?$", re.MULTILINE)
+# Any line that ends with a colon is a header, valid or not (data lines hold no colon).
+_HEADER_RE = re.compile(rb"^([^\n]*?):\r?$", re.MULTILINE)
 # Bytes a range may hold once CRLF is folded: pyarrow would accept " 12" or "0x1f" as
 # numbers, so anything else goes to the line scan. Colons only appear in headers.
 _DATA_BYTES = b"0123456789,-\n:"
 _INT64_MAX = 2**63 - 1
 
 
-def parse_combined(path: Path, start: int, end: int | None) -> pa.Table:
-    """Read and parse the lines of a combined file that start in ``[start, end)``."""
+def parse_combined(
+    path: Path, start: int, end: int | None, report: Report | None = None
+) -> pa.Table:
+    """Read and parse the lines of a combined file that start in ``[start, end)``.
+
+    The range's tally goes to ``report``; unless it is strict, bad lines (and the whole
+    block of a bad header) go to its quarantine instead of raising.
+    """
     path = Path(path)
     check_range(start, end)
     data, offset = read_range(path, start, end)
-    if not data:
-        return RAW_RATINGS.empty_table()
-    table = _fast_table(path, data, offset)
-    if table is None:
-        _fail(path, data, offset)
+    lines = data.count(b"\n") + (data[-1:] not in (b"", b"\n"))
+    found = None
+    try:
+        found = _fast_table(path, data, offset)
+    except DataFormatError:
+        if report is None or report.strict:
+            raise
+    if found is None:
+        if report is None or report.strict:
+            _fail(path, data, offset)
+        return _clean(path, data, offset, report)
+    table, headers = found
+    if report is not None:
+        blank = lines - headers - table.num_rows
+        report.count(path, Tally(lines=lines, kept=table.num_rows, headers=headers, blank=blank))
     return table
 
 
-def _fast_table(path: Path, data: bytearray, offset: int) -> pa.Table | None:
-    """Parse a range with one pyarrow call, or None when it breaks a rule anywhere."""
+def _clean(path: Path, data: bytearray, offset: int, report: Report) -> pa.Table:
+    """Quarantine the bad lines of a range, then parse what is left."""
+    text = data.decode("latin-1")
+    state = _start_state(path, offset)[1] if offset else BEFORE_HEADERS
+    first = first_lineno(path, offset) if offset else 1
+    cleaned = classify(path, text, COMBINED, report, first_lineno=first, block=state)
+    report.count(path, cleaned.tally)
+    found = _fast_table(path, bytearray(cleaned.text().encode("latin-1")), offset)
+    if found is None:
+        raise DataFormatError(path, None, "pyarrow refused lines that the format rules accept")
+    return found[0]
+
+
+def combined_lines(
+    path: Path, start: int, end: int | None
+) -> Iterator[tuple[str, int, str, int, int]]:
+    """(file, line number, line, customer, movie) of each rating line a read keeps."""
+    data, offset = read_range(path, start, end)
+    movie, state, _ = _start_state(path, offset) if offset else (None, BEFORE_HEADERS, "")
+    first = first_lineno(path, offset) if offset else 1
+    text = data.decode("latin-1")
+    cleaned = classify(path, text, COMBINED, Report(), first_lineno=first, block=state)
+    for lineno, line in zip(cleaned.numbers, cleaned.lines, strict=True):
+        if line.endswith(":"):
+            movie = int(line[:-1])
+        else:
+            assert movie is not None  # classify keeps no data line outside a valid block
+            yield str(path), lineno, line, int(line.split(",", 1)[0]), movie
+
+
+def _fast_table(path: Path, data: bytearray, offset: int) -> tuple[pa.Table, int] | None:
+    """Parse a range with one pyarrow call, or None when it breaks a rule anywhere.
+
+    Returns the table and the number of header lines in the range.
+    """
+    if not data:
+        return RAW_RATINGS.empty_table(), 0
     if b"\r" in data:
         # Fold CRLF; a lone CR ends only a last line that lacks its newline.
         data = data.replace(b"\r\n", b"\n").removesuffix(b"\r")
@@ -89,8 +143,9 @@ def _fast_table(path: Path, data: bytearray, offset: int) -> pa.Table | None:
     else:
         lines = lines[1:]
         spans = spans[1:]
+    headers = len(cuts) // 2 - 1
     if sum(b - a for a, b in spans) == lines.sum():  # no data lines, only blank ones
-        return RAW_RATINGS.empty_table()
+        return RAW_RATINGS.empty_table(), headers
     buf = b"".join(memoryview(data)[a:b] for a, b in spans)
     del data
     table = read_rating_lines(buf)
@@ -100,7 +155,8 @@ def _fast_table(path: Path, data: bytearray, offset: int) -> pa.Table | None:
         lines -= _blank_lines(buf, lines)  # pyarrow skips blank lines; the counts hold them
         if table.num_rows != lines.sum():
             return None
-    return _checked(table, np.repeat(np.array(movies, np.int64), lines))
+    checked = _checked(table, np.repeat(np.array(movies, np.int64), lines))
+    return None if checked is None else (checked, headers)
 
 
 def _blank_lines(buf: bytes, lines: np.ndarray) -> np.ndarray:
@@ -139,8 +195,24 @@ def _checked(table: pa.Table, movies: np.ndarray) -> pa.Table | None:
 def _movie_before(path: Path, offset: int) -> int | None:
     """Movie id of the last header before ``offset``; None when only blank lines precede it.
 
-    Raises ``DataFormatError`` when that header is out of range, or when non-blank lines
-    but no header precede ``offset`` (naming the file's first non-blank line).
+    Raises ``DataFormatError`` when that header is bad, or when non-blank lines but no
+    header precede ``offset`` (naming the file's first non-blank line).
+    """
+    movie, state, bad = _start_state(path, offset)
+    if state > 0:
+        raise DataFormatError(path, state, bad)
+    if movie is None and state == BEFORE_HEADERS and bad:
+        _first_line_error(path)
+    return movie
+
+
+def _start_state(path: Path, offset: int) -> tuple[int | None, int, str]:
+    """Where the line at ``offset`` stands among the file's ``MovieID:`` blocks.
+
+    Returns ``(movie, IN_BLOCK, "")`` after a valid header; ``(None, lineno, reason)``
+    after a bad header (any line that ends with a colon is one) on line ``lineno``; and
+    ``(None, BEFORE_HEADERS, reason)`` when no header precedes it, where ``reason`` is
+    empty if only blank lines do.
     """
     hi = lo = offset  # lines in [hi, offset) hold no header
     nonblank = False
@@ -157,15 +229,13 @@ def _movie_before(path: Path, offset: int) -> int | None:
             for last in _HEADER_RE.finditer(chunk, first):  # noqa: B007 - the last one counts
                 pass
             if last is not None:
-                movie, reason = header_id(last.group(1).decode() + ":")
+                movie, reason = header_id(last.group(1).decode("latin-1") + ":")
                 if movie is None:
-                    raise DataFormatError(path, first_lineno(path, lo + last.start()), reason)
-                return movie
+                    return None, first_lineno(path, lo + last.start()), reason
+                return movie, IN_BLOCK, ""
             nonblank = nonblank or not _blank(chunk[first:])
             hi = lo + first
-    if not nonblank:
-        return None
-    _first_line_error(path)
+    return None, BEFORE_HEADERS, "data lines before any 'MovieID:' header" if nonblank else ""
 
 
 def _blank(lines: bytes) -> bool:

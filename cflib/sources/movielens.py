@@ -19,6 +19,7 @@ Line rules shared by all the files:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -36,7 +37,8 @@ from cflib.sources._movielens_parse import (
     parse_ratings,
     title_year,
 )
-from cflib.sources._ranges import byte_ranges
+from cflib.sources._ranges import byte_ranges, first_lineno, read_range
+from cflib.sources.accounting import Report, text_tally
 
 __all__ = [
     "CSV_ITEMS",
@@ -107,13 +109,17 @@ def detect_variant(root: Path) -> str | None:
 # --- ratings -------------------------------------------------------------------------------
 
 
-def read_ratings_100k(path: Path, *, start: int = 0, end: int | None = None) -> pa.Table:
+def read_ratings_100k(
+    path: Path, *, start: int = 0, end: int | None = None, report: Report | None = None
+) -> pa.Table:
     """Parse ML-100K ``u.data``: ``user id\titem id\trating\ttimestamp``, ratings 1..5.
 
     Args:
         path: the ratings file.
         start: first byte of the range; the range reads the lines that start in it.
         end: end of the range (exclusive); None reads to the end of the file.
+        report: where the range's tally and (unless strict) its bad lines go. None:
+            raise at the first bad line.
 
     Returns:
         A table with schema ``RAW_RATINGS``, in file order.
@@ -122,11 +128,16 @@ def read_ratings_100k(path: Path, *, start: int = 0, end: int | None = None) -> 
         DataFormatError: a malformed line, numbered in the whole file.
         ValueError: ``start`` or ``end`` name no range.
     """
-    return parse_ratings(Path(path), start, end, _lines.ML100K_RATINGS)
+    return parse_ratings(Path(path), start, end, _lines.ML100K_RATINGS, report)
 
 
 def read_ratings_1m(
-    path: Path, *, start: int = 0, end: int | None = None, half_stars: bool = False
+    path: Path,
+    *,
+    start: int = 0,
+    end: int | None = None,
+    half_stars: bool = False,
+    report: Report | None = None,
 ) -> pa.Table:
     """Parse ML-1M ``ratings.dat``: ``UserID::MovieID::Rating::Timestamp``, ratings 1..5.
 
@@ -134,6 +145,8 @@ def read_ratings_1m(
         path: the ratings file.
         start: first byte of the range; the range reads the lines that start in it.
         end: end of the range (exclusive); None reads to the end of the file.
+        report: where the range's tally and (unless strict) its bad lines go. None:
+            raise at the first bad line.
         half_stars: read ML-10M's ``ratings.dat`` instead: the same layout with
             ratings 0.5..5.0 in half stars.
 
@@ -145,10 +158,12 @@ def read_ratings_1m(
         ValueError: ``start`` or ``end`` name no range.
     """
     layout = _lines.ML10M_RATINGS if half_stars else _lines.ML1M_RATINGS
-    return parse_ratings(Path(path), start, end, layout)
+    return parse_ratings(Path(path), start, end, layout, report)
 
 
-def read_ratings_csv(path: Path, *, start: int = 0, end: int | None = None) -> pa.Table:
+def read_ratings_csv(
+    path: Path, *, start: int = 0, end: int | None = None, report: Report | None = None
+) -> pa.Table:
     """Parse ``ratings.csv``: header ``userId,movieId,rating,timestamp``, half stars 0.5..5.
 
     Only the range that starts at 0 holds the header, and it always checks it (even
@@ -158,6 +173,8 @@ def read_ratings_csv(path: Path, *, start: int = 0, end: int | None = None) -> p
         path: the ratings file.
         start: first byte of the range; the range reads the lines that start in it.
         end: end of the range (exclusive); None reads to the end of the file.
+        report: where the range's tally and (unless strict) its bad lines go. None:
+            raise at the first bad line.
 
     Returns:
         A table with schema ``RAW_RATINGS``, in file order.
@@ -166,13 +183,33 @@ def read_ratings_csv(path: Path, *, start: int = 0, end: int | None = None) -> p
         DataFormatError: a malformed line or a missing header, numbered in the whole file.
         ValueError: ``start`` or ``end`` name no range.
     """
-    return parse_ratings(Path(path), start, end, _lines.CSV_RATINGS)
+    return parse_ratings(Path(path), start, end, _lines.CSV_RATINGS, report)
+
+
+def rating_lines(
+    path: Path, start: int, end: int | None, fmt: str
+) -> Iterator[tuple[str, int, str, int, int]]:
+    """(file, line number, line, user, item) of each rating line a read of format ``fmt``
+    (ml-100k, ml-1m, ml-csv) keeps from the range, line by line."""
+    layout = {
+        "ml-100k": _lines.ML100K_RATINGS,
+        "ml-1m": _lines.ML10M_RATINGS,
+        "ml-csv": _lines.CSV_RATINGS,
+    }[fmt]
+    data, offset = read_range(path, start, end)
+    first = first_lineno(path, offset) if offset else 1
+    cleaned = _lines.classify(path, data.decode("latin-1"), layout, Report(), first_lineno=first)
+    for lineno, line in zip(cleaned.numbers, cleaned.lines, strict=True):
+        if not (lineno == 1 and layout.headers == "names"):
+            parts = _lines.split_fields(line, layout)
+            assert not isinstance(parts, str)
+            yield str(path), lineno, line, int(parts[0]), int(parts[1])
 
 
 # --- side tables: small files (< 100k lines), parsed line by line ---------------------------
 
 
-def read_items_100k(path: Path) -> pa.Table:
+def read_items_100k(path: Path, report: Report | None = None) -> pa.Table:
     """Parse ML-100K ``u.item`` (ISO-8859-1, ``|``-separated).
 
     Lines are ``movie id|title|release date|video release date|IMDb URL|`` then 19 0/1
@@ -182,6 +219,8 @@ def read_items_100k(path: Path) -> pa.Table:
 
     Args:
         path: the items file.
+        report: where the file's tally and (unless strict) its bad lines go; a
+            repeated id is quarantined too. None: raise at the first bad line.
 
     Returns:
         A table with schema ``RAW_ITEMS_GENRES``, in file order.
@@ -192,7 +231,7 @@ def read_items_100k(path: Path) -> pa.Table:
     """
     path = Path(path)
     text = decode(path, path.read_bytes(), ENCODING_LATIN1)
-    rows = parse_rows(path, text, _lines.ML100K_ITEMS, what="movie id")
+    rows = parse_rows(path, text, _lines.ML100K_ITEMS, what="movie id", report=report)
     years = []
     for row in rows:
         year = title_year(row[1])
@@ -208,7 +247,7 @@ def read_items_100k(path: Path) -> pa.Table:
     )
 
 
-def read_items_1m(path: Path) -> pa.Table:
+def read_items_1m(path: Path, report: Report | None = None) -> pa.Table:
     """Parse ML-1M (or ML-10M) ``movies.dat``: ``MovieID::Title::Genres``, ISO-8859-1.
 
     Genres are ``|``-separated; ``(no genres listed)`` (ML-10M) is an empty list. The
@@ -216,6 +255,8 @@ def read_items_1m(path: Path) -> pa.Table:
 
     Args:
         path: the items file.
+        report: where the file's tally and (unless strict) its bad lines go; a
+            repeated id is quarantined too. None: raise at the first bad line.
 
     Returns:
         A table with schema ``RAW_ITEMS_GENRES``, in file order.
@@ -225,7 +266,7 @@ def read_items_1m(path: Path) -> pa.Table:
     """
     path = Path(path)
     text = decode(path, path.read_bytes(), ENCODING_LATIN1)
-    rows = parse_rows(path, text, _lines.ML1M_ITEMS, what="movie id")
+    rows = parse_rows(path, text, _lines.ML1M_ITEMS, what="movie id", report=report)
     return items_table(
         [int(row[0]) for row in rows],
         [title_year(row[1]) for row in rows],
@@ -234,7 +275,7 @@ def read_items_1m(path: Path) -> pa.Table:
     )
 
 
-def read_items_csv(path: Path) -> pa.Table:
+def read_items_csv(path: Path, report: Report | None = None) -> pa.Table:
     """Parse ``movies.csv``: header ``movieId,title,genres``, UTF-8, CSV quoting.
 
     Titles may be double-quoted, with commas and doubled quotes inside. Genres are
@@ -243,6 +284,8 @@ def read_items_csv(path: Path) -> pa.Table:
 
     Args:
         path: the items file.
+        report: as for the other items readers; a line that is not UTF-8 is
+            quarantined too.
 
     Returns:
         A table with schema ``RAW_ITEMS_GENRES``, in file order.
@@ -252,12 +295,23 @@ def read_items_csv(path: Path) -> pa.Table:
     """
     path = Path(path)
     data = path.read_bytes()
-    text = decode(path, data, "utf-8")
+    strict = report is None or report.strict
+    # Lenient: keep undecodable bytes as surrogates, which the line rules refuse.
+    text = decode(path, data, "utf-8") if strict else data.decode("utf-8", "surrogateescape")
     table = items_csv_table(data, text)
-    if table is None:
-        parse_rows(path, text, _lines.CSV_ITEMS, what="movie id")  # raises at the first bad line
+    if table is not None:
+        if report is not None:
+            report.count(path, text_tally(text, kept=table.num_rows, headers=1))
+        return table
+    rows = parse_rows(path, text, _lines.CSV_ITEMS, what="movie id", report=report)
+    if strict:
         raise DataFormatError(path, None, "pyarrow refused this file but no line breaks the rules")
-    return table
+    return items_table(
+        [int(row[0]) for row in rows],
+        [title_year(row[1]) for row in rows],
+        [row[1] for row in rows],
+        [genre_list(row[2]) for row in rows],
+    )
 
 
 # --- users ---------------------------------------------------------------------------------
@@ -277,11 +331,12 @@ def _users(rows: list[list[str]], gender: int, age: int, occupations: list[str])
     )
 
 
-def read_users_100k(path: Path) -> pa.Table:
+def read_users_100k(path: Path, report: Report | None = None) -> pa.Table:
     """Parse ML-100K ``u.user``: ``user id|age|gender|occupation|zip code``.
 
     Args:
         path: the users file.
+        report: as for the items readers.
 
     Returns:
         A table with schema ``RAW_USERS``, in file order; age in years.
@@ -292,11 +347,11 @@ def read_users_100k(path: Path) -> pa.Table:
     """
     path = Path(path)
     text = decode(path, path.read_bytes(), ENCODING_LATIN1)
-    rows = parse_rows(path, text, _lines.ML100K_USERS, what="user id")
+    rows = parse_rows(path, text, _lines.ML100K_USERS, what="user id", report=report)
     return _users(rows, 2, 1, [row[3] for row in rows])
 
 
-def read_users_1m(path: Path) -> pa.Table:
+def read_users_1m(path: Path, report: Report | None = None) -> pa.Table:
     """Parse ML-1M ``users.dat``: ``UserID::Gender::Age::Occupation::Zip-code``, ISO-8859-1.
 
     The age is the bucket code as given (1, 18, 25, 35, 45, 50, 56); the occupation
@@ -304,6 +359,7 @@ def read_users_1m(path: Path) -> pa.Table:
 
     Args:
         path: the users file.
+        report: as for the items readers.
 
     Returns:
         A table with schema ``RAW_USERS``, in file order.
@@ -314,5 +370,5 @@ def read_users_1m(path: Path) -> pa.Table:
     """
     path = Path(path)
     text = decode(path, path.read_bytes(), ENCODING_LATIN1)
-    rows = parse_rows(path, text, _lines.ML1M_USERS, what="user id")
+    rows = parse_rows(path, text, _lines.ML1M_USERS, what="user id", report=report)
     return _users(rows, 1, 2, [ML1M_OCCUPATIONS[int(row[3])] for row in rows])

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -35,13 +35,18 @@ from cflib.sources._lines import (
     QUALIFYING,
     TITLES,
     TRAINING,
+    Cleaned,
     Layout,
+    classify,
     header_id,
+    parse_rows,
     raise_first_error,
     scan,
 )
+from cflib.sources._netflix_combined import combined_lines as combined_lines
 from cflib.sources._netflix_combined import parse_combined
 from cflib.sources._netflix_csv import MIN_DAY, read_rating_lines
+from cflib.sources.accounting import Report, Tally
 
 logger = logging.getLogger(__name__)
 
@@ -108,9 +113,8 @@ def _training_header(path: Path, data: bytes) -> tuple[int, int]:
     return movie, end + 1
 
 
-def _blank_lines(path: Path) -> int:
+def _blank_lines(data: bytes) -> int:
     """Number of empty lines after a training file's header (pyarrow skips them)."""
-    data = path.read_bytes()
     body = data[data.find(b"\n") + 1 :].replace(b"\r\n", b"\n") if b"\n" in data else b""
     newline = np.frombuffer(body + b"\n", np.uint8) == ord("\n")
     # A line is empty where a newline starts the body or follows another newline; the
@@ -118,7 +122,7 @@ def _blank_lines(path: Path) -> int:
     return int(newline[0] and len(body) > 0) + int(np.count_nonzero(newline[1:-1] & newline[:-2]))
 
 
-def read_training_files(paths: Sequence[Path]) -> pa.Table:
+def read_training_files(paths: Sequence[Path], report: Report | None = None) -> pa.Table:
     """Parse Netflix ``mv_*.txt`` rating files into one table.
 
     The bodies of all files are concatenated and parsed by one ``pyarrow.csv`` call
@@ -128,25 +132,78 @@ def read_training_files(paths: Sequence[Path]) -> pa.Table:
     Args:
         paths: rating files; each starts with ``MovieID:`` then holds
             ``CustomerID,Rating,YYYY-MM-DD`` lines.
+        report: where each file's tally goes and, unless it is strict, its bad lines
+            (a file whose header is bad is quarantined whole). None: raise at the first.
 
     Returns:
         A table with schema ``RAW_RATINGS``.
 
     Raises:
-        DataFormatError: a malformed line, with its file and 1-based line number.
+        DataFormatError: a malformed line, with its file and 1-based line number
+            (without a report, or with a strict one).
     """
     paths = [Path(p) for p in paths]
+    datas = [path.read_bytes() for path in paths]
+    try:
+        table, tallies = _training_table(paths, datas)
+    except DataFormatError:
+        if report is None or report.strict:
+            raise
+        return _clean_training(paths, datas, report)
+    if report is not None:
+        for path, tally in zip(paths, tallies, strict=True):
+            report.count(path, tally)
+    return table
+
+
+def _clean_training(paths: list[Path], datas: list[bytes], report: Report) -> pa.Table:
+    """Quarantine the bad lines of each file, then parse what is left."""
+    keep_paths, keep_datas = [], []
+    for path, data in zip(paths, datas, strict=True):
+        cleaned = _classify_training(path, data, report)
+        report.count(path, cleaned.tally)
+        if cleaned.lines:  # the header is valid
+            keep_paths.append(path)
+            keep_datas.append(cleaned.text().encode("latin-1"))
+    if not keep_paths:
+        return RAW_RATINGS.empty_table()
+    return _training_table(keep_paths, keep_datas)[0]
+
+
+def _classify_training(path: Path, data: bytes, report: Report) -> Cleaned:
+    """The line-by-line reading of one training file (header checked against its name)."""
+    named = _TRAINING_NAME.fullmatch(path.name)
+
+    def check(movie: int) -> str | None:
+        if named is None or int(named.group(1)) == movie:
+            return None
+        return f"movie id {movie} does not match file name {path.name}"
+
+    return classify(path, data.decode("latin-1"), TRAINING, report, check_header=check)
+
+
+def training_lines(path: Path) -> Iterator[tuple[str, int, str, int, int]]:
+    """(file, line number, line, customer, movie) of each rating line a read keeps."""
+    cleaned = _classify_training(path, path.read_bytes(), Report())
+    if cleaned.lines:
+        movie = int(cleaned.lines[0][:-1])
+        for lineno, line in zip(cleaned.numbers[1:], cleaned.lines[1:], strict=True):
+            yield str(path), lineno, line, int(line.split(",", 1)[0]), movie
+
+
+def _training_table(paths: list[Path], datas: list[bytes]) -> tuple[pa.Table, list[Tally]]:
+    """The fast path of ``read_training_files`` over the files' bytes, and their tallies."""
     movies = np.empty(len(paths), np.int64)
     counts = np.empty(len(paths), np.int64)
     parts: list[bytes | memoryview] = []
-    for i, path in enumerate(paths):
-        data = path.read_bytes()
+    for i, (path, data) in enumerate(zip(paths, datas, strict=True)):
         movies[i], start = _training_header(path, data)
         counts[i] = data.count(b"\n", start)
         parts.append(memoryview(data)[start:])
         if start < len(data) and data[-1:] != b"\n":
             counts[i] += 1
             parts.append(b"\n")
+    lines = counts + 1  # each file's lines, its header included
     buf = b"".join(parts)
     del parts
     if b"\r" in buf:
@@ -155,8 +212,8 @@ def read_training_files(paths: Sequence[Path]) -> pa.Table:
     del buf
     if table is not None and table.num_rows != counts.sum():
         # pyarrow skips blank lines, which the line counts include: recount without them.
-        for i, path in enumerate(paths):
-            counts[i] -= _blank_lines(path)
+        for i, data in enumerate(datas):
+            counts[i] -= _blank_lines(data)
     if table is None or table.num_rows != counts.sum():
         _scan_training(paths, range(len(paths)))
     users = table.column("raw_user").to_numpy()
@@ -167,7 +224,11 @@ def read_training_files(paths: Sequence[Path]) -> pa.Table:
     if bad.any():
         row = int(np.argmax(bad))
         _scan_training(paths, [int(np.searchsorted(np.cumsum(counts), row, side="right"))])
-    return pa.Table.from_arrays(
+    tallies = [
+        Tally(lines=int(n), kept=int(k), headers=1, blank=int(n - 1 - k))
+        for n, k in zip(lines, counts, strict=True)
+    ]
+    table = pa.Table.from_arrays(
         [
             pa.array(users, pa.int64()),
             pa.array(np.repeat(movies, counts), pa.int64()),
@@ -176,6 +237,7 @@ def read_training_files(paths: Sequence[Path]) -> pa.Table:
         ],
         schema=RAW_RATINGS,
     )
+    return table, tallies
 
 
 def _parse_bodies(buf: bytes) -> pa.Table | None:
@@ -228,7 +290,9 @@ def list_combined_files(root: Path) -> list[Path]:
     return paths
 
 
-def read_combined_range(path: Path, *, start: int = 0, end: int | None = None) -> pa.Table:
+def read_combined_range(
+    path: Path, *, start: int = 0, end: int | None = None, report: Report | None = None
+) -> pa.Table:
     """Parse the lines of a ``combined_data_*.txt`` file that start in ``[start, end)``.
 
     The file is the training files concatenated: ``MovieID:`` lines, each followed by its
@@ -240,6 +304,8 @@ def read_combined_range(path: Path, *, start: int = 0, end: int | None = None) -
         path: the combined file.
         start: first byte of the range; the range reads the lines that start in it.
         end: end of the range (exclusive); None reads to the end of the file.
+        report: where the range's tally and (unless strict) its bad lines go; a bad
+            header's whole block is quarantined. None: raise at the first bad line.
 
     Returns:
         A table with schema ``RAW_RATINGS`` (``raw_item`` is the block's movie id), in
@@ -251,17 +317,25 @@ def read_combined_range(path: Path, *, start: int = 0, end: int | None = None) -
             the header of the block the range starts inside.
         ValueError: ``start`` or ``end`` name no range.
     """
-    return parse_combined(Path(path), start, end)
+    return parse_combined(Path(path), start, end, report)
 
 
 # --- probe, qualifying, movie titles -----------------------------------------------------
 
+T = TypeVar("T")
 
-def _read_lines(path: Path, encoding: str) -> tuple[str, pa.Array]:
-    """A file's text with CRLF folded to LF, and its lines as one string array."""
+
+def _read_text(path: Path, encoding: str) -> str:
+    """A file's text with CRLF folded to LF."""
     data = path.read_bytes().replace(b"\r\n", b"\n")
-    text = data.removesuffix(b"\r").decode(encoding)
-    return text, pc.list_flatten(pc.split_pattern(pa.array([text], pa.large_string()), "\n"))
+    return data.removesuffix(b"\r").decode(encoding)
+
+
+def _split_lines(text: str) -> tuple[pa.Array, int]:
+    """The lines of a text as one string array, and how many there are (a final newline
+    ends the last line rather than starting an empty one)."""
+    lines = pc.list_flatten(pc.split_pattern(pa.array([text], pa.large_string()), "\n"))
+    return lines, len(lines) - (not text or text.endswith("\n"))
 
 
 def _np(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -276,10 +350,36 @@ def _cast(array: pa.Array, to: pa.DataType, path: Path, text: str, layout: Layou
         raise_first_error(path, text, layout)
 
 
-def _read_blocks(path: Path, layout: Layout, data_re: str) -> tuple[str, np.ndarray, pa.Array]:
-    """Text, movie id of each data line and the data lines of a ``MovieID:`` block file."""
-    text, lines = _read_lines(path, "latin-1")
-    nonblank = _np(pc.binary_length(lines)) > 0
+def _lenient(
+    path: Path,
+    text: str,
+    layout: Layout,
+    report: Report | None,
+    parse: Callable[[str], tuple[T, Tally]],
+) -> T:
+    """``parse(text)``; when it finds a bad line and ``report`` is lenient, quarantine the
+    bad lines and parse the rest. The file's tally goes to ``report``."""
+    try:
+        result, tally = parse(text)
+    except DataFormatError:
+        if report is None or report.strict:
+            raise
+        cleaned = classify(path, text, layout, report)
+        result, _ = parse(cleaned.text())
+        tally = cleaned.tally
+    if report is not None:
+        report.count(path, tally)
+    return result
+
+
+def _read_blocks(
+    path: Path, text: str, layout: Layout, data_re: str
+) -> tuple[np.ndarray, pa.Array, Tally]:
+    """Movie id of each data line, the data lines, and the tally of a ``MovieID:`` block file."""
+    lines, n_lines = _split_lines(text)
+    lengths = _np(pc.binary_length(lines))[:n_lines]
+    lines = lines.slice(0, n_lines)
+    nonblank = lengths > 0
     header = nonblank & _np(pc.ends_with(lines, ":"))
     ok = np.where(
         header,
@@ -294,14 +394,19 @@ def _read_blocks(path: Path, layout: Layout, data_re: str) -> tuple[str, np.ndar
     )
     if (ids < 1).any():
         raise_first_error(path, text, layout)
-    return text, ids[np.searchsorted(hpos, dpos) - 1], lines.take(dpos)
+    tally = Tally(
+        lines=n_lines, kept=dpos.size, headers=hpos.size, blank=n_lines - int(nonblank.sum())
+    )
+    return ids[np.searchsorted(hpos, dpos) - 1], lines.take(dpos), tally
 
 
-def read_probe(path: Path) -> pa.Table:
+def read_probe(path: Path, report: Report | None = None) -> pa.Table:
     """Parse ``probe.txt``: blocks of ``MovieID:`` then one ``CustomerID`` per line.
 
     Args:
         path: the probe file.
+        report: where the file's tally and (unless strict) its bad lines go; a bad
+            header's whole block is quarantined. None: raise at the first bad line.
 
     Returns:
         A table with schema ``RAW_PAIRS``, in file order.
@@ -310,18 +415,23 @@ def read_probe(path: Path) -> pa.Table:
         DataFormatError: a malformed line, or a customer line before any header.
     """
     path = Path(path)
-    text, movies, lines = _read_blocks(path, PROBE, _PROBE_PA)
-    users = _np(_cast(lines, pa.int64(), path, text, PROBE))
-    if (users < 1).any():
-        raise_first_error(path, text, PROBE)
-    return pa.Table.from_arrays([pa.array(movies), pa.array(users)], schema=RAW_PAIRS)
+
+    def parse(text: str) -> tuple[pa.Table, Tally]:
+        movies, lines, tally = _read_blocks(path, text, PROBE, _PROBE_PA)
+        users = _np(_cast(lines, pa.int64(), path, text, PROBE))
+        if (users < 1).any():
+            raise_first_error(path, text, PROBE)
+        return pa.Table.from_arrays([pa.array(movies), pa.array(users)], schema=RAW_PAIRS), tally
+
+    return _lenient(path, _read_text(path, "latin-1"), PROBE, report, parse)
 
 
-def read_qualifying(path: Path) -> pa.Table:
+def read_qualifying(path: Path, report: Report | None = None) -> pa.Table:
     """Parse ``qualifying.txt``: blocks of ``MovieID:`` then ``CustomerID,YYYY-MM-DD`` lines.
 
     Args:
         path: the qualifying file.
+        report: as for ``read_probe``.
 
     Returns:
         A table with schema ``RAW_QUALIFYING``, in file order (the order submissions use).
@@ -330,16 +440,22 @@ def read_qualifying(path: Path) -> pa.Table:
         DataFormatError: a malformed line, or a customer line before any header.
     """
     path = Path(path)
-    text, movies, lines = _read_blocks(path, QUALIFYING, _QUALIFYING_PA)
-    # The regex fixed the shape: the date is the last 10 characters, after one comma.
-    users = _np(_cast(pc.utf8_slice_codeunits(lines, 0, -11), pa.int64(), path, text, QUALIFYING))
-    dates = _cast(pc.utf8_slice_codeunits(lines, -10), pa.date32(), path, text, QUALIFYING)
-    if ((users < 1) | (_np(dates.cast(pa.int32())) < MIN_DAY)).any():
-        raise_first_error(path, text, QUALIFYING)
-    return pa.Table.from_arrays([pa.array(movies), pa.array(users), dates], schema=RAW_QUALIFYING)
+
+    def parse(text: str) -> tuple[pa.Table, Tally]:
+        movies, lines, tally = _read_blocks(path, text, QUALIFYING, _QUALIFYING_PA)
+        # The regex fixed the shape: the date is the last 10 characters, after one comma.
+        user_text = pc.utf8_slice_codeunits(lines, 0, -11)
+        users = _np(_cast(user_text, pa.int64(), path, text, QUALIFYING))
+        dates = _cast(pc.utf8_slice_codeunits(lines, -10), pa.date32(), path, text, QUALIFYING)
+        if ((users < 1) | (_np(dates.cast(pa.int32())) < MIN_DAY)).any():
+            raise_first_error(path, text, QUALIFYING)
+        arrays = [pa.array(movies), pa.array(users), dates]
+        return pa.Table.from_arrays(arrays, schema=RAW_QUALIFYING), tally
+
+    return _lenient(path, _read_text(path, "latin-1"), QUALIFYING, report, parse)
 
 
-def read_movie_titles(path: Path) -> pa.Table:
+def read_movie_titles(path: Path, report: Report | None = None) -> pa.Table:
     """Parse ``movie_titles.txt`` (ISO-8859-1): ``MovieID,Year,Title`` lines.
 
     The title is everything after the second comma, so it may hold commas; a year of
@@ -347,6 +463,7 @@ def read_movie_titles(path: Path) -> pa.Table:
 
     Args:
         path: the titles file.
+        report: as for ``read_probe``; a repeated movie id is quarantined too.
 
     Returns:
         A table with schema ``RAW_ITEMS``, in file order.
@@ -355,8 +472,31 @@ def read_movie_titles(path: Path) -> pa.Table:
         DataFormatError: a malformed line, or a movie id listed twice.
     """
     path = Path(path)
-    text, lines = _read_lines(path, TITLES_ENCODING)
-    pos = np.flatnonzero(_np(pc.binary_length(lines)) > 0)
+    text = _read_text(path, TITLES_ENCODING)
+    try:
+        table, tally = _titles(path, text)
+    except DataFormatError:
+        if report is None or report.strict:
+            raise
+        rows = parse_rows(path, text, TITLES, what="movie id", report=report)
+        years = [None if row[1] == "NULL" else int(row[1]) for row in rows]
+        return pa.Table.from_arrays(
+            [
+                pa.array([int(row[0]) for row in rows], pa.int64()),
+                pa.array(years, pa.int16()),
+                pa.array([row[2] for row in rows], pa.string()),
+            ],
+            schema=RAW_ITEMS,
+        )
+    if report is not None:
+        report.count(path, tally)
+    return table
+
+
+def _titles(path: Path, text: str) -> tuple[pa.Table, Tally]:
+    """The vectorized path of ``read_movie_titles``."""
+    lines, n_lines = _split_lines(text)
+    pos = np.flatnonzero(_np(pc.binary_length(lines.slice(0, n_lines))) > 0)
     parts = pc.extract_regex(lines.take(pos), _TITLE_PA)
     if parts.null_count:
         raise_first_error(path, text, TITLES)
@@ -373,7 +513,8 @@ def read_movie_titles(path: Path) -> pa.Table:
         )
     year = parts.field("year")
     year = pc.if_else(pc.equal(year, "NULL"), pa.scalar(None, year.type), year)
-    return pa.Table.from_arrays(
+    table = pa.Table.from_arrays(
         [pa.array(ids), pc.cast(year, pa.int16()), pc.cast(parts.field("title"), pa.string())],
         schema=RAW_ITEMS,
     )
+    return table, Tally(lines=n_lines, kept=pos.size, blank=n_lines - pos.size)
