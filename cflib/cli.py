@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from cflib import report
+from cflib import report, schema
 from cflib.cliopts import config_options
 from cflib.config import (
     EvaluateConfig,
@@ -100,10 +100,10 @@ def ingest(
 
     find_source(source, cfg.format)  # Fail fast, before any server or cluster starts.
     result = run_ingest(str(source), str(out), cfg)
-    _print_ingest(result)
+    _print_ingest(result, out)
 
 
-def _print_ingest(result: dict[str, Any]) -> None:
+def _print_ingest(result: dict[str, Any], out: Path) -> None:
     if result.get("up_to_date"):
         typer.echo(f"{result['out']} is up to date (fingerprint {result['fingerprint'][:12]})")
         return
@@ -114,6 +114,8 @@ def _print_ingest(result: dict[str, Any]) -> None:
             "users": f"{result['n_users']:,}",
             "items": f"{result['n_items']:,}",
             **{f"{k} ratings": f"{v['rows']:,}" for k, v in splits.items()},
+            "quarantined": f"{result['quarantined']:,} lines"
+            + (f" (see {out / schema.QUARANTINE_FILE})" if result["quarantined"] else ""),
         },
     )
 

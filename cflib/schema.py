@@ -86,6 +86,7 @@ RATINGS_DIR = "ratings"
 USER_MAP_FILE = "user_map.parquet"
 ITEM_MAP_FILE = "item_map.parquet"
 QUALIFYING_FILE = "qualifying.parquet"
+QUARANTINE_FILE = "quarantine.parquet"
 
 # Run directory layout.
 MODEL_FILE = "model.keras"

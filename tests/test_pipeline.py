@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from cflib import registry, schema
@@ -70,14 +71,21 @@ def test_ingest_flow_on_dask_reports_malformed_line(prefect_harness: None, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
 
-def test_cli_malformed_line_is_one_line_exit_2(
+def test_cli_malformed_line_quarantined_or_strict_exit_2(
     prefect_harness: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     src = write_netflix(tmp_path / "src", {**MOVIES, 2: ["10,4,2003-01-01", "30,4"]})
-    assert main(["ingest", str(src), "--out", str(tmp_path / "data")]) == 2
+    assert main(["ingest", str(src), "--out", str(tmp_path / "strict"), "--strict"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("cfpipe: error: ") and "mv_0000002.txt:3" in err
-    assert not (tmp_path / "data").exists()
+    assert not (tmp_path / "strict").exists()
+
+    out = tmp_path / "data"
+    assert main(["ingest", str(src), "--out", str(out)]) == 0
+    summary = capsys.readouterr().out
+    assert f"1 lines (see {out / 'quarantine.parquet'})" in summary
+    [bad] = pq.read_table(out / "quarantine.parquet").to_pylist()
+    assert (bad["file"], bad["line"], bad["text"]) == ("training_set/mv_0000002.txt", 3, "30,4")
 
 
 @pytest.mark.parametrize(

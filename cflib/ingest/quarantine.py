@@ -32,7 +32,6 @@ from cflib.ingest import splits as hashing
 from cflib.ingest.source import Shard, rating_lines
 from cflib.sources.accounting import QUARANTINE, BadLine, Report, Tally
 
-QUARANTINE_FILE = "quarantine.parquet"
 REPEATS = "repeats"
 _REPEAT_SCHEMA = pa.schema(
     [

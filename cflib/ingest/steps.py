@@ -382,7 +382,7 @@ def _accounting(plan: Plan, rows: int, moved: list[dict[str, int]]) -> list[File
         return Path(path).relative_to(source).as_posix()
 
     bad = bad.set_column(0, "file", pa.array([rel(f) for f in bad.column("file").to_pylist()]))
-    pq.write_table(bad, root / quarantine.QUARANTINE_FILE)
+    pq.write_table(bad, root / schema.QUARANTINE_FILE)
     return [
         FileAccount(file=rel(path), role=roles.get(path, "ratings"), **vars(tally))
         for path, tally in sorted(tallies.items(), key=lambda kv: rel(kv[0]))
