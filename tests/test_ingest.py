@@ -217,3 +217,29 @@ def test_kaggle_combined_files_give_the_same_dataset(netflix_dir: Path, tmp_path
     )
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("fault", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_failure_mid_write_keeps_the_previous_dataset(
+    netflix_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: BaseException
+) -> None:
+    """A crash or Ctrl-C while the parts are being written leaves the old dataset whole."""
+    from cflib.ingest import steps
+
+    out = tmp_path / "data"
+    ingest_local(netflix_dir, out, IngestConfig(bucket_rows=3))
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    written = []
+
+    def write_then_fail(table, where, **kwargs):  # type: ignore[no-untyped-def]
+        if written:
+            raise fault
+        written.append(where)
+        pq.write_table(table, where, **kwargs)
+
+    monkeypatch.setattr(steps.pq, "write_table", write_then_fail)
+    with pytest.raises(type(fault)):
+        ingest_local(netflix_dir, out, IngestConfig(bucket_rows=3, force=True))
+    assert written  # one part was written before the fault
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "netflix"]
