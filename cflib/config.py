@@ -105,7 +105,16 @@ class EvaluateConfig(_Stage):
 class PublishConfig(_Stage):
     """Publishing a run into the model registry."""
 
-    promote: bool = Field(True, description="Point `latest` at the published run.")
+    promote: bool = Field(
+        True,
+        description="Point `latest` at the published run if it passes the promotion gate.",
+    )
+    promote_tolerance: float = Field(
+        0.0,
+        ge=0,
+        description="How much worse than latest's test RMSE (same data) a run may be and "
+        "still be promoted.",
+    )
 
 
 class PipelineConfig(_Stage):

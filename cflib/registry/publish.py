@@ -1,0 +1,192 @@
+"""Publishing an evaluated run: the artifact, built and checked in staging, then ``latest``.
+
+An artifact holds everything needed to score raw ids without the training data: the
+Keras model file, a SavedModel with a raw-id serving signature, the id maps, the
+user's seen items, the configs, the metrics, the report, the installed versions and
+``artifact.json`` with a sha256 per file, checked on the copy before it is renamed
+into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.metadata
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cflib import runs, schema
+from cflib.config import PublishConfig
+from cflib.dataset import load_manifest
+from cflib.errors import DatasetError
+from cflib.fsutil import atomic_dir, sha256_file
+from cflib.registry import promote
+from cflib.registry.artifact import (
+    DATA_MANIFEST_FILE,
+    FORMAT_VERSION,
+    LATEST,
+    SAVED_MODEL_DIR,
+    SEEN_FILE,
+    artifact_dir,
+    files_under,
+    verify,
+    write_info,
+)
+
+log = logging.getLogger(__name__)
+
+_RUN_FILES = (
+    schema.MODEL_FILE,
+    schema.TRAIN_SUMMARY_FILE,
+    schema.METRICS_FILE,
+    schema.REPORT_FILE,
+)
+_DATA_FILES = (schema.USER_MAP_FILE, schema.ITEM_MAP_FILE, schema.MANIFEST_FILE)
+#: Distributions whose installed versions each artifact records.
+VERSIONED = (
+    "cfpipe",
+    "tensorflow",
+    "keras",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "prefect",
+    "dask",
+    "pydantic",
+)
+_LOCK_FILE = ".publish.lock"
+#: Dataset splits whose pairs go into ``seen.parquet`` (the test split stays unseen).
+SEEN_SPLITS = ("train", "validation")
+
+
+def versions() -> dict[str, str | None]:
+    """Installed versions of ``VERSIONED`` (None where one is not installed)."""
+    found: dict[str, str | None] = {}
+    for name in VERSIONED:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+@contextlib.contextmanager
+def _registry_lock(registry: Path) -> Iterator[None]:
+    """Serialize publishers on one machine: the promotion decision reads ``latest``."""
+    registry.mkdir(parents=True, exist_ok=True)
+    with open(registry / _LOCK_FILE, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # Released when the file closes, or the process dies.
+        yield
+
+
+def _point_latest(model_dir: Path, run_id: str) -> None:
+    """Swap the ``latest`` symlink atomically (a new link renamed over the old one)."""
+    tmp = model_dir / f".{LATEST}.{uuid.uuid4().hex[:8]}"
+    os.symlink(run_id, tmp)
+    os.replace(tmp, model_dir / LATEST)
+
+
+def _export(staged: Path, global_mean: float) -> dict[str, Any]:
+    """The SavedModel, from the staged (already copied) Keras model and id maps."""
+    from cflib.registry.export import export_saved_model
+    from cflib.train import load_model
+
+    model = load_model(staged / schema.MODEL_FILE)
+    return export_saved_model(
+        model,
+        staged / SAVED_MODEL_DIR,
+        user_map=staged / schema.USER_MAP_FILE,
+        item_map=staged / schema.ITEM_MAP_FILE,
+        global_mean=global_mean,
+    )
+
+
+def publish(run: Path, registry: Path, cfg: PublishConfig) -> dict[str, Any]:
+    """Copy an evaluated run into the registry and, if it passes the gate, promote it.
+
+    Args:
+        run: the run directory (trained and evaluated).
+        registry: the registry root; created if missing.
+        cfg: publish options (``promote``, ``promote_tolerance``).
+
+    Returns:
+        ``{"artifact": path, "latest": path or None, "run_id", "dataset", "model",
+        "promotion": {"promoted", "reason", "previous", "previous_rmse", "tolerance"}}``.
+
+    Raises:
+        DatasetError: the run is not evaluated, or its dataset is gone.
+        ConfigError: this run id is already published.
+    """
+    run, registry = Path(run), Path(registry)
+    summary = runs.train_summary(run)
+    metrics = runs.metrics(run)
+    if not (run / schema.REPORT_FILE).is_file():
+        raise DatasetError(f"{run / schema.REPORT_FILE}: missing; run `cfpipe evaluate {run}`")
+    data = Path(summary["data_dir"])
+    manifest = load_manifest(data)
+    global_mean = float(summary.get("global_mean", manifest.global_mean))
+    target = artifact_dir(registry, summary["dataset"], summary["model"], summary["run_id"])
+    sources = [run / f for f in _RUN_FILES] + [data / f for f in _DATA_FILES]
+    with _registry_lock(registry):
+        decision = promote.decide(
+            target.parent,
+            rmse=float(metrics["rmse"]),
+            data_fingerprint=manifest.fingerprint,
+            cfg=cfg,
+        )
+        with atomic_dir(target, what="published artifact") as staged:
+            files = {}
+            for src in sources:
+                name = DATA_MANIFEST_FILE if src.name == schema.MANIFEST_FILE else src.name
+                files[name] = sha256_file(src)  # Of the source: verify checks the copy.
+                shutil.copyfile(src, staged / name)
+            serving = _export(staged, global_mean)
+            from cflib.registry.seen import write_seen
+
+            parts = [p for s in SEEN_SPLITS for p in manifest.split_paths(data, s)]
+            seen_rows = write_seen(parts, manifest.n_users, staged / SEEN_FILE)
+            for name in files_under(staged):
+                files.setdefault(name, sha256_file(staged / name))
+            info = {
+                "format_version": FORMAT_VERSION,
+                "run_id": summary["run_id"],
+                "dataset": summary["dataset"],
+                "model": summary["model"],
+                "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "data_fingerprint": manifest.fingerprint,
+                "rmse": metrics["rmse"],
+                "mae": metrics.get("mae"),
+                "n_test": metrics["n_test"],
+                "val_rmse": summary.get("val_rmse"),
+                "n_users": manifest.n_users,
+                "n_items": manifest.n_items,
+                "global_mean": global_mean,
+                "train_config": summary.get("config"),
+                "publish_config": cfg.model_dump(),
+                "versions": versions(),
+                "serving": serving,
+                "seen": {"rows": seen_rows, "splits": list(SEEN_SPLITS)},
+                "promotion": decision,
+                "files": dict(sorted(files.items())),
+            }
+            write_info(staged, info)
+            verify(staged)  # The copy, not the source, is what gets checked.
+        latest = None
+        if decision["promoted"]:
+            _point_latest(target.parent, summary["run_id"])
+            latest = target.parent / LATEST
+    log.info("published %s (%s)", target, decision["reason"])
+    return {
+        "artifact": str(target),
+        "latest": None if latest is None else str(latest),
+        "run_id": summary["run_id"],
+        "dataset": summary["dataset"],
+        "model": summary["model"],
+        "promotion": decision,
+    }

@@ -1,0 +1,153 @@
+"""Scoring raw ids from a published artifact alone: ``cfpipe predict`` and ``recommend``.
+
+An artifact is opened only after its checksums are verified; the Keras model loads in
+safe mode (no pickled code). Raw ids map to dense ids through the artifact's id maps
+(sorted by raw id, as ingest writes them); an id that is not in them is an error here,
+unlike the SavedModel's serving signature, which falls back to the mean and biases.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from cflib import schema
+from cflib.errors import CfpipeError
+from cflib.registry.artifact import SEEN_FILE, ArtifactError, resolve, verify
+
+#: Pairs scored per model call when ranking every item for one user.
+SCORE_BATCH = 1 << 16
+
+
+class UnknownIdError(CfpipeError, ValueError):
+    """A raw user or item id that the model was not trained on."""
+
+
+class Artifact:
+    """A verified artifact: its ``artifact.json``, id maps, seen pairs and model."""
+
+    def __init__(self, path: Path, info: dict[str, Any]) -> None:
+        self.path = path
+        self.info = info
+
+    @functools.cached_property
+    def raw_users(self) -> np.ndarray:
+        """Raw user id of each dense user (ascending)."""
+        return self._raw_ids(schema.USER_MAP_FILE, "raw_user")
+
+    @functools.cached_property
+    def item_map(self) -> Any:
+        """``item_map.parquet`` as a pyarrow table (raw_item, year, title, genres)."""
+        return pq.read_table(self.path / schema.ITEM_MAP_FILE)
+
+    @functools.cached_property
+    def raw_items(self) -> np.ndarray:
+        """Raw item id of each dense item (ascending)."""
+        return self._raw_ids(schema.ITEM_MAP_FILE, "raw_item")
+
+    @functools.cached_property
+    def model(self) -> Any:
+        """The Keras model, loaded in safe mode."""
+        from cflib.train import load_model
+
+        return load_model(self.path / schema.MODEL_FILE)
+
+    def _raw_ids(self, name: str, column: str) -> np.ndarray:
+        ids = pq.read_table(self.path / name, columns=[column]).column(0).to_numpy()
+        if len(ids) > 1 and not bool(np.all(np.diff(ids) > 0)):
+            raise ArtifactError(f"{self.path / name}: {column} is not strictly ascending")
+        return ids.astype(np.int64)
+
+    def dense_user(self, raw: int) -> int:
+        """The dense id of raw user ``raw``."""
+        return _dense(self.raw_users, raw, "user", self.path)
+
+    def dense_item(self, raw: int) -> int:
+        """The dense id of raw item ``raw``."""
+        return _dense(self.raw_items, raw, "item", self.path)
+
+    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Predicted ratings of dense pairs, clipped to the rating scale."""
+        out = []
+        for start in range(0, len(users), SCORE_BATCH):
+            batch = {
+                "user": users[start : start + SCORE_BATCH].astype(np.int32),
+                "item": items[start : start + SCORE_BATCH].astype(np.int32),
+            }
+            out.append(np.asarray(self.model.predict_on_batch(batch)).reshape(-1))
+        pred = np.concatenate(out) if out else np.zeros(0, np.float32)
+        return np.clip(pred, schema.RATING_MIN, schema.RATING_MAX).astype(np.float32)
+
+    def predict(self, raw_user: int, raw_item: int) -> float:
+        """The predicted rating of raw user ``raw_user`` for raw item ``raw_item``.
+
+        Raises:
+            UnknownIdError: either id is not in the artifact's id maps.
+        """
+        user, item = self.dense_user(raw_user), self.dense_item(raw_item)
+        return float(self.score(np.array([user]), np.array([item]))[0])
+
+    def seen(self, dense_user: int) -> np.ndarray:
+        """Dense items the user rated in the train and validation splits."""
+        from cflib.registry.seen import seen_items
+
+        return seen_items(self.path / SEEN_FILE, dense_user)
+
+    def recommend(self, raw_user: int, k: int) -> list[dict[str, Any]]:
+        """The ``k`` items with the highest predicted rating that the user has not rated.
+
+        Returns:
+            Up to ``k`` rows, best first: ``item`` (raw id), ``title``, ``year``,
+            ``rating`` (predicted). Ties go to the lower dense id.
+
+        Raises:
+            UnknownIdError: the user is not in the artifact's id map.
+            ValueError: ``k`` is not positive.
+        """
+        if k <= 0:
+            raise ValueError(f"`k` should be a positive integer. Received: `k` = {k}.")
+        user = self.dense_user(raw_user)
+        n_items = len(self.raw_items)
+        items = np.arange(n_items, dtype=np.int32)
+        scores = self.score(np.full(n_items, user, np.int32), items)
+        candidates = np.setdiff1d(items, self.seen(user), assume_unique=True)
+        # Stable sort on the negated score: equal scores keep ascending dense ids.
+        best = candidates[np.argsort(-scores[candidates], kind="stable")[:k]]
+        titles = self.item_map.column("title").to_pylist()
+        years = self.item_map.column("year").to_pylist()
+        return [
+            {
+                "item": int(self.raw_items[i]),
+                "title": titles[i],
+                "year": years[i],
+                "rating": float(scores[i]),
+            }
+            for i in best
+        ]
+
+
+def _dense(raw_ids: np.ndarray, raw: int, what: str, path: Path) -> int:
+    pos = int(np.searchsorted(raw_ids, raw))
+    if pos >= len(raw_ids) or raw_ids[pos] != raw:
+        raise UnknownIdError(f"{what} {raw}: not in the model's {what} map ({path})")
+    return pos
+
+
+def open_artifact(ref: str | Path, registry: str | Path | None = None) -> Artifact:
+    """Resolve ``ref`` (see ``cflib.registry.resolve``), verify its checksums, open it.
+
+    Raises:
+        RefError: ``ref`` is malformed or leaves its registry or model directory.
+        ArtifactError: the artifact is missing, incomplete, corrupt or tampered.
+    """
+    path = resolve(ref, registry)
+    info = verify(path)
+    if not (path / SEEN_FILE).is_file():
+        raise ArtifactError(
+            f"{path}: published by an older cfpipe without {SEEN_FILE}; publish the run again"
+        )
+    return Artifact(path, info)
