@@ -11,6 +11,7 @@ from typing import Any
 import typer
 
 from cflib import report, schema
+from cflib.cli_registry import models_app, predict, recommend
 from cflib.cliopts import config_options
 from cflib.config import (
     EvaluateConfig,
@@ -40,6 +41,9 @@ app = typer.Typer(
 )
 synth_app = typer.Typer(help="Generate datasets with planted structure.", no_args_is_help=True)
 app.add_typer(synth_app, name="synth")
+app.add_typer(models_app, name="models")
+app.command()(predict)
+app.command()(recommend)
 
 DEMO_SYNTH = SynthConfig(movies=400, users=3_000, ratings=300_000, probe_fraction=0.05)
 
@@ -171,7 +175,7 @@ def publish(
     *,
     cfg: PublishConfig,
 ) -> None:
-    """Copy an evaluated run into the registry atomically and move `latest` to it."""
+    """Copy an evaluated run into the registry atomically; move `latest` if it passes the gate."""
     from cflib import runs
     from flows.evaluate_publish import publish_flow
 
@@ -179,7 +183,9 @@ def publish(
     result = publish_flow(str(run), str(registry), cfg)
     typer.echo(f"published {result['artifact']}")
     if result["latest"]:
-        typer.echo(f"latest -> {result['latest']}")
+        typer.echo(f"latest -> {result['latest']} ({result['promotion']['reason']})")
+    else:
+        typer.echo(f"not promoted: {result['promotion']['reason']}")
 
 
 def _run_pipeline(source: Path, work: Path, cfg: PipelineConfig, registry: Path | None) -> None:
@@ -195,6 +201,8 @@ def _run_pipeline(source: Path, work: Path, cfg: PipelineConfig, registry: Path 
     typer.echo(f"artifact: {result['published']['artifact']}")
     if result["published"]["latest"]:
         typer.echo(f"latest:   {result['published']['latest']}")
+    else:
+        typer.echo(f"not promoted: {result['published']['promotion']['reason']}")
 
 
 _RUN_INGEST_OPTIONS = (

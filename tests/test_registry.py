@@ -1,4 +1,4 @@
-"""Publishing runs: atomic copies, checksums, the latest pointer, unsafe names."""
+"""Publishing runs: atomic copies, checksums, the SavedModel and seen pairs, refs, names."""
 
 from __future__ import annotations
 
@@ -9,84 +9,131 @@ from pathlib import Path
 import pytest
 
 from cflib import registry, schema
-from cflib.config import IngestConfig, PublishConfig
+from cflib.config import PublishConfig
 from cflib.errors import ConfigError, DatasetError
-from cflib.ingest.parallel import ingest_local
-
-
-def _fake_run(root: Path, data: Path, run_id: str, rmse: float = 0.9) -> Path:
-    """A run directory as train + evaluate leave it (the model file is opaque bytes here)."""
-    manifest = json.loads((data / schema.MANIFEST_FILE).read_text())
-    run = root / run_id
-    run.mkdir(parents=True)
-    (run / schema.MODEL_FILE).write_bytes(b"model-bytes-" + run_id.encode())
-    summary = {
-        "run_id": run_id,
-        "model": "biased-mf",
-        "dataset": manifest["name"],
-        "data_dir": str(data),
-        "data_fingerprint": manifest["fingerprint"],
-    }
-    (run / schema.TRAIN_SUMMARY_FILE).write_text(json.dumps(summary))
-    (run / schema.METRICS_FILE).write_text(json.dumps({"rmse": rmse, "n_test": 3}))
-    (run / schema.REPORT_FILE).write_text("# report\n")
-    return run
+from cflib.registry import ArtifactError, RefError
+from tests._artifacts import ingest_tiny, make_run
 
 
 @pytest.fixture
 def data(netflix_dir: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "data"
-    ingest_local(netflix_dir, out, IngestConfig(name="tiny"))
-    return out
+    return ingest_tiny(netflix_dir, tmp_path / "data")
 
 
-def test_publish_copies_verifies_and_points_latest(data: Path, tmp_path: Path) -> None:
+def test_publish_copies_exports_verifies_and_points_latest(data: Path, tmp_path: Path) -> None:
     reg = tmp_path / "reg"
-    run = _fake_run(tmp_path / "runs", data, "r1")
+    run = make_run(tmp_path / "runs", data, "r1")
     result = registry.publish(run, reg, PublishConfig())
     artifact = reg / "tiny" / "biased-mf" / "r1"
     assert result["artifact"] == str(artifact)
-    assert (artifact / schema.MODEL_FILE).read_bytes() == b"model-bytes-r1"
+    assert (artifact / schema.MODEL_FILE).read_bytes() == (run / schema.MODEL_FILE).read_bytes()
     for name in (schema.USER_MAP_FILE, schema.ITEM_MAP_FILE, "data_manifest.json"):
         assert (artifact / name).read_bytes() == (
             data / (schema.MANIFEST_FILE if name == "data_manifest.json" else name)
         ).read_bytes()
     info = registry.verify(artifact)
-    assert info["run_id"] == "r1" and len(info["files"]) == 7
+    assert info["run_id"] == "r1" and info["rmse"] == 0.9
+    files = set(info["files"])
+    assert {"model.keras", "train.json", "metrics.json", "report.md", "seen.parquet"} <= files
+    assert {"saved_model/saved_model.pb", "saved_model/variables/variables.index"} <= files
+    assert info["versions"]["tensorflow"] and info["versions"]["keras"]
+    assert {"cfpipe", "pyarrow", "prefect"} <= set(info["versions"])
+    assert info["train_config"]["embedding_dim"] == 4
+    assert info["seen"] == {"rows": 8, "splits": ["train", "validation"]}  # 11 minus 3 probe
+    assert info["serving"]["fallback"]["item_bias"] is True
+    assert info["promotion"]["promoted"] is True
     assert os.readlink(reg / "tiny" / "biased-mf" / "latest") == "r1"
+    assert result["latest"] == str(reg / "tiny" / "biased-mf" / "latest")
 
-    run2 = _fake_run(tmp_path / "runs", data, "r2")
-    registry.publish(run2, reg, PublishConfig())
+    registry.publish(make_run(tmp_path / "runs", data, "r2"), reg, PublishConfig())
     assert os.readlink(reg / "tiny" / "biased-mf" / "latest") == "r2"
-    run3 = _fake_run(tmp_path / "runs", data, "r3")
-    assert registry.publish(run3, reg, PublishConfig(promote=False))["latest"] is None
+    run3 = make_run(tmp_path / "runs", data, "r3")
+    out = registry.publish(run3, reg, PublishConfig(promote=False))
+    assert out["latest"] is None and out["promotion"]["reason"] == "--no-promote"
     assert os.readlink(reg / "tiny" / "biased-mf" / "latest") == "r2"
     assert not [p for p in (reg / "tiny" / "biased-mf").iterdir() if p.name.startswith(".")]
 
 
 def test_republishing_a_run_is_refused(data: Path, tmp_path: Path) -> None:
-    run = _fake_run(tmp_path / "runs", data, "r1")
+    run = make_run(tmp_path / "runs", data, "r1")
     registry.publish(run, tmp_path / "reg", PublishConfig())
     with pytest.raises(ConfigError, match="already exists"):
         registry.publish(run, tmp_path / "reg", PublishConfig())
 
 
-def test_tampered_artifact_fails_verification(data: Path, tmp_path: Path) -> None:
-    run = _fake_run(tmp_path / "runs", data, "r1")
-    artifact = Path(registry.publish(run, tmp_path / "reg", PublishConfig())["artifact"])
+@pytest.fixture
+def artifact(data: Path, tmp_path: Path) -> Path:
+    run = make_run(tmp_path / "runs", data, "r1")
+    return Path(registry.publish(run, tmp_path / "reg", PublishConfig())["artifact"])
+
+
+def test_tampered_model_fails_verification(artifact: Path) -> None:
     (artifact / schema.MODEL_FILE).write_bytes(b"evil")
-    with pytest.raises(DatasetError, match="checksum mismatch"):
+    with pytest.raises(ArtifactError, match="model.keras: checksum mismatch"):
+        registry.verify(artifact)
+
+
+def test_tampered_saved_model_fails_verification(artifact: Path) -> None:
+    path = artifact / "saved_model" / "variables" / "variables.data-00000-of-00001"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="variables.data.*checksum mismatch"):
+        registry.verify(artifact)
+
+
+def test_missing_or_added_file_fails_verification(artifact: Path) -> None:
+    (artifact / "saved_model" / "extra.pb").write_bytes(b"")
+    with pytest.raises(ArtifactError, match="extra.pb: not listed"):
+        registry.verify(artifact)
+    (artifact / "saved_model" / "extra.pb").unlink()
+    (artifact / registry.SEEN_FILE).unlink()
+    with pytest.raises(ArtifactError, match="seen.parquet: listed in artifact.json but missing"):
+        registry.verify(artifact)
+
+
+@pytest.mark.parametrize("name", ["../../../etc/passwd", "/etc/passwd", "a/../../b"])
+def test_checksum_table_naming_a_path_outside_is_refused(artifact: Path, name: str) -> None:
+    info = json.loads((artifact / registry.ARTIFACT_FILE).read_text())
+    info["files"][name] = "0" * 64
+    (artifact / registry.ARTIFACT_FILE).write_text(json.dumps(info))
+    with pytest.raises(ArtifactError, match="outside the artifact"):
         registry.verify(artifact)
 
 
 @pytest.mark.parametrize("run_id", ["../escape", ".hidden", "a/b", ""])
-def test_unsafe_names_are_rejected(data: Path, tmp_path: Path, run_id: str) -> None:
+def test_unsafe_names_are_rejected(tmp_path: Path, run_id: str) -> None:
     with pytest.raises(DatasetError, match="run id"):
         registry.artifact_dir(tmp_path / "reg", "tiny", "biased-mf", run_id)
 
 
+def test_refs_resolve_under_the_registry(artifact: Path) -> None:
+    reg = artifact.parents[2]
+    assert registry.resolve("tiny/biased-mf/latest", reg) == artifact
+    assert registry.resolve("tiny/biased-mf/r1", reg) == artifact
+    assert registry.resolve(artifact.parent / "latest") == artifact
+    assert registry.resolve(str(artifact)) == artifact
+    with pytest.raises(ArtifactError, match="not a published artifact"):
+        registry.resolve("tiny/biased-mf/r9", reg)
+
+
+@pytest.mark.parametrize("ref", ["../../x", "tiny/../biased-mf/r1", "tiny/biased-mf", "/etc/x/y"])
+def test_refs_that_escape_the_registry_are_refused(artifact: Path, ref: str) -> None:
+    with pytest.raises(RefError, match="model reference"):
+        registry.resolve(ref, artifact.parents[2])
+
+
+@pytest.mark.parametrize("target", ["../../elsewhere", "/tmp", ".hidden", ".."])
+def test_latest_link_pointing_outside_is_refused(artifact: Path, target: str) -> None:
+    link = artifact.parent / "latest"
+    link.unlink()
+    os.symlink(target, link)
+    with pytest.raises(RefError, match="outside"):
+        registry.resolve(link)
+
+
 def test_unevaluated_run_is_refused(data: Path, tmp_path: Path) -> None:
-    run = _fake_run(tmp_path / "runs", data, "r1")
+    run = make_run(tmp_path / "runs", data, "r1")
     (run / schema.METRICS_FILE).unlink()
     with pytest.raises(DatasetError, match="cfpipe evaluate"):
         registry.publish(run, tmp_path / "reg", PublishConfig())

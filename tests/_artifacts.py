@@ -1,0 +1,63 @@
+"""Helpers for the registry tests: a tiny ingested dataset and runs with real Keras models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from cflib import schema
+from cflib.config import IngestConfig, TrainConfig
+from cflib.dataset import load_manifest
+from cflib.ingest.parallel import ingest_local
+
+
+def ingest_tiny(source: Path, out: Path, **options: object) -> Path:
+    """The conftest Netflix directory ingested as dataset ``tiny``."""
+    ingest_local(source, out, IngestConfig(name="tiny", **options))  # type: ignore[arg-type]
+    return out
+
+
+def make_run(
+    root: Path,
+    data: Path,
+    run_id: str,
+    *,
+    rmse: float = 0.9,
+    model: str = "biased-mf",
+    seed: int = 0,
+) -> Path:
+    """A run directory as train + evaluate leave it, with a real model of random weights."""
+    import keras
+
+    from cflib.models.registry import build_model
+
+    manifest = load_manifest(data)
+    cfg = TrainConfig(model=model, embedding_dim=4)  # type: ignore[arg-type]
+    net = build_model(
+        model,
+        n_users=manifest.n_users,
+        n_items=manifest.n_items,
+        global_mean=manifest.global_mean,
+        cfg=cfg,
+    )
+    rng = np.random.default_rng(seed)
+    net.set_weights([rng.normal(0, 0.6, w.shape).astype(np.float32) for w in net.get_weights()])
+    run = root / run_id
+    run.mkdir(parents=True)
+    keras.saving.save_model(net, run / schema.MODEL_FILE)
+    summary = {
+        "run_id": run_id,
+        "model": model,
+        "config": cfg.model_dump(),
+        "dataset": manifest.name,
+        "data_dir": str(data),
+        "data_fingerprint": manifest.fingerprint,
+        "global_mean": manifest.global_mean,
+        "val_rmse": rmse,
+    }
+    (run / schema.TRAIN_SUMMARY_FILE).write_text(json.dumps(summary))
+    (run / schema.METRICS_FILE).write_text(json.dumps({"rmse": rmse, "mae": 0.7, "n_test": 3}))
+    (run / schema.REPORT_FILE).write_text("# report\n")
+    return run
