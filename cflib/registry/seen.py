@@ -105,10 +105,23 @@ def write_seen(
     return written
 
 
+def row_groups_of(reader: pq.ParquetFile, user: int) -> list[int]:
+    """Row groups whose ``user`` min/max statistics can hold ``user``."""
+    meta = reader.metadata
+    groups = []
+    for g in range(meta.num_row_groups):
+        stats = meta.row_group(g).column(0).statistics
+        if stats is None or not stats.has_min_max or stats.min <= user <= stats.max:
+            groups.append(g)
+    return groups
+
+
 def seen_items(path: Path, user: int) -> np.ndarray:
     """The dense items that dense ``user`` rated (train and validation), ascending.
 
-    Row groups whose ``user`` statistics exclude ``user`` are skipped unread.
+    Only the row groups whose ``user`` statistics can hold ``user`` are read.
     """
-    table = pq.read_table(path, columns=["item"], filters=[("user", "==", user)])
-    return table.column("item").to_numpy().astype(np.int32)
+    reader = pq.ParquetFile(path)
+    table = reader.read_row_groups(row_groups_of(reader, user), columns=["user", "item"])
+    users = table.column("user").to_numpy()
+    return table.column("item").to_numpy()[users == user].astype(np.int32)

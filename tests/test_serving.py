@@ -1,0 +1,177 @@
+"""Scoring from an artifact alone: the SavedModel signature, predict, recommend, seen pairs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cflib import registry, schema
+from cflib.config import PublishConfig
+from cflib.registry import ArtifactError
+from cflib.registry.export import load_signature
+from cflib.registry.seen import SEEN, row_groups_of, seen_items, write_seen
+from cflib.serving import UnknownIdError, open_artifact
+from tests._artifacts import ingest_tiny, make_run
+from tests.conftest import write_netflix
+
+RAW_USERS = [10, 20, 30, 40, 50, 60]
+RAW_ITEMS = [1, 2, 3]
+# Train and validation pairs of the conftest data (probe.txt's three are the test split).
+SEEN_BY = {10: {1, 2}, 20: {3}, 30: {1, 2}, 40: {1, 3}, 50: {2}, 60: set()}
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One artifact per model class, published from the conftest Netflix data."""
+    root = tmp_path_factory.mktemp("serving")
+    data = ingest_tiny(write_netflix(root / "netflix"), root / "data")
+    out = {}
+    for model in ("biased-mf", "dot"):
+        run = make_run(root / "runs", data, f"run-{model}", model=model, seed=3)
+        out[model] = Path(registry.publish(run, root / "reg", PublishConfig())["artifact"])
+    return out
+
+
+@pytest.fixture
+def biased(published: dict[str, Path]) -> Path:
+    return published["biased-mf"]
+
+
+@pytest.mark.parametrize("model", ["biased-mf", "dot"])
+def test_saved_model_signature_matches_the_keras_model(
+    published: dict[str, Path], model: str
+) -> None:
+    art = open_artifact(published[model])
+    users = np.repeat(RAW_USERS, len(RAW_ITEMS)).astype(np.int64)
+    items = np.tile(RAW_ITEMS, len(RAW_USERS)).astype(np.int64)
+    out = load_signature(published[model] / registry.SAVED_MODEL_DIR)(user=users, item=items)
+    assert out["rating"].dtype.name == "float32" and out["known"].numpy().all()
+
+    dense = {"user": np.repeat(np.arange(6), 3), "item": np.tile(np.arange(3), 6)}
+    keras_pred = art.model.predict_on_batch({k: v.astype(np.int32) for k, v in dense.items()})
+    expected = np.clip(np.asarray(keras_pred).reshape(-1), 1.0, 5.0)
+    np.testing.assert_allclose(out["rating"].numpy(), expected, rtol=0, atol=1e-5)
+    assert expected.std() > 0.05  # the weights are random: the ratings differ
+
+
+@pytest.mark.parametrize("model", ["biased-mf", "dot"])
+def test_saved_model_falls_back_for_unknown_ids(published: dict[str, Path], model: str) -> None:
+    art = open_artifact(published[model])
+    mean = art.info["global_mean"]
+    sig = load_signature(published[model] / registry.SAVED_MODEL_DIR)
+    users = np.array([999, 10, 999, 30], np.int64)
+    items = np.array([2, 999, 999, 3], np.int64)
+    out = sig(user=users, item=items)
+    if model == "biased-mf":
+        b_u = art.model.user_bias.embeddings.numpy()[:, 0]
+        b_i = art.model.item_bias.embeddings.numpy()[:, 0]
+        fallback = [mean + b_i[1], mean + b_u[0], mean]
+    else:
+        fallback = [mean, mean, mean]
+    np.testing.assert_allclose(out["rating"].numpy()[:3], np.clip(fallback, 1, 5), atol=1e-5)
+    assert out["known"].numpy().tolist() == [False, False, False, True]
+
+
+def test_predict_scores_raw_ids_with_the_keras_model(biased: Path) -> None:
+    art = open_artifact(biased)
+    keras_pred = art.model.predict_on_batch(
+        {"user": np.array([2], np.int32), "item": np.array([1], np.int32)}
+    )
+    assert art.predict(30, 2) == pytest.approx(float(np.clip(keras_pred[0], 1, 5)), abs=1e-6)
+
+
+@pytest.mark.parametrize(("user", "item", "needle"), [(11, 1, "user 11"), (10, 4, "item 4")])
+def test_predict_refuses_unknown_ids(biased: Path, user: int, item: int, needle: str) -> None:
+    with pytest.raises(UnknownIdError, match=f"{needle}: not in the model's"):
+        open_artifact(biased).predict(user, item)
+
+
+@pytest.mark.parametrize("user", RAW_USERS)
+def test_recommend_lists_unrated_items_best_first(biased: Path, user: int) -> None:
+    art = open_artifact(biased)
+    rows = art.recommend(user, k=10)
+    unrated = set(RAW_ITEMS) - SEEN_BY[user]
+    assert {r["item"] for r in rows} == unrated
+    ratings = [r["rating"] for r in rows]
+    assert ratings == sorted(ratings, reverse=True)
+    for row in rows:
+        assert row["rating"] == pytest.approx(art.predict(user, row["item"]), abs=1e-6)
+    titles = {1: ("Dinosaur Planet", 2003), 2: ("Isle of Man TT, 2004 Review", None)}
+    titles[3] = ("Caf\xe9 Noir", 1997)
+    assert [(r["title"], r["year"]) for r in rows] == [titles[r["item"]] for r in rows]
+    assert len(art.recommend(60, k=2)) == 2
+
+
+def test_recommend_refuses_an_unknown_user(biased: Path) -> None:
+    with pytest.raises(UnknownIdError, match="user 70"):
+        open_artifact(biased).recommend(70, k=3)
+
+
+def test_a_tampered_artifact_is_not_opened(biased: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(biased, copy)
+    with pq.ParquetWriter(copy / schema.ITEM_MAP_FILE, pa.schema([("raw_item", pa.int64())])) as w:
+        w.write_table(pa.table({"raw_item": pa.array([1, 2, 3], pa.int64())}))
+    with pytest.raises(ArtifactError, match="item_map.parquet: checksum mismatch"):
+        open_artifact(copy)
+
+
+def test_seen_pairs_in_the_artifact(biased: Path) -> None:
+    table = pq.read_table(biased / registry.SEEN_FILE)
+    users, items = table.column("user").to_pylist(), table.column("item").to_pylist()
+    pairs = set(zip(users, items, strict=True))
+    expected = {
+        (RAW_USERS.index(u), RAW_ITEMS.index(i)) for u, items in SEEN_BY.items() for i in items
+    }
+    assert pairs == expected and table.schema == SEEN
+
+
+def _write_parts(root: Path, user: np.ndarray, item: np.ndarray, n_parts: int) -> list[Path]:
+    paths = []
+    for k, rows in enumerate(np.array_split(np.arange(len(user)), n_parts)):
+        path = root / f"part-{k}.parquet"
+        pq.write_table(pa.table({"user": user[rows], "item": item[rows]}), path)
+        paths.append(path)
+    return paths
+
+
+def test_write_seen_sorts_across_buckets_and_row_groups(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    n_users, n_items, n = 500, 300, 20_000
+    flat = rng.choice(n_users * n_items, n, replace=False)
+    user, item = (flat // n_items).astype(np.int32), (flat % n_items).astype(np.int32)
+    parts = _write_parts(tmp_path, user, item, 3)
+    out = tmp_path / "seen.parquet"
+    rows = write_seen(parts, n_users, out, bucket_rows=3_000, row_group_rows=1_000)
+    assert rows == n
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+    table = pq.read_table(out)
+    order = np.lexsort((item, user))
+    assert table.column("user").to_numpy().tolist() == user[order].tolist()
+    assert table.column("item").to_numpy().tolist() == item[order].tolist()
+    meta = pq.ParquetFile(out).metadata
+    assert meta.num_row_groups >= n // 1_000
+    ranges = [
+        (meta.row_group(g).column(0).statistics.min, meta.row_group(g).column(0).statistics.max)
+        for g in range(meta.num_row_groups)
+    ]
+    assert all(lo <= hi for lo, hi in ranges)
+    assert all(a[1] <= b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+    reader = pq.ParquetFile(out)
+    for u in (0, 137, 499):
+        assert seen_items(out, u).tolist() == sorted(item[user == u].tolist())
+        assert 1 <= len(row_groups_of(reader, u)) <= 2  # of about 20
+
+
+def test_write_seen_of_nothing_is_an_empty_file(tmp_path: Path) -> None:
+    empty = np.zeros(0, np.int32)
+    parts = _write_parts(tmp_path, empty, empty, 1)
+    assert write_seen(parts, 10, tmp_path / "seen.parquet") == 0
+    assert pq.read_table(tmp_path / "seen.parquet").schema == SEEN
+    assert seen_items(tmp_path / "seen.parquet", 3).tolist() == []
