@@ -24,7 +24,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 SEEN = pa.schema([pa.field("user", pa.int32(), False), pa.field("item", pa.int32(), False)])
-#: Rows sorted in memory at once (8 bytes each, plus the sort's index): ~100 MB.
+#: Rows sorted in memory at once (8 bytes each, the sort's index, the sorted copy).
 BUCKET_ROWS = 1 << 22
 #: Rows per row group: a one-user read decodes at most about this many rows.
 ROW_GROUP_ROWS = 1 << 16
