@@ -171,7 +171,7 @@ def evaluate(
 @config_options(PublishConfig, param="cfg")
 def publish(
     run: Path = typer.Argument(..., help="Evaluated run directory."),
-    registry: Path = typer.Option(..., "--registry", help="Registry root directory."),
+    registry: str = typer.Option(..., "--registry", help="Registry root: a path or fsspec URL."),
     *,
     cfg: PublishConfig,
 ) -> None:

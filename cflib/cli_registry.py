@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -15,7 +14,7 @@ _REF_HELP = (
     "An artifact directory or its `latest` link; with --registry, "
     "<dataset>/<model>/<run-id|latest> under it."
 )
-_REGISTRY_HELP = "Registry root that the reference is relative to."
+_REGISTRY_HELP = "Registry root (a path or fsspec URL) that the reference is relative to."
 
 
 def _fmt(value: Any, spec: str = ".4f") -> str:
@@ -24,7 +23,7 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
 
 @models_app.command("list")
 def models_list(
-    registry: Path = typer.Option(..., "--registry", help="Registry root directory."),
+    registry: str = typer.Option(..., "--registry", help="Registry root: a path or fsspec URL."),
 ) -> None:
     """List every published artifact: dataset, model, run id, test RMSE, which is latest."""
     from cflib.registry.catalog import list_artifacts
@@ -53,25 +52,25 @@ def models_list(
 @models_app.command("show")
 def models_show(
     ref: str = typer.Argument(..., help=_REF_HELP),
-    registry: Path | None = typer.Option(None, "--registry", help=_REGISTRY_HELP),
+    registry: str | None = typer.Option(None, "--registry", help=_REGISTRY_HELP),
 ) -> None:
     """Verify one artifact's checksums and print what it holds."""
-    from cflib.registry.artifact import resolve, verify
-    from cflib.registry.catalog import latest_run
+    from cflib.registry.store import latest_name, locate_artifact
+    from cflib.serving import open_artifact
 
-    path = resolve(ref, registry)
-    info = verify(path)
+    where = locate_artifact(ref, registry)
+    info = open_artifact(str(where)).info
     promotion = info.get("promotion") or {}
     versions = info.get("versions") or {}
     rows = {
-        "path": str(path),
+        "path": str(where),
         "dataset": info["dataset"],
         "model": info["model"],
         "run id": info["run_id"],
         "test RMSE": _fmt(info.get("rmse")),
         "test MAE": _fmt(info.get("mae")),
         "published": info.get("published_at", "-"),
-        "latest": "yes" if latest_run(path.parent) == path.name else "no",
+        "latest": "yes" if latest_name(where.parent) == where.name else "no",
         "promotion": promotion.get("reason", "-"),
         "data fingerprint": info.get("data_fingerprint", "-"),
         "users, items": f"{info.get('n_users', '-')}, {info.get('n_items', '-')}",
@@ -87,7 +86,7 @@ def predict(
     user: int = typer.Argument(..., help="Raw user id, as in the source files."),
     item: int = typer.Argument(..., help="Raw item id, as in the source files."),
     model: str = typer.Option(..., "--model", help=_REF_HELP),
-    registry: Path | None = typer.Option(None, "--registry", help=_REGISTRY_HELP),
+    registry: str | None = typer.Option(None, "--registry", help=_REGISTRY_HELP),
 ) -> None:
     """Print the predicted rating of raw user USER for raw item ITEM."""
     from cflib.serving import open_artifact
@@ -99,7 +98,7 @@ def recommend(
     user: int = typer.Option(..., "--user", help="Raw user id, as in the source files."),
     k: int = typer.Option(10, "-k", "--top", help="Number of items to list."),
     model: str = typer.Option(..., "--model", help=_REF_HELP),
-    registry: Path | None = typer.Option(None, "--registry", help=_REGISTRY_HELP),
+    registry: str | None = typer.Option(None, "--registry", help=_REGISTRY_HELP),
 ) -> None:
     """List the K items with the highest predicted rating that USER has not rated."""
     from cflib.serving import open_artifact

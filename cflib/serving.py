@@ -9,6 +9,9 @@ unlike the SavedModel's serving signature, which falls back to the mean and bias
 from __future__ import annotations
 
 import functools
+import shutil
+import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,8 @@ import pyarrow.parquet as pq
 
 from cflib import schema
 from cflib.errors import CfpipeError
-from cflib.registry.artifact import SEEN_FILE, ArtifactError, resolve, verify
+from cflib.registry.artifact import SEEN_FILE, ArtifactError, verify
+from cflib.registry.store import download, locate_artifact
 
 #: Pairs scored per model call when ranking every item for one user.
 SCORE_BATCH = 1 << 16
@@ -30,9 +34,11 @@ class UnknownIdError(CfpipeError, ValueError):
 class Artifact:
     """A verified artifact: its ``artifact.json``, id maps, seen pairs and model."""
 
-    def __init__(self, path: Path, info: dict[str, Any]) -> None:
+    def __init__(self, path: Path, info: dict[str, Any], source: str | None = None) -> None:
         self.path = path
         self.info = info
+        #: Where the artifact was published (``path`` is a local copy of a remote one).
+        self.source = source or str(path)
 
     @functools.cached_property
     def raw_users(self) -> np.ndarray:
@@ -64,11 +70,11 @@ class Artifact:
 
     def dense_user(self, raw: int) -> int:
         """The dense id of raw user ``raw``."""
-        return _dense(self.raw_users, raw, "user", self.path)
+        return _dense(self.raw_users, raw, "user", self.source)
 
     def dense_item(self, raw: int) -> int:
         """The dense id of raw item ``raw``."""
-        return _dense(self.raw_items, raw, "item", self.path)
+        return _dense(self.raw_items, raw, "item", self.source)
 
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Predicted ratings of dense pairs, clipped to the rating scale."""
@@ -130,7 +136,7 @@ class Artifact:
         ]
 
 
-def _dense(raw_ids: np.ndarray, raw: int, what: str, path: Path) -> int:
+def _dense(raw_ids: np.ndarray, raw: int, what: str, path: str) -> int:
     pos = int(np.searchsorted(raw_ids, raw))
     if pos >= len(raw_ids) or raw_ids[pos] != raw:
         raise UnknownIdError(f"{what} {raw}: not in the model's {what} map ({path})")
@@ -138,16 +144,37 @@ def _dense(raw_ids: np.ndarray, raw: int, what: str, path: Path) -> int:
 
 
 def open_artifact(ref: str | Path, registry: str | Path | None = None) -> Artifact:
-    """Resolve ``ref`` (see ``cflib.registry.resolve``), verify its checksums, open it.
+    """Resolve ``ref``, verify its checksums, and open it.
+
+    ``ref`` and ``registry`` are as in ``cflib.registry.resolve``, and may be fsspec
+    URLs: a remote artifact is downloaded to a temporary directory (removed when the
+    returned object is collected) and verified there.
 
     Raises:
         RefError: ``ref`` is malformed or leaves its registry or model directory.
         ArtifactError: the artifact is missing, incomplete, corrupt or tampered.
     """
-    path = resolve(ref, registry)
-    info = verify(path)
-    if not (path / SEEN_FILE).is_file():
-        raise ArtifactError(
-            f"{path}: published by an older cfpipe without {SEEN_FILE}; publish the run again"
-        )
-    return Artifact(path, info)
+    where = locate_artifact(ref, registry)
+    if where.local:
+        path, tmp = Path(where.path), None
+    else:
+        tmp = tempfile.mkdtemp(prefix="cfpipe-artifact-")
+        try:
+            path = download(where, Path(tmp))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    try:
+        info = verify(path)
+        if not (path / SEEN_FILE).is_file():
+            raise ArtifactError(
+                f"{where}: published by an older cfpipe without {SEEN_FILE}; publish it again"
+            )
+    except BaseException:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    artifact = Artifact(path, info, source=str(where))
+    if tmp is not None:
+        weakref.finalize(artifact, shutil.rmtree, tmp, True)
+    return artifact

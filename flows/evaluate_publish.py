@@ -7,7 +7,8 @@ from typing import Any
 from prefect import flow
 
 from cflib.config import EvaluateConfig, PublishConfig
-from tasks.evaluate import evaluate_run, publish_run, write_report
+from tasks.evaluate import evaluate_run, write_report
+from tasks.publish import publish_run
 
 
 @flow(name="evaluate", log_prints=True)

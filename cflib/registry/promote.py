@@ -15,21 +15,19 @@ from typing import Any
 
 from cflib.config import PublishConfig
 from cflib.errors import CfpipeError
-from cflib.registry.artifact import LATEST, read_info, resolve
-
-
-def current_latest(model_dir: Path) -> dict[str, Any] | None:
-    """``artifact.json`` of the run ``model_dir/latest`` points at, or None if no link."""
-    link = model_dir / LATEST
-    if not link.is_symlink():
-        return None
-    return read_info(resolve(link))
+from cflib.registry.store import Location, latest_info
 
 
 def decide(
-    model_dir: Path, *, rmse: float, data_fingerprint: str, cfg: PublishConfig
+    model_dir: Location | Path, *, rmse: float, data_fingerprint: str, cfg: PublishConfig
 ) -> dict[str, Any]:
     """Whether a new run with test ``rmse`` on ``data_fingerprint`` becomes ``latest``.
+
+    Args:
+        model_dir: ``REG/<dataset>/<model>``, local or remote.
+        rmse: the new run's test RMSE.
+        data_fingerprint: the fingerprint of the data it was tested on.
+        cfg: ``promote`` and ``promote_tolerance``.
 
     Returns:
         ``{"promoted": bool, "reason": str, "previous": run id or None,
@@ -46,7 +44,8 @@ def decide(
         decision["reason"] = "--no-promote"
         return decision
     try:
-        latest = current_latest(model_dir)
+        where = model_dir if isinstance(model_dir, Location) else Location(None, str(model_dir))
+        latest = latest_info(where)
     except CfpipeError as exc:
         decision.update(promoted=True, reason=f"the current latest is unreadable ({exc})")
         return decision

@@ -11,23 +11,26 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import importlib.metadata
 import logging
 import os
 import shutil
+import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from cflib import runs, schema
 from cflib.config import PublishConfig
-from cflib.dataset import load_manifest
-from cflib.errors import DatasetError
+from cflib.dataset import Manifest, load_manifest
+from cflib.errors import ConfigError, DatasetError
 from cflib.fsutil import atomic_dir, sha256_file
 from cflib.registry import promote
 from cflib.registry.artifact import (
+    ARTIFACT_FILE,
     DATA_MANIFEST_FILE,
     FORMAT_VERSION,
     LATEST,
@@ -38,6 +41,7 @@ from cflib.registry.artifact import (
     verify,
     write_info,
 )
+from cflib.registry.store import Location, locate, upload, verify_remote
 
 log = logging.getLogger(__name__)
 
@@ -107,86 +111,150 @@ def _export(staged: Path, global_mean: float) -> dict[str, Any]:
     )
 
 
-def publish(run: Path, registry: Path, cfg: PublishConfig) -> dict[str, Any]:
+def _build(
+    staged: Path,
+    *,
+    run: Path,
+    data: Path,
+    summary: dict[str, Any],
+    metrics: dict[str, Any],
+    manifest: Manifest,
+    cfg: PublishConfig,
+    decision: dict[str, Any],
+) -> dict[str, Any]:
+    """Fill ``staged`` with the artifact's files and ``artifact.json``; verify it."""
+    global_mean = float(summary.get("global_mean", manifest.global_mean))
+    files = {}
+    for src in [run / f for f in _RUN_FILES] + [data / f for f in _DATA_FILES]:
+        name = DATA_MANIFEST_FILE if src.name == schema.MANIFEST_FILE else src.name
+        files[name] = sha256_file(src)  # Of the source: verify checks the copy.
+        shutil.copyfile(src, staged / name)
+    serving = _export(staged, global_mean)
+    from cflib.registry.seen import write_seen
+
+    parts = [p for s in SEEN_SPLITS for p in manifest.split_paths(data, s)]
+    seen_rows = write_seen(parts, manifest.n_users, staged / SEEN_FILE)
+    for name in files_under(staged):
+        files.setdefault(name, sha256_file(staged / name))
+    info = {
+        "format_version": FORMAT_VERSION,
+        "run_id": summary["run_id"],
+        "dataset": summary["dataset"],
+        "model": summary["model"],
+        "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "data_fingerprint": manifest.fingerprint,
+        "rmse": metrics["rmse"],
+        "mae": metrics.get("mae"),
+        "n_test": metrics["n_test"],
+        "val_rmse": summary.get("val_rmse"),
+        "n_users": manifest.n_users,
+        "n_items": manifest.n_items,
+        "global_mean": global_mean,
+        "train_config": summary.get("config"),
+        "publish_config": cfg.model_dump(),
+        "versions": versions(),
+        "serving": serving,
+        "seen": {"rows": seen_rows, "splits": list(SEEN_SPLITS)},
+        "promotion": decision,
+        "files": dict(sorted(files.items())),
+    }
+    write_info(staged, info)
+    return verify(staged)  # The copy, not the source, is what gets checked.
+
+
+def publish(run: Path, registry: str | Path, cfg: PublishConfig) -> dict[str, Any]:
     """Copy an evaluated run into the registry and, if it passes the gate, promote it.
 
     Args:
         run: the run directory (trained and evaluated).
-        registry: the registry root; created if missing.
+        registry: the registry root, a path or an fsspec URL; created if missing.
         cfg: publish options (``promote``, ``promote_tolerance``).
 
     Returns:
-        ``{"artifact": path, "latest": path or None, "run_id", "dataset", "model",
-        "promotion": {"promoted", "reason", "previous", "previous_rmse", "tolerance"}}``.
+        ``{"artifact": path or URL, "latest": path or URL or None, "run_id", "dataset",
+        "model", "promotion": {"promoted", "reason", "previous", "previous_rmse",
+        "tolerance"}}``.
 
     Raises:
         DatasetError: the run is not evaluated, or its dataset is gone.
         ConfigError: this run id is already published.
     """
-    run, registry = Path(run), Path(registry)
+    run = Path(run)
+    root = locate(registry)
     summary = runs.train_summary(run)
     metrics = runs.metrics(run)
     if not (run / schema.REPORT_FILE).is_file():
         raise DatasetError(f"{run / schema.REPORT_FILE}: missing; run `cfpipe evaluate {run}`")
     data = Path(summary["data_dir"])
     manifest = load_manifest(data)
-    global_mean = float(summary.get("global_mean", manifest.global_mean))
-    target = artifact_dir(registry, summary["dataset"], summary["model"], summary["run_id"])
-    sources = [run / f for f in _RUN_FILES] + [data / f for f in _DATA_FILES]
-    with _registry_lock(registry):
-        decision = promote.decide(
-            target.parent,
-            rmse=float(metrics["rmse"]),
-            data_fingerprint=manifest.fingerprint,
-            cfg=cfg,
-        )
-        with atomic_dir(target, what="published artifact") as staged:
-            files = {}
-            for src in sources:
-                name = DATA_MANIFEST_FILE if src.name == schema.MANIFEST_FILE else src.name
-                files[name] = sha256_file(src)  # Of the source: verify checks the copy.
-                shutil.copyfile(src, staged / name)
-            serving = _export(staged, global_mean)
-            from cflib.registry.seen import write_seen
-
-            parts = [p for s in SEEN_SPLITS for p in manifest.split_paths(data, s)]
-            seen_rows = write_seen(parts, manifest.n_users, staged / SEEN_FILE)
-            for name in files_under(staged):
-                files.setdefault(name, sha256_file(staged / name))
-            info = {
-                "format_version": FORMAT_VERSION,
-                "run_id": summary["run_id"],
-                "dataset": summary["dataset"],
-                "model": summary["model"],
-                "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "data_fingerprint": manifest.fingerprint,
-                "rmse": metrics["rmse"],
-                "mae": metrics.get("mae"),
-                "n_test": metrics["n_test"],
-                "val_rmse": summary.get("val_rmse"),
-                "n_users": manifest.n_users,
-                "n_items": manifest.n_items,
-                "global_mean": global_mean,
-                "train_config": summary.get("config"),
-                "publish_config": cfg.model_dump(),
-                "versions": versions(),
-                "serving": serving,
-                "seen": {"rows": seen_rows, "splits": list(SEEN_SPLITS)},
-                "promotion": decision,
-                "files": dict(sorted(files.items())),
-            }
-            write_info(staged, info)
-            verify(staged)  # The copy, not the source, is what gets checked.
-        latest = None
-        if decision["promoted"]:
-            _point_latest(target.parent, summary["run_id"])
-            latest = target.parent / LATEST
+    names = artifact_dir(Path("."), summary["dataset"], summary["model"], summary["run_id"]).parts
+    target = root.join(*names)
+    build = functools.partial(
+        _build, run=run, data=data, summary=summary, metrics=metrics, manifest=manifest, cfg=cfg
+    )
+    decide = functools.partial(
+        promote.decide,
+        target.parent,
+        rmse=float(metrics["rmse"]),
+        data_fingerprint=manifest.fingerprint,
+        cfg=cfg,
+    )
+    if root.local:
+        decision = _publish_local(Path(target.path), build, decide)
+    else:
+        decision = _publish_remote(target, build, decide)
+    latest = str(target.parent.join(LATEST)) if decision["promoted"] else None
     log.info("published %s (%s)", target, decision["reason"])
     return {
         "artifact": str(target),
-        "latest": None if latest is None else str(latest),
+        "latest": latest,
         "run_id": summary["run_id"],
         "dataset": summary["dataset"],
         "model": summary["model"],
         "promotion": decision,
     }
+
+
+def _publish_local(
+    target: Path,
+    build: Callable[..., dict[str, Any]],
+    decide: Callable[[], dict[str, Any]],
+) -> dict[str, Any]:
+    """Build in a hidden sibling directory, rename it into place, swap the symlink."""
+    with _registry_lock(target.parents[2]):
+        decision = decide()
+        with atomic_dir(target, what="published artifact") as staged:
+            build(staged, decision=decision)
+        if decision["promoted"]:
+            _point_latest(target.parent, target.name)
+    return decision
+
+
+def _publish_remote(
+    target: Location,
+    build: Callable[..., dict[str, Any]],
+    decide: Callable[[], dict[str, Any]],
+) -> dict[str, Any]:
+    """Build locally, upload with ``artifact.json`` last, check the upload, write latest.
+
+    There is no lock: two publishers of one model at once may both compare against
+    the same ``latest``.
+    """
+    fs = target.fs
+    if fs.exists(target.path):
+        raise ConfigError(f"published artifact {target}: already exists and is not empty")
+    decision = decide()
+    with tempfile.TemporaryDirectory(prefix="cfpipe-publish-") as tmp:
+        staged = Path(tmp) / target.name
+        staged.mkdir()
+        info = build(staged, decision=decision)
+        try:
+            upload(staged, target, [*info["files"], ARTIFACT_FILE])
+            verify_remote(target, info)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                fs.rm(target.path, recursive=True)
+            raise
+    if decision["promoted"]:
+        fs.pipe_file(target.parent.join(LATEST).path, target.name.encode())
+    return decision
