@@ -1,0 +1,142 @@
+"""Registry roots as fsspec URLs: memory:// for a filesystem without renames, file://."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from cflib import registry
+from cflib.cli import main
+from cflib.config import PublishConfig
+from cflib.errors import ConfigError
+from cflib.registry import ArtifactError, RefError
+from cflib.registry.catalog import list_artifacts
+from cflib.serving import open_artifact
+from tests._artifacts import ingest_tiny, make_run
+from tests.conftest import write_netflix
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("fsspec")
+    return ingest_tiny(write_netflix(root / "netflix"), root / "data")
+
+
+@pytest.fixture
+def mem() -> Iterator[str]:
+    """A fresh registry root in fsspec's in-process memory filesystem."""
+    name = f"reg-{uuid.uuid4().hex[:8]}"
+    yield f"memory://{name}"
+    fs = fsspec.filesystem("memory")
+    if fs.exists(f"/{name}"):
+        fs.rm(f"/{name}", recursive=True)
+
+
+def test_publish_to_memory_then_list_and_score(data: Path, mem: str, tmp_path: Path) -> None:
+    fs = fsspec.filesystem("memory")
+    run1 = make_run(tmp_path / "runs", data, "r1", rmse=0.8)
+    result = registry.publish(run1, mem, PublishConfig())
+    assert result["artifact"] == f"{mem}/tiny/biased-mf/r1"
+    assert result["latest"] == f"{mem}/tiny/biased-mf/latest"
+    model_dir = mem.removeprefix("memory:/") + "/tiny/biased-mf"
+    assert fs.cat_file(f"{model_dir}/latest") == b"r1"
+    info = json.loads(fs.cat_file(f"{model_dir}/r1/artifact.json"))
+    assert sorted(f.removeprefix(f"{model_dir}/r1/") for f in fs.find(f"{model_dir}/r1")) == sorted(
+        [*info["files"], "artifact.json"]
+    )
+
+    worse = registry.publish(
+        make_run(tmp_path / "runs", data, "r2", rmse=0.9), mem, PublishConfig()
+    )
+    assert worse["latest"] is None and "worse than latest r1" in worse["promotion"]["reason"]
+    assert fs.cat_file(f"{model_dir}/latest") == b"r1"
+
+    rows = list_artifacts(mem)
+    assert [(r["run_id"], r["latest"]) for r in rows] == [("r1", True), ("r2", False)]
+
+    remote = open_artifact("tiny/biased-mf/latest", mem)
+    assert remote.source == f"{mem}/tiny/biased-mf/r1"
+    local = open_artifact(registry.publish(run1, tmp_path / "reg", PublishConfig())["artifact"])
+    assert remote.predict(30, 3) == local.predict(30, 3)
+    assert remote.recommend(60, 3) == local.recommend(60, 3)
+    copy = remote.path
+    del remote
+    assert not copy.exists()  # the downloaded copy goes with the object
+
+    with pytest.raises(ConfigError, match="already exists"):
+        registry.publish(run1, mem, PublishConfig())
+
+
+def test_tampered_remote_artifact_and_escaping_latest(data: Path, mem: str, tmp_path: Path) -> None:
+    fs = fsspec.filesystem("memory")
+    registry.publish(make_run(tmp_path / "runs", data, "r1"), mem, PublishConfig())
+    model_dir = mem.removeprefix("memory:/") + "/tiny/biased-mf"
+    fs.pipe_file(f"{model_dir}/r1/report.md", b"# edited\n")
+    with pytest.raises(ArtifactError, match="report.md: checksum mismatch"):
+        open_artifact(f"{mem}/tiny/biased-mf/r1")
+    fs.pipe_file(f"{model_dir}/latest", b"../../elsewhere")
+    with pytest.raises(RefError, match="outside"):
+        open_artifact("tiny/biased-mf/latest", mem)
+    with pytest.raises(RefError, match="model reference"):
+        open_artifact("tiny/../r1", mem)
+
+
+def test_failed_upload_leaves_no_artifact_and_latest_unmoved(
+    data: Path, mem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fs = fsspec.filesystem("memory")
+    registry.publish(make_run(tmp_path / "runs", data, "r1", rmse=0.9), mem, PublishConfig())
+    real_put = type(fs).put_file
+    calls = []
+
+    def flaky_put(self, lpath, rpath, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(rpath)
+        if len(calls) == 3:
+            raise OSError("connection reset")
+        return real_put(self, lpath, rpath, *args, **kwargs)
+
+    monkeypatch.setattr(type(fs), "put_file", flaky_put)
+    with pytest.raises(OSError, match="connection reset"):
+        registry.publish(make_run(tmp_path / "runs", data, "r2", rmse=0.5), mem, PublishConfig())
+    model_dir = mem.removeprefix("memory:/") + "/tiny/biased-mf"
+    assert not fs.exists(f"{model_dir}/r2")
+    assert fs.cat_file(f"{model_dir}/latest") == b"r1"
+
+
+def test_file_url_is_a_local_registry(data: Path, tmp_path: Path) -> None:
+    result = registry.publish(
+        make_run(tmp_path / "runs", data, "r1"), f"file://{tmp_path}/reg", PublishConfig()
+    )
+    assert result["artifact"] == f"{tmp_path}/reg/tiny/biased-mf/r1"
+    assert os.readlink(tmp_path / "reg" / "tiny" / "biased-mf" / "latest") == "r1"
+    assert open_artifact(f"file://{tmp_path}/reg/tiny/biased-mf/latest").info["run_id"] == "r1"
+
+
+def test_cli_on_a_memory_registry(data: Path, mem: str, tmp_path: Path) -> None:
+    from prefect.logging.configuration import setup_logging
+
+    setup_logging()  # On pytest's stderr, before main (see tests/test_cli_registry.py).
+    registry.publish(make_run(tmp_path / "runs", data, "r1", rmse=0.8), mem, PublishConfig())
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        assert main(["models", "list", "--registry", mem]) == 0
+        assert main(["predict", "--model", f"{mem}/tiny/biased-mf/latest", "30", "3"]) == 0
+        assert main(["models", "show", "tiny/biased-mf/latest", "--registry", mem]) == 0
+        assert main(["predict", "--model", f"{mem}/tiny/biased-mf/nope", "30", "3"]) == 2
+    lines = out.getvalue().splitlines()
+    assert lines[1].split()[:4] == ["tiny", "biased-mf", "r1", "0.8000"]
+    assert float(lines[2]) == pytest.approx(
+        open_artifact(f"{mem}/tiny/biased-mf/r1").predict(30, 3), abs=1e-4
+    )
+    assert f"path              {mem}/tiny/biased-mf/r1" in out.getvalue()
+    assert err.getvalue().strip() == (
+        f"cfpipe: error: {mem}/tiny/biased-mf/nope: not a published artifact (no artifact.json)"
+    )
