@@ -188,7 +188,7 @@ def publish(
         typer.echo(f"not promoted: {result['promotion']['reason']}")
 
 
-def _run_pipeline(source: Path, work: Path, cfg: PipelineConfig, registry: Path | None) -> None:
+def _run_pipeline(source: Path, work: Path, cfg: PipelineConfig, registry: str | None) -> None:
     from cflib.ingest.source import find_source
     from flows.pipeline import pipeline_flow
 
@@ -225,7 +225,9 @@ def run(
         ..., help="Source directory: Netflix Prize or MovieLens (100K, 1M, CSV)."
     ),
     out: Path = typer.Option(..., "--out", help="Work directory: data/, runs/, registry/."),
-    registry: Path | None = typer.Option(None, "--registry", help="Default: OUT/registry."),
+    registry: str | None = typer.Option(
+        None, "--registry", help="Registry root, a path or fsspec URL (default: OUT/registry)."
+    ),
     *,
     ingest_cfg: IngestConfig,
     train_cfg: TrainConfig,

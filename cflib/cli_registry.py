@@ -59,7 +59,7 @@ def models_show(
     from cflib.serving import open_artifact
 
     where = locate_artifact(ref, registry)
-    info = open_artifact(str(where)).info
+    info = open_artifact(str(where), for_scoring=False).info
     promotion = info.get("promotion") or {}
     versions = info.get("versions") or {}
     rows = {

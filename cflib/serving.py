@@ -143,12 +143,15 @@ def _dense(raw_ids: np.ndarray, raw: int, what: str, path: str) -> int:
     return pos
 
 
-def open_artifact(ref: str | Path, registry: str | Path | None = None) -> Artifact:
+def open_artifact(
+    ref: str | Path, registry: str | Path | None = None, *, for_scoring: bool = True
+) -> Artifact:
     """Resolve ``ref``, verify its checksums, and open it.
 
     ``ref`` and ``registry`` are as in ``cflib.registry.resolve``, and may be fsspec
     URLs: a remote artifact is downloaded to a temporary directory (removed when the
-    returned object is collected) and verified there.
+    returned object is collected) and verified there. ``for_scoring`` also requires
+    what ``recommend`` needs (``seen.parquet``, absent from older artifacts).
 
     Raises:
         RefError: ``ref`` is malformed or leaves its registry or model directory.
@@ -166,7 +169,7 @@ def open_artifact(ref: str | Path, registry: str | Path | None = None) -> Artifa
             raise
     try:
         info = verify(path)
-        if not (path / SEEN_FILE).is_file():
+        if for_scoring and not (path / SEEN_FILE).is_file():
             raise ArtifactError(
                 f"{where}: published by an older cfpipe without {SEEN_FILE}; publish it again"
             )

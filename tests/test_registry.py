@@ -123,6 +123,16 @@ def test_refs_that_escape_the_registry_are_refused(artifact: Path, ref: str) -> 
         registry.resolve(ref, artifact.parents[2])
 
 
+def test_a_linked_dataset_directory_does_not_lead_out(artifact: Path, tmp_path: Path) -> None:
+    reg = artifact.parents[2]
+    os.symlink(reg / "tiny", reg / "alias")  # inside: fine
+    assert registry.resolve("alias/biased-mf/r1", reg) == reg / "alias" / "biased-mf" / "r1"
+    os.rename(reg / "tiny", tmp_path / "outside")
+    os.symlink(tmp_path / "outside", reg / "tiny")
+    with pytest.raises(RefError, match="resolves outside"):
+        registry.resolve("tiny/biased-mf/r1", reg)
+
+
 @pytest.mark.parametrize("target", ["../../elsewhere", "/tmp", ".hidden", ".."])
 def test_latest_link_pointing_outside_is_refused(artifact: Path, target: str) -> None:
     link = artifact.parent / "latest"

@@ -80,6 +80,9 @@ def resolve(ref: str | Path, registry: str | Path | None = None) -> Path:
         path = Path(ref)
     if path.is_symlink():
         path = _follow_latest(path)
+    if registry is not None and not path.resolve().is_relative_to(Path(registry).resolve()):
+        # A dataset or model directory that is itself a link to somewhere else.
+        raise RefError(f"model reference {str(ref)!r}: {path} resolves outside {registry}")
     if not (path / ARTIFACT_FILE).is_file():
         raise ArtifactError(f"{path}: not a published artifact (no {ARTIFACT_FILE})")
     return path
