@@ -44,6 +44,25 @@ def artifact_dir(registry: Path, dataset: str, model: str, run_id: str) -> Path:
     return Path(registry).joinpath(*parts)
 
 
+def ref_parts(ref: str | Path, registry: str | Path) -> tuple[str, str, str]:
+    """``<dataset>/<model>/<run-id|latest>``, each a single safe name.
+
+    Raises:
+        RefError: ``ref`` has another shape, or a part that is not a safe name.
+    """
+    parts = PurePosixPath(str(ref)).parts
+    if len(parts) != 3:
+        raise RefError(
+            f"model reference {str(ref)!r}: expected <dataset>/<model>/<run-id|latest> "
+            f"under the registry {registry}"
+        )
+    try:
+        artifact_dir(Path("."), *parts)
+    except DatasetError as exc:
+        raise RefError(f"model reference {str(ref)!r}: {exc}") from None
+    return parts[0], parts[1], parts[2]
+
+
 def _follow_latest(link: Path) -> Path:
     """The run a ``latest`` link names; it must be a sibling directory of the link."""
     target = os.readlink(link)
@@ -65,19 +84,7 @@ def resolve(ref: str | Path, registry: str | Path | None = None) -> Path:
             ``latest`` link points outside its model directory.
         ArtifactError: the directory holds no ``artifact.json``.
     """
-    if registry is not None:
-        parts = PurePosixPath(str(ref)).parts
-        if len(parts) != 3:
-            raise RefError(
-                f"model reference {str(ref)!r}: expected <dataset>/<model>/<run-id|latest> "
-                f"under the registry {registry}"
-            )
-        try:
-            path = artifact_dir(Path(registry), *parts)
-        except DatasetError as exc:
-            raise RefError(f"model reference {str(ref)!r}: {exc}") from None
-    else:
-        path = Path(ref)
+    path = Path(registry).joinpath(*ref_parts(ref, registry)) if registry else Path(ref)
     if path.is_symlink():
         path = _follow_latest(path)
     if registry is not None and not path.resolve().is_relative_to(Path(registry).resolve()):

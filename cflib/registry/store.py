@@ -24,8 +24,8 @@ from cflib.registry.artifact import (
     LATEST,
     ArtifactError,
     RefError,
-    artifact_dir,
     read_info,
+    ref_parts,
     resolve,
 )
 
@@ -121,23 +121,9 @@ def locate_artifact(ref: str | Path, registry: str | Path | None = None) -> Loca
     if base.local:
         path = resolve(ref, base.path) if registry is not None else resolve(base.path)
         return Location(None, str(path))
-    if registry is not None:
-        parts = PurePosixPath(str(ref)).parts
-        if len(parts) != 3:
-            raise RefError(
-                f"model reference {str(ref)!r}: expected <dataset>/<model>/<run-id|latest> "
-                f"under the registry {registry}"
-            )
-        try:
-            artifact_dir(Path("."), *parts)
-        except DatasetError as exc:
-            raise RefError(f"model reference {str(ref)!r}: {exc}") from None
-        where = base.join(*parts)
-    else:
-        where = base
+    where = base.join(*ref_parts(ref, registry)) if registry is not None else base
     if where.name == LATEST and where.fs.isfile(where.path):
-        run = remote_latest(where.parent)
-        where = where.parent.join(run or "")
+        where = where.parent.join(remote_latest(where.parent) or LATEST)
     if not where.fs.isfile(where.join(ARTIFACT_FILE).path):
         raise ArtifactError(f"{where}: not a published artifact (no {ARTIFACT_FILE})")
     return where
