@@ -220,3 +220,28 @@ def test_trained_model_end_to_end(tmp_path: Path) -> None:
     rated = set(art.raw_items[art.seen(art.dense_user(user))].tolist())
     assert len(rows) == min(5, 150 - len(rated)) and rated
     assert not rated & {r["item"] for r in rows}
+
+
+@pytest.mark.slow
+def test_saved_model_loads_without_cfpipe_in_a_fresh_process(biased: Path) -> None:
+    """What a TensorFlow server does: only TensorFlow, no cflib, no Keras classes."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys, tensorflow as tf\n"
+        f"model = tf.saved_model.load({str(biased / 'saved_model')!r})\n"
+        "sig = model.signatures['serving_default']\n"
+        "user, item = tf.constant([10, 20, 999], tf.int64), tf.constant([1, 3, 2], tf.int64)\n"
+        "out = sig(user=user, item=item)\n"
+        "print(json.dumps([out['rating'].numpy().tolist(), 'cflib' in sys.modules]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ratings, imported_cflib = json.loads(proc.stdout.strip().splitlines()[-1])
+    art = open_artifact(biased)
+    assert not imported_cflib
+    assert ratings[:2] == pytest.approx([art.predict(10, 1), art.predict(20, 3)], abs=1e-5)
+    item_bias = float(art.model.item_bias.embeddings.numpy()[1, 0])
+    assert ratings[2] == pytest.approx(np.clip(art.info["global_mean"] + item_bias, 1, 5), abs=1e-5)
