@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from cflib.config import PublishConfig
 from cflib.errors import ConfigError, DatasetError
 from cflib.registry import ArtifactError, RefError
 from tests._artifacts import ingest_tiny, make_run
+from tests.conftest import write_netflix
 
 
 @pytest.fixture
@@ -61,10 +63,20 @@ def test_republishing_a_run_is_refused(data: Path, tmp_path: Path) -> None:
         registry.publish(run, tmp_path / "reg", PublishConfig())
 
 
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry holding one published run, r1 (latest); tests change copies of it."""
+    root = tmp_path_factory.mktemp("published")
+    data = ingest_tiny(write_netflix(root / "netflix"), root / "data")
+    registry.publish(make_run(root / "runs", data, "r1"), root / "reg", PublishConfig())
+    return root / "reg"
+
+
 @pytest.fixture
-def artifact(data: Path, tmp_path: Path) -> Path:
-    run = make_run(tmp_path / "runs", data, "r1")
-    return Path(registry.publish(run, tmp_path / "reg", PublishConfig())["artifact"])
+def artifact(published: Path, tmp_path: Path) -> Path:
+    """A private copy of the published registry; its artifact r1."""
+    shutil.copytree(published, tmp_path / "reg", symlinks=True)
+    return tmp_path / "reg" / "tiny" / "biased-mf" / "r1"
 
 
 def test_tampered_model_fails_verification(artifact: Path) -> None:
