@@ -220,6 +220,7 @@ _RUN_INGEST_OPTIONS = (
 @app.command()
 @config_options(IngestConfig, param="ingest_cfg", include=_RUN_INGEST_OPTIONS)
 @config_options(TrainConfig, param="train_cfg")
+@config_options(PublishConfig, param="publish_cfg")
 def run(
     source: Path = typer.Argument(
         ..., help="Source directory: Netflix Prize or MovieLens (100K, 1M, CSV)."
@@ -231,9 +232,11 @@ def run(
     *,
     ingest_cfg: IngestConfig,
     train_cfg: TrainConfig,
+    publish_cfg: PublishConfig,
 ) -> None:
     """Ingest, train, evaluate and publish as one Prefect flow."""
-    _run_pipeline(source, out, PipelineConfig(ingest=ingest_cfg, train=train_cfg), registry)
+    cfg = PipelineConfig(ingest=ingest_cfg, train=train_cfg, publish=publish_cfg)
+    _run_pipeline(source, out, cfg, registry)
 
 
 @app.command()
