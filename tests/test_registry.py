@@ -160,3 +160,12 @@ def test_unevaluated_run_is_refused(data: Path, tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="cfpipe evaluate"):
         registry.publish(run, tmp_path / "reg", PublishConfig())
     assert not (tmp_path / "reg").exists()
+
+
+def test_a_run_whose_dataset_was_rebuilt_is_refused(data: Path, tmp_path: Path) -> None:
+    run = make_run(tmp_path / "runs", data, "r1")
+    summary = json.loads((run / schema.TRAIN_SUMMARY_FILE).read_text())
+    summary["data_fingerprint"] = "0" * 64
+    (run / schema.TRAIN_SUMMARY_FILE).write_text(json.dumps(summary))
+    with pytest.raises(DatasetError, match="was trained on; the dataset was rebuilt"):
+        registry.publish(run, tmp_path / "reg", PublishConfig())

@@ -176,7 +176,8 @@ def publish(run: Path, registry: str | Path, cfg: PublishConfig) -> dict[str, An
         "tolerance"}}``.
 
     Raises:
-        DatasetError: the run is not evaluated, or its dataset is gone.
+        DatasetError: the run is not evaluated, or its dataset is gone or was rebuilt
+            since training.
         ConfigError: this run id is already published.
     """
     run = Path(run)
@@ -187,6 +188,14 @@ def publish(run: Path, registry: str | Path, cfg: PublishConfig) -> dict[str, An
         raise DatasetError(f"{run / schema.REPORT_FILE}: missing; run `cfpipe evaluate {run}`")
     data = Path(summary["data_dir"])
     manifest = load_manifest(data)
+    trained_on = summary.get("data_fingerprint")
+    if trained_on != manifest.fingerprint:
+        # The id maps copied from it would not be the ones the model was trained with.
+        raise DatasetError(
+            f"{data}: fingerprint {manifest.fingerprint[:12]} is not the "
+            f"{str(trained_on)[:12]} that run {summary['run_id']} was trained on; the "
+            "dataset was rebuilt since, so train and evaluate again"
+        )
     names = artifact_dir(Path("."), summary["dataset"], summary["model"], summary["run_id"]).parts
     target = root.join(*names)
     build = functools.partial(
