@@ -78,6 +78,10 @@ class Artifact:
 
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Predicted ratings of dense pairs, clipped to the rating scale."""
+        return np.clip(self.raw_score(users, items), schema.RATING_MIN, schema.RATING_MAX)
+
+    def raw_score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """The model's float32 output for dense pairs, not clipped."""
         out = []
         for start in range(0, len(users), SCORE_BATCH):
             batch = {
@@ -85,8 +89,7 @@ class Artifact:
                 "item": items[start : start + SCORE_BATCH].astype(np.int32),
             }
             out.append(np.asarray(self.model.predict_on_batch(batch)).reshape(-1))
-        pred = np.concatenate(out) if out else np.zeros(0, np.float32)
-        return np.clip(pred, schema.RATING_MIN, schema.RATING_MAX).astype(np.float32)
+        return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
 
     def predict(self, raw_user: int, raw_item: int) -> float:
         """The predicted rating of raw user ``raw_user`` for raw item ``raw_item``.
@@ -106,9 +109,12 @@ class Artifact:
     def recommend(self, raw_user: int, k: int) -> list[dict[str, Any]]:
         """The ``k`` items with the highest predicted rating that the user has not rated.
 
+        Items are ranked on the model's unclipped score (several may show the top
+        rating once clipped); ties go to the lower dense (and raw) id.
+
         Returns:
             Up to ``k`` rows, best first: ``item`` (raw id), ``title``, ``year``,
-            ``rating`` (predicted). Ties go to the lower dense id.
+            ``rating`` (predicted, clipped to the rating scale).
 
         Raises:
             UnknownIdError: the user is not in the artifact's id map.
@@ -119,10 +125,12 @@ class Artifact:
         user = self.dense_user(raw_user)
         n_items = len(self.raw_items)
         items = np.arange(n_items, dtype=np.int32)
-        scores = self.score(np.full(n_items, user, np.int32), items)
+        raw = self.raw_score(np.full(n_items, user, np.int32), items)
         candidates = np.setdiff1d(items, self.seen(user), assume_unique=True)
-        # Stable sort on the negated score: equal scores keep ascending dense ids.
-        best = candidates[np.argsort(-scores[candidates], kind="stable")[:k]]
+        # Ranked on the unclipped score, so items above the top of the scale still
+        # order; a stable sort keeps ascending dense ids among equal scores.
+        best = candidates[np.argsort(-raw[candidates], kind="stable")[:k]]
+        scores = np.clip(raw, schema.RATING_MIN, schema.RATING_MAX)
         titles = self.item_map.column("title").to_pylist()
         years = self.item_map.column("year").to_pylist()
         return [

@@ -13,7 +13,6 @@ import contextlib
 import fcntl
 import functools
 import importlib.metadata
-import logging
 import os
 import shutil
 import tempfile
@@ -42,8 +41,6 @@ from cflib.registry.artifact import (
     write_info,
 )
 from cflib.registry.store import Location, locate, upload, verify_remote
-
-log = logging.getLogger(__name__)
 
 _RUN_FILES = (
     schema.MODEL_FILE,
@@ -213,7 +210,6 @@ def publish(run: Path, registry: str | Path, cfg: PublishConfig) -> dict[str, An
     else:
         decision = _publish_remote(target, build, decide)
     latest = str(target.parent.join(LATEST)) if decision["promoted"] else None
-    log.info("published %s (%s)", target, decision["reason"])
     return {
         "artifact": str(target),
         "latest": latest,
