@@ -177,9 +177,11 @@ def publish(
 ) -> None:
     """Copy an evaluated run into the registry atomically; move `latest` if it passes the gate."""
     from cflib import runs
+    from cflib.registry.store import locate
     from flows.evaluate_publish import publish_flow
 
     runs.metrics(run)
+    locate(registry)  # An unknown URL protocol fails here, before Prefect starts.
     result = publish_flow(str(run), str(registry), cfg)
     typer.echo(f"published {result['artifact']}")
     if result["latest"]:

@@ -140,3 +140,10 @@ def test_cli_on_a_memory_registry(data: Path, mem: str, tmp_path: Path) -> None:
     assert err.getvalue().strip() == (
         f"cfpipe: error: {mem}/tiny/biased-mf/nope: not a published artifact (no artifact.json)"
     )
+
+
+def test_an_unknown_url_protocol_is_a_config_error() -> None:
+    from cflib.registry.store import locate
+
+    with pytest.raises(ConfigError, match="nosuchfs://reg: not a usable filesystem URL"):
+        locate("nosuchfs://reg")
