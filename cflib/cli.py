@@ -153,14 +153,16 @@ def evaluate(
     *,
     cfg: EvaluateConfig,
 ) -> None:
-    """Score a run on the test split against the baselines; write metrics.json, report.md."""
+    """Score a run on the test split against the baselines; write metrics.json and reports."""
     from cflib import runs
     from flows.evaluate_publish import evaluate_flow
 
     runs.train_summary(run)
     metrics = evaluate_flow(str(run), cfg)
     typer.echo(report.format_table(metrics))
-    typer.echo(f"report: {run / 'report.md'}")
+    typer.echo(f"report: {run / schema.REPORT_FILE} and {run / schema.REPORT_HTML_FILE}")
+    if metrics.get("qualifying"):
+        typer.echo(f"qualifying predictions: {run / metrics['qualifying']['file']}")
 
 
 @app.command()

@@ -160,3 +160,61 @@ def test_evaluate_writes_every_metric_and_the_submission(tmp_path: Path) -> None
     assert values[2] == pytest.approx(np.clip(base.mu + base.user_bias[user10], 1, 5), abs=5e-4)
     metrics_file = (run / "metrics.json").read_text()
     assert '"segments"' in metrics_file
+
+
+def _report_inputs(netflix_dir: Path, tmp_path: Path) -> tuple[dict, dict, object]:
+    ingest_local(netflix_dir, tmp_path / "data", IngestConfig())
+    manifest = load_manifest(tmp_path / "data")
+    rows = [{"bucket": "0", "rows": 1, "model": 1.2, "user_item_bias": None}]
+    metrics_ = {
+        "run_id": "r1",
+        "model": "biased-mf",
+        "dataset": "tiny",
+        "rmse": 0.85,
+        "mae": 0.66,
+        "rmse_ci95": [0.84, 0.86],
+        "n_test": 3,
+        "cold": {"rows": 1, "rmse": 1.2, "mae": 1.2},
+        "oracle_rmse": None,
+        "cinematch_rmse": 0.9514,
+        "baselines": {
+            "global_mean": {"rmse": 1.1, "mae": 0.9},
+            "user_item_bias": {"rmse": 0.95, "mae": 0.75},
+        },
+        "segments": {"user_activity": rows, "item_popularity": rows},
+        "distribution": {"values": [1.0, 2.0], "true": [1, 2], "predicted": [0, 3]},
+        "qualifying": {"rows": 3, "file": "qualifying_predictions.txt"},
+    }
+    summary = {
+        "epochs_run": 2,
+        "best_epoch": 2,
+        "val_rmse": 0.9,
+        "seconds": 1.5,
+        "ratings_per_second": 1000.0,
+        "strategy": "default",
+        "replicas": 1,
+        "history": {"rmse": [1.0, 0.9], "val_rmse": [1.0, 0.95], "loss": [1.0, 0.8]},
+        "config": {"model": "biased-mf", "note": "<b>not html</b>"},
+    }
+    return metrics_, summary, manifest
+
+
+def test_report_renders_every_section(netflix_dir: Path, tmp_path: Path) -> None:
+    import base64
+    import re
+
+    metrics_, summary, manifest = _report_inputs(netflix_dir, tmp_path)
+    md = report.render_markdown(metrics_, summary, manifest)  # type: ignore[arg-type]
+    for heading in ("Test metrics", "Training", "Errors by segment", "Data", "Configuration"):
+        assert f"\n## {heading}\n" in md
+    assert "| biased-mf (this run) | 0.8500 | 0.6600 | +22.7% |" in md
+    assert "Cinematch (Netflix, on the real probe set) | 0.9514" in md
+    assert "0.8400 .. 0.8600" in md and "1 test ratings have a user or item" in md
+    assert "| 0 | 1 | 1.2000 |  |" in md  # a bucket without bias RMSE stays empty
+
+    page = report.render_html(metrics_, summary, manifest)  # type: ignore[arg-type]
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 4  # learning curves, two segment charts, the distribution
+    assert all(base64.b64decode(i).startswith(b"\x89PNG\r\n\x1a\n") for i in images)
+    assert "&lt;b&gt;not html&lt;/b&gt;" in page and "<b>0.8500</b>" in page
+    assert "src=" not in md

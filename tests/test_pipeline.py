@@ -54,11 +54,36 @@ def test_pipeline_beats_global_mean_and_publishes(
     text = (Path(result["run"]) / schema.REPORT_FILE).read_text()
     for section in ("## Test metrics", "## Training", "## Data", "## Configuration"):
         assert section in text
+    assert "data:image/png;base64," in (Path(result["run"]) / "report.html").read_text()
+    assert _artifact_keys() >= {"test-metrics", "run-report", "report-html"}
 
     artifact = Path(result["published"]["artifact"])
     assert artifact.parent == work / "registry" / "netflix" / "biased-mf"
     assert registry.verify(artifact)["rmse"] == metrics["rmse"]
     assert (artifact.parent / "latest").resolve() == artifact.resolve()
+
+
+def _artifact_keys() -> set[str]:
+    """Keys of the artifacts the Prefect API holds (what the UI shows on flow runs)."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, FlowRunFilter, TaskRunFilter
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    async def read() -> set[str]:
+        async with get_client() as client:
+            # Explicit filters: this server version refuses the client's null defaults.
+            found = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(),
+                flow_run_filter=FlowRunFilter(),
+                task_run_filter=TaskRunFilter(),
+                limit=200,
+                sort=ArtifactSort.CREATED_DESC,
+            )
+            return {a.key for a in found if a.key}
+
+    return asyncio.run(read())
 
 
 def test_ingest_flow_on_dask_reports_malformed_line(prefect_harness: None, tmp_path: Path) -> None:
