@@ -11,6 +11,7 @@ from typing import Any
 import typer
 
 from cflib import report, schema
+from cflib.cli_deploy import deploy_app, server
 from cflib.cliopts import config_options
 from cflib.config import (
     EvaluateConfig,
@@ -40,6 +41,8 @@ app = typer.Typer(
 )
 synth_app = typer.Typer(help="Generate datasets with planted structure.", no_args_is_help=True)
 app.add_typer(synth_app, name="synth")
+app.add_typer(deploy_app, name="deploy")
+app.command("server")(server)
 
 DEMO_SYNTH = SynthConfig(movies=400, users=3_000, ratings=300_000, probe_fraction=0.05)
 
@@ -186,10 +189,16 @@ def publish(
 
 def _run_pipeline(source: Path, work: Path, cfg: PipelineConfig, registry: Path | None) -> None:
     from cflib.ingest.source import find_source
-    from flows.pipeline import pipeline_flow
+    from flows.pipeline import PipelineParams, pipeline_flow
 
     find_source(source, cfg.ingest.format)
-    result = pipeline_flow(str(source), str(work), cfg, None if registry is None else str(registry))
+    params = PipelineParams(
+        source=str(source),
+        work=str(work),
+        registry=None if registry is None else str(registry),
+        config=cfg,
+    )
+    result = pipeline_flow(params)
     typer.echo("")
     typer.echo(report.format_table(result["metrics"]))
     typer.echo("")
@@ -208,6 +217,7 @@ _RUN_INGEST_OPTIONS = (
     "dask_address",
     "n_workers",
     "force",
+    "strict",
 )
 
 

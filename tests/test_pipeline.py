@@ -35,14 +35,14 @@ def synth_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_pipeline_beats_global_mean_and_publishes(
     prefect_harness: None, synth_source: Path, tmp_path: Path
 ) -> None:
-    from flows.pipeline import pipeline_flow
+    from flows.pipeline import PipelineParams, pipeline_flow
 
     work = tmp_path / "work"
     cfg = PipelineConfig(
         ingest=IngestConfig(n_workers=2, shard_mb=0.05),
         train=TrainConfig(epochs=6, batch_size=1024, learning_rate=0.01),
     )
-    result = pipeline_flow(str(synth_source), str(work), cfg)
+    result = pipeline_flow(PipelineParams(source=str(synth_source), work=str(work), config=cfg))
 
     truth = json.loads((synth_source / "truth.json").read_text())
     metrics = result["metrics"]
@@ -61,6 +61,12 @@ def test_pipeline_beats_global_mean_and_publishes(
     assert artifact.parent == work / "registry" / "netflix" / "biased-mf"
     assert registry.verify(artifact)["rmse"] == metrics["rmse"]
     assert (artifact.parent / "latest").resolve() == artifact.resolve()
+
+    # A rerun finds every stage done and unchanged: same run, nothing retrained.
+    again = pipeline_flow(PipelineParams(source=str(synth_source), work=str(work), config=cfg))
+    assert again["run"] == result["run"] and again["metrics"]["rmse"] == metrics["rmse"]
+    assert again["published"]["skipped"] and again["published"]["artifact"] == str(artifact)
+    assert len(list((work / "runs").iterdir())) == 1
 
 
 def _artifact_keys() -> set[str]:
