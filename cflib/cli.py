@@ -11,6 +11,7 @@ from typing import Any
 import typer
 
 from cflib import report, schema
+from cflib.cli_deploy import deploy_app, server
 from cflib.cli_registry import models_app, predict, recommend
 from cflib.cliopts import config_options
 from cflib.config import (
@@ -41,6 +42,8 @@ app = typer.Typer(
 )
 synth_app = typer.Typer(help="Generate datasets with planted structure.", no_args_is_help=True)
 app.add_typer(synth_app, name="synth")
+app.add_typer(deploy_app, name="deploy")
+app.command("server")(server)
 app.add_typer(models_app, name="models")
 app.command()(predict)
 app.command()(recommend)
@@ -157,14 +160,16 @@ def evaluate(
     *,
     cfg: EvaluateConfig,
 ) -> None:
-    """Score a run on the test split against the baselines; write metrics.json, report.md."""
+    """Score a run on the test split against the baselines; write metrics.json and reports."""
     from cflib import runs
     from flows.evaluate_publish import evaluate_flow
 
     runs.train_summary(run)
     metrics = evaluate_flow(str(run), cfg)
     typer.echo(report.format_table(metrics))
-    typer.echo(f"report: {run / 'report.md'}")
+    typer.echo(f"report: {run / schema.REPORT_FILE} and {run / schema.REPORT_HTML_FILE}")
+    if metrics.get("qualifying"):
+        typer.echo(f"qualifying predictions: {run / metrics['qualifying']['file']}")
 
 
 @app.command()
@@ -192,19 +197,27 @@ def publish(
 
 def _run_pipeline(source: Path, work: Path, cfg: PipelineConfig, registry: str | None) -> None:
     from cflib.ingest.source import find_source
-    from flows.pipeline import pipeline_flow
+    from flows.pipeline import PipelineParams, pipeline_flow
 
     find_source(source, cfg.ingest.format)
-    result = pipeline_flow(str(source), str(work), cfg, None if registry is None else str(registry))
+    params = PipelineParams(
+        source=str(source),
+        work=str(work),
+        registry=None if registry is None else str(registry),
+        config=cfg,
+    )
+    result = pipeline_flow(params)
     typer.echo("")
     typer.echo(report.format_table(result["metrics"]))
     typer.echo("")
     typer.echo(f"report:   {Path(result['run']) / 'report.md'}")
-    typer.echo(f"artifact: {result['published']['artifact']}")
-    if result["published"]["latest"]:
-        typer.echo(f"latest:   {result['published']['latest']}")
-    else:
-        typer.echo(f"not promoted: {result['published']['promotion']['reason']}")
+    published = result["published"]
+    skipped = " (already published)" if published.get("skipped") else ""
+    typer.echo(f"artifact: {published['artifact']}{skipped}")
+    if published["latest"]:
+        typer.echo(f"latest:   {published['latest']}")
+    elif published.get("promotion"):
+        typer.echo(f"not promoted: {published['promotion']['reason']}")
 
 
 _RUN_INGEST_OPTIONS = (
@@ -216,6 +229,7 @@ _RUN_INGEST_OPTIONS = (
     "dask_address",
     "n_workers",
     "force",
+    "strict",
 )
 
 

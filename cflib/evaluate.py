@@ -2,6 +2,10 @@
 
 Everything streams over the Parquet parts in record batches: the test split and the
 two passes over the train split that fit the bias baseline never sit in memory whole.
+Besides RMSE and MAE: a bootstrap 95% interval, the rows whose user or item has no
+training rating (scored all the same, and counted apart), errors by user activity and
+item popularity, the predicted-vs-true rating distribution and, for Netflix, the
+predictions for ``qualifying.txt`` in the Prize's submission format.
 """
 
 from __future__ import annotations
@@ -20,6 +24,15 @@ from cflib import runs, schema
 from cflib.config import EvaluateConfig
 from cflib.dataset import Manifest, load_manifest
 from cflib.errors import DatasetError
+from cflib.metrics import (
+    ITEM_EDGES,
+    USER_EDGES,
+    BlockBootstrap,
+    Distribution,
+    ErrorSums,
+    Segments,
+)
+from cflib.metrics import rmse as rmse
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +40,9 @@ log = logging.getLogger(__name__)
 ITEM_DAMPING = 25.0
 USER_DAMPING = 10.0
 BASELINES = ("global_mean", "random", "weighted_sampling", "majority_class", "user_item_bias")
+#: Cinematch's RMSE on the real probe set, the Prize's reference point (Bennett & Lanning 2007).
+CINEMATCH_PROBE_RMSE = 0.9514
+SUBMISSION_FILE = "qualifying_predictions.txt"
 
 
 def iter_columns(
@@ -36,33 +52,6 @@ def iter_columns(
     for path in paths:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns):
             yield {c: batch.column(c).to_numpy() for c in columns}
-
-
-class ErrorSums:
-    """Running sums for RMSE and MAE."""
-
-    def __init__(self) -> None:
-        self.sse = 0.0
-        self.sae = 0.0
-        self.n = 0
-
-    def add(self, pred: np.ndarray, true: np.ndarray) -> None:
-        err = pred.astype(np.float64) - true.astype(np.float64)
-        self.sse += float(np.dot(err, err))
-        self.sae += float(np.abs(err).sum())
-        self.n += int(err.size)
-
-    def result(self) -> dict[str, float]:
-        if self.n == 0:
-            return {"rmse": float("nan"), "mae": float("nan")}
-        return {"rmse": (self.sse / self.n) ** 0.5, "mae": self.sae / self.n}
-
-
-def rmse(pred: np.ndarray, true: np.ndarray) -> float:
-    """Root mean squared error of two equal-length arrays."""
-    sums = ErrorSums()
-    sums.add(np.asarray(pred), np.asarray(true))
-    return sums.result()["rmse"]
 
 
 class Baselines:
@@ -98,6 +87,7 @@ class Baselines:
             user_sum += np.bincount(b["user"], resid, manifest.n_users)
             user_n += np.bincount(b["user"], minlength=manifest.n_users)
         self.user_bias = user_sum / (user_n + USER_DAMPING)
+        self.user_n, self.item_n = user_n, item_n  # training ratings per user and item
         self.values = np.array(sorted(counts), dtype=np.float64)
         freq = np.array([counts[v] for v in sorted(counts)], dtype=np.float64)
         self.probs = freq / freq.sum()
@@ -120,6 +110,16 @@ class Baselines:
             return np.clip(pred, schema.RATING_MIN, schema.RATING_MAX)
         raise ValueError(f"`name` should be one of {BASELINES}. Received: `name` = {name!r}.")
 
+    def fallback(
+        self, user: np.ndarray, user_known: np.ndarray, item: np.ndarray, item_known: np.ndarray
+    ) -> np.ndarray:
+        """The damped biases for pairs whose user or item the dataset does not know:
+        the global mean plus whichever of the two biases is known."""
+        pred = np.full(user.size, self.mu)
+        pred[user_known] += self.user_bias[user[user_known]]
+        pred[item_known] += self.item_bias[item[item_known]]
+        return np.clip(pred, schema.RATING_MIN, schema.RATING_MAX)
+
 
 def _oracle(manifest: Manifest) -> float | None:
     """The planted model's probe RMSE, when the source was made by ``cfpipe synth`` and the
@@ -140,6 +140,16 @@ def evaluate(run: Path, cfg: EvaluateConfig) -> dict[str, Any]:
     Args:
         run: the run directory written by ``cfpipe train``.
         cfg: evaluation options.
+
+    Returns:
+        ``run_id``, ``model``, ``dataset``, ``rmse``, ``mae``, ``rmse_ci95`` ([low,
+        high], bootstrap), ``n_test``, ``cold`` (rows whose user or item has no training
+        rating: ``rows``, ``rmse``, ``mae``), ``val_rmse``, ``oracle_rmse``,
+        ``cinematch_rmse`` (Netflix probe split only), ``baselines`` (name -> rmse,
+        mae), ``segments`` (``user_activity`` and ``item_popularity``: per bucket of
+        training ratings, rows and the RMSE of the model and of the bias baseline),
+        ``distribution`` (counts of true and predicted ratings), ``qualifying`` (rows
+        and file of the Netflix submission, or None) and ``seconds``.
     """
     from cflib.train import load_model  # TensorFlow loads only when a model is scored.
 
@@ -154,26 +164,88 @@ def evaluate(run: Path, cfg: EvaluateConfig) -> dict[str, Any]:
     model = load_model(run / schema.MODEL_FILE)
     start = time.perf_counter()
     baselines = Baselines(manifest, data, seed=cfg.seed, batch_size=cfg.batch_size)
-    sums = {name: ErrorSums() for name in ("model", *BASELINES)}
-    paths = manifest.split_paths(data, "test")
-    for b in iter_columns(paths, ("user", "item", "rating"), cfg.batch_size):
-        pred = np.asarray(model.predict_on_batch({"user": b["user"], "item": b["item"]}))
-        pred = np.clip(pred.reshape(-1), schema.RATING_MIN, schema.RATING_MAX)
-        sums["model"].add(pred, b["rating"])
-        for name in BASELINES:
-            sums[name].add(baselines.predict(name, b["user"], b["item"]), b["rating"])
-    result = sums["model"].result()
+    score = _Scores(baselines, cfg.seed)
+    for b in iter_columns(
+        manifest.split_paths(data, "test"), ("user", "item", "rating"), cfg.batch_size
+    ):
+        score.add(_predict(model, b["user"], b["item"]), b)
     metrics: dict[str, Any] = {
         "run_id": summary["run_id"],
         "model": summary["model"],
         "dataset": summary["dataset"],
-        "rmse": result["rmse"],
-        "mae": result["mae"],
-        "n_test": sums["model"].n,
+        **score.result(),
         "val_rmse": summary.get("val_rmse"),
         "oracle_rmse": _oracle(manifest),
-        "baselines": {name: sums[name].result() for name in BASELINES},
-        "seconds": time.perf_counter() - start,
+        "cinematch_rmse": (
+            CINEMATCH_PROBE_RMSE
+            if manifest.split == "probe" and manifest.source.format == "netflix"
+            else None
+        ),
+        "qualifying": None,
+        "config": cfg.model_dump(mode="json"),
     }
+    if manifest.qualifying_rows and (data / schema.QUALIFYING_FILE).is_file():
+        from cflib.submission import write_submission
+
+        rows = write_submission(
+            data / schema.QUALIFYING_FILE,
+            run / SUBMISSION_FILE,
+            lambda u, i: _predict(model, u, i),
+            baselines.fallback,
+            cfg.batch_size,
+        )
+        metrics["qualifying"] = {"rows": rows, "file": SUBMISSION_FILE}
+    metrics["seconds"] = time.perf_counter() - start
     runs.write_json(run / schema.METRICS_FILE, metrics)
     return metrics
+
+
+def _predict(model: Any, user: np.ndarray, item: np.ndarray) -> np.ndarray:
+    """The model's predictions for dense ids, clipped to the rating scale."""
+    pred = np.asarray(model.predict_on_batch({"user": user, "item": item}))
+    return np.clip(pred.reshape(-1), schema.RATING_MIN, schema.RATING_MAX)
+
+
+class _Scores:
+    """Every test metric, accumulated a record batch at a time."""
+
+    def __init__(self, baselines: Baselines, seed: int) -> None:
+        self.baselines = baselines
+        self.sums = {name: ErrorSums() for name in ("model", *BASELINES)}
+        self.cold = ErrorSums()
+        self.boot = BlockBootstrap(seed)
+        names = ("model", "user_item_bias")
+        self.users = Segments(USER_EDGES, names)
+        self.items = Segments(ITEM_EDGES, names)
+        self.dist = Distribution(baselines.values)
+
+    def add(self, pred: np.ndarray, b: dict[str, np.ndarray]) -> None:
+        user, item, true = b["user"], b["item"], b["rating"]
+        base = {name: self.baselines.predict(name, user, item) for name in BASELINES}
+        self.sums["model"].add(pred, true)
+        for name in BASELINES:
+            self.sums[name].add(base[name], true)
+        self.boot.add(pred, true)
+        user_n, item_n = self.baselines.user_n[user], self.baselines.item_n[item]
+        cold = (user_n == 0) | (item_n == 0)
+        self.cold.add(pred[cold], true[cold])
+        pair = {"model": pred, "user_item_bias": base["user_item_bias"]}
+        self.users.add(user_n, true, pair)
+        self.items.add(item_n, true, pair)
+        self.dist.add(pred, true)
+
+    def result(self) -> dict[str, Any]:
+        model = self.sums["model"].result()
+        return {
+            "rmse": model["rmse"],
+            "mae": model["mae"],
+            "rmse_ci95": self.boot.interval(),
+            "n_test": self.sums["model"].n,
+            "cold": {"rows": self.cold.n, **self.cold.result()},
+            "baselines": {name: self.sums[name].result() for name in BASELINES},
+            "segments": {
+                "user_activity": self.users.result(),
+                "item_popularity": self.items.result(),
+            },
+            "distribution": self.dist.result(),
+        }

@@ -1,8 +1,17 @@
-"""The run report: the metrics table against the baselines, training and data summaries."""
+"""The run report: metrics against the baselines, learning curves, errors by segment, the
+rating distribution, the data and the exact config.
+
+The report is built once as a list of blocks (paragraphs, tables, code, figures) and
+rendered twice: ``report.md`` (figures left out) and a self-contained ``report.html``
+with the figures embedded as PNG.
+"""
 
 from __future__ import annotations
 
+import base64
+import html
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +27,26 @@ _LABELS = {
 }
 
 
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+    align: str = ""  # one of "l"/"r" per column; default: first left, the rest right
+
+
+@dataclass
+class Figure:
+    title: str
+    png: bytes
+
+
+@dataclass
+class Section:
+    title: str
+    blocks: list[str | Table | Figure] = field(default_factory=list)  # str: a paragraph
+    code: str | None = None  # a JSON block at the end
+
+
 def results_table(metrics: dict[str, Any]) -> list[tuple[str, float, float]]:
     """(name, RMSE, MAE) rows: the model first, then the baselines from best to worst."""
     rows = [(f"{metrics['model']} (this run)", metrics["rmse"], metrics["mae"])]
@@ -26,78 +55,262 @@ def results_table(metrics: dict[str, Any]) -> list[tuple[str, float, float]]:
     return rows
 
 
+def _references(metrics: dict[str, Any]) -> list[tuple[str, float]]:
+    refs = []
+    if metrics.get("oracle_rmse") is not None:
+        refs.append(("oracle (planted model, noise floor)", metrics["oracle_rmse"]))
+    if metrics.get("cinematch_rmse") is not None:
+        refs.append(("Cinematch (Netflix, on the real probe set)", metrics["cinematch_rmse"]))
+    return refs
+
+
 def format_table(metrics: dict[str, Any]) -> str:
     """The results table as aligned plain text, for the terminal."""
     rows = results_table(metrics)
-    width = max(len(r[0]) for r in rows)
+    refs = _references(metrics)
+    width = max(len(name) for name in [*(r[0] for r in rows), *(r[0] for r in refs)])
     lines = [f"{'model':<{width}}  {'RMSE':>7}  {'MAE':>7}"]
     lines += [f"{name:<{width}}  {r:7.4f}  {a:7.4f}" for name, r, a in rows]
-    if metrics.get("oracle_rmse") is not None:
-        lines.append(f"{'oracle (planted model)':<{width}}  {metrics['oracle_rmse']:7.4f}")
+    lines += [f"{name:<{width}}  {r:7.4f}" for name, r in refs]
+    if metrics.get("rmse_ci95"):
+        lo, hi = metrics["rmse_ci95"]
+        lines.append(f"95% bootstrap interval of the model's RMSE: {lo:.4f} .. {hi:.4f}")
     return "\n".join(lines)
 
 
-def render_markdown(metrics: dict[str, Any], summary: dict[str, Any], manifest: Manifest) -> str:
-    """The whole report as Markdown."""
+def _pct(value: float, ref: float) -> str:
+    return f"{(1 - value / ref) * 100:+.1f}%"
+
+
+def _metrics_section(metrics: dict[str, Any]) -> Section:
     gm = metrics["baselines"]["global_mean"]["rmse"]
-    out = [
-        f"# cfpipe run {metrics['run_id']}",
-        "",
-        f"Model `{metrics['model']}` on dataset `{metrics['dataset']}`: test RMSE "
-        f"**{metrics['rmse']:.4f}** over {metrics['n_test']:,} ratings "
-        f"({(1 - metrics['rmse'] / gm) * 100:+.1f}% vs the global mean).",
-        "",
-        "## Test metrics",
-        "",
-        "| model | RMSE | MAE | RMSE vs global mean |",
-        "|---|---:|---:|---:|",
+    rows = [[name, f"{r:.4f}", f"{a:.4f}", _pct(r, gm)] for name, r, a in results_table(metrics)]
+    rows += [[name, f"{r:.4f}", "", ""] for name, r in _references(metrics)]
+    blocks: list[str | Table | Figure] = [
+        Table(["model", "RMSE", "MAE", "RMSE vs global mean"], rows)
     ]
-    for name, r, a in results_table(metrics):
-        out.append(f"| {name} | {r:.4f} | {a:.4f} | {(1 - r / gm) * 100:+.1f}% |")
-    if metrics.get("oracle_rmse") is not None:
-        out.append(f"| oracle (planted model, noise floor) | {metrics['oracle_rmse']:.4f} | | |")
-    out += ["", "## Training", ""]
-    out.append(
+    if metrics.get("rmse_ci95"):
+        lo, hi = metrics["rmse_ci95"]
+        blocks.append(f"95% bootstrap interval of the model's RMSE: {lo:.4f} .. {hi:.4f}.")
+    cold = metrics.get("cold")
+    if cold and cold["rows"]:
+        blocks.append(
+            f"{cold['rows']:,} test ratings have a user or item with no training rating; the "
+            f"model scores them all the same (RMSE {cold['rmse']:.4f} on those alone)."
+        )
+    if metrics.get("qualifying"):
+        q = metrics["qualifying"]
+        blocks.append(f"Predictions for {q['rows']:,} qualifying ratings: `{q['file']}`.")
+    return Section("Test metrics", blocks)
+
+
+def _training_section(summary: dict[str, Any]) -> Section:
+    blocks: list[str | Table | Figure] = [
         f"{summary['epochs_run']} epochs (best: {summary['best_epoch']}, validation RMSE "
         f"{summary['val_rmse']:.4f}), {summary['seconds']:.1f} s, "
         f"{summary['ratings_per_second']:,.0f} ratings/s, {summary['strategy']} with "
         f"{summary['replicas']} replica(s)."
-    )
+    ]
     history = summary.get("history", {})
     keys = [k for k in ("loss", "rmse", "val_loss", "val_rmse") if k in history]
     if keys:
-        out += ["", "| epoch | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-        for i in range(len(history[keys[0]])):
-            out.append(f"| {i + 1} | " + " | ".join(f"{history[k][i]:.4f}" for k in keys) + " |")
-    out += ["", "## Data", ""]
-    out.append(
-        f"Source `{manifest.source.path}` ({manifest.source.format}), dataset fingerprint "
-        f"`{manifest.fingerprint[:16]}`: {manifest.n_users:,} users, {manifest.n_items:,} items."
+        rows = [
+            [str(i + 1), *(f"{history[k][i]:.4f}" for k in keys)]
+            for i in range(len(history[keys[0]]))
+        ]
+        blocks.append(Table(["epoch", *keys], rows))
+    from cflib import plots
+
+    png = plots.learning_curves(history)
+    if png is not None:
+        blocks.append(Figure("Learning curves", png))
+    return Section("Training", blocks)
+
+
+def _segments_section(metrics: dict[str, Any]) -> Section | None:
+    segments = metrics.get("segments")
+    if not segments:
+        return None
+    from cflib import plots
+
+    blocks: list[str | Table | Figure] = [
+        "Test RMSE by the number of training ratings of the rating's user, then of its item "
+        "(bucket 0: none; the model still scores them)."
+    ]
+    for key, title in (("user_activity", "user activity"), ("item_popularity", "item popularity")):
+        rows = segments[key]
+        blocks.append(
+            Table(
+                [title, "test ratings", "model RMSE", "user + item bias RMSE"],
+                [
+                    [r["bucket"], f"{r['rows']:,}", _opt(r["model"]), _opt(r["user_item_bias"])]
+                    for r in rows
+                ],
+            )
+        )
+        blocks.append(Figure(f"RMSE by {title}", plots.segments(rows, f"RMSE by {title}")))
+    dist = metrics["distribution"]
+    blocks.append(
+        Table(
+            ["rating", "true", "predicted (rounded)"],
+            [
+                [f"{v:g}", f"{t:,}", f"{p:,}"]
+                for v, t, p in zip(dist["values"], dist["true"], dist["predicted"], strict=True)
+            ],
+        )
     )
-    out += ["", "| split | ratings | mean rating |", "|---|---:|---:|"]
+    blocks.append(Figure("Predicted vs true ratings", plots.distribution(dist)))
+    return Section("Errors by segment", blocks)
+
+
+def _opt(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def _data_section(manifest: Manifest) -> Section:
+    blocks: list[str | Table | Figure] = [
+        f"Source `{manifest.source.path}` ({manifest.source.format}, {manifest.source.files:,} "
+        f"files, {manifest.source.bytes / 1e6:,.1f} MB), dataset fingerprint "
+        f"`{manifest.fingerprint[:16]}`: {manifest.n_users:,} users, {manifest.n_items:,} "
+        f"items, test split: {manifest.split}."
+    ]
+    rows = []
     for split, info in manifest.splits.items():
         mean = info.rating_sum / info.rows if info.rows else float("nan")
-        out.append(f"| {split} | {info.rows:,} | {mean:.4f} |")
-    out += [
-        "",
-        "## Configuration",
-        "",
-        "```json",
-        json.dumps(summary["config"], indent=2),
-        "```",
-        "",
+        rows.append([split, f"{info.rows:,}", f"{mean:.4f}"])
+    blocks.append(Table(["split", "ratings", "mean rating"], rows))
+    if manifest.quarantined:
+        blocks.append(
+            f"{manifest.quarantined:,} malformed source lines were quarantined at ingest "
+            "(`quarantine.parquet` in the dataset)."
+        )
+    return Section("Data", blocks)
+
+
+def build(metrics: dict[str, Any], summary: dict[str, Any], manifest: Manifest) -> list[Section]:
+    """The report's sections, in order."""
+    sections = [_metrics_section(metrics), _training_section(summary)]
+    segments = _segments_section(metrics)
+    if segments is not None:
+        sections.append(segments)
+    sections.append(_data_section(manifest))
+    sections.append(Section("Configuration", code=json.dumps(summary["config"], indent=2)))
+    return sections
+
+
+def _headline(metrics: dict[str, Any]) -> str:
+    gm = metrics["baselines"]["global_mean"]["rmse"]
+    return (
+        f"Model `{metrics['model']}` on dataset `{metrics['dataset']}`: test RMSE "
+        f"**{metrics['rmse']:.4f}** over {metrics['n_test']:,} ratings "
+        f"({_pct(metrics['rmse'], gm)} vs the global mean)."
+    )
+
+
+def _md_table(table: Table) -> list[str]:
+    align = table.align or "l" + "r" * (len(table.header) - 1)
+    rule = "|" + "|".join("---" if a == "l" else "---:" for a in align) + "|"
+    return [
+        "| " + " | ".join(table.header) + " |",
+        rule,
+        *("| " + " | ".join(row) + " |" for row in table.rows),
     ]
-    return "\n".join(out)
+
+
+def render_markdown(metrics: dict[str, Any], summary: dict[str, Any], manifest: Manifest) -> str:
+    """The whole report as Markdown (figures are in the HTML report only)."""
+    out = [f"# cfpipe run {metrics['run_id']}", "", _headline(metrics)]
+    for section in build(metrics, summary, manifest):
+        out += ["", f"## {section.title}"]
+        for block in section.blocks:
+            if isinstance(block, Table):
+                out += ["", *_md_table(block)]
+            elif isinstance(block, str):
+                out += ["", block]
+        if section.code is not None:
+            out += ["", "```json", section.code, "```"]
+    return "\n".join(out) + "\n"
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; color: #222; }
+table { border-collapse: collapse; margin: 1rem 0; }
+th, td { padding: 0.3rem 0.8rem; border-bottom: 1px solid #ddd; }
+td.r, th.r { text-align: right; }
+pre { background: #f6f6f6; padding: 1rem; overflow-x: auto; }
+figure { margin: 1rem 0; }
+"""
+
+
+def _inline(text: str) -> str:
+    """Escape text, then render Markdown's **bold** and `code` spans."""
+    parts = html.escape(text).split("`")
+    out = []
+    for i, part in enumerate(parts):
+        if i % 2:
+            out.append(f"<code>{part}</code>")
+        else:
+            bold = part.split("**")
+            out.append("".join(f"<b>{b}</b>" if j % 2 else b for j, b in enumerate(bold)))
+    return "".join(out)
+
+
+def _html_table(table: Table) -> str:
+    align = table.align or "l" + "r" * (len(table.header) - 1)
+    cls = ["" if a == "l" else ' class="r"' for a in align]
+    head = "".join(f"<th{c}>{html.escape(h)}</th>" for c, h in zip(cls, table.header, strict=True))
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td{c}>{_inline(v)}</td>" for c, v in zip(cls, row, strict=True))
+        + "</tr>"
+        for row in table.rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(metrics: dict[str, Any], summary: dict[str, Any], manifest: Manifest) -> str:
+    """The whole report as one self-contained HTML page, figures embedded as PNG."""
+    title = html.escape(f"cfpipe run {metrics['run_id']}")
+    out = [
+        "<!DOCTYPE html>",
+        f'<html lang="en"><head><meta charset="utf-8"><title>{title}</title>',
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{title}</h1>",
+        f"<p>{_inline(_headline(metrics))}</p>",
+    ]
+    for section in build(metrics, summary, manifest):
+        out.append(f"<h2>{html.escape(section.title)}</h2>")
+        for block in section.blocks:
+            if isinstance(block, Table):
+                out.append(_html_table(block))
+            elif isinstance(block, Figure):
+                data = base64.b64encode(block.png).decode()
+                alt = html.escape(block.title)
+                out.append(
+                    f'<figure><img alt="{alt}" src="data:image/png;base64,{data}">'
+                    f"<figcaption>{alt}</figcaption></figure>"
+                )
+            else:
+                out.append(f"<p>{_inline(block)}</p>")
+        if section.code is not None:
+            out.append(f"<pre>{html.escape(section.code)}</pre>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def write_report(run: Path) -> Path:
-    """Write ``RUN/report.md`` from the run's train summary and metrics."""
+    """Write ``RUN/report.md`` and ``RUN/report.html``; return the Markdown report's path."""
     run = Path(run)
     summary = runs.train_summary(run)
     metrics = runs.metrics(run)
     manifest = load_manifest(summary["data_dir"])
+    _write(run / schema.REPORT_HTML_FILE, render_html(metrics, summary, manifest))
     path = run / schema.REPORT_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render_markdown(metrics, summary, manifest))
-    tmp.replace(path)
+    _write(path, render_markdown(metrics, summary, manifest))
     return path

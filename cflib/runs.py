@@ -64,3 +64,37 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     tmp.replace(path)
+
+
+def find_trained(runs_dir: Path, data_fingerprint: str, config: dict[str, Any]) -> Path | None:
+    """The newest run under ``runs_dir`` that finished training on the same data (by
+    fingerprint) with the same config, or None. Lets a rerun skip a completed stage."""
+    if not runs_dir.is_dir():
+        return None
+    for path in sorted(runs_dir.glob(f"*/{schema.TRAIN_SUMMARY_FILE}"), reverse=True):
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if (
+            isinstance(summary, dict)
+            and summary.get("data_fingerprint") == data_fingerprint
+            and summary.get("config") == config
+            and (path.parent / schema.MODEL_FILE).is_file()
+        ):
+            return path.parent
+    return None
+
+
+def is_evaluated(run: Path, config: dict[str, Any]) -> bool:
+    """Whether ``run`` has metrics from an evaluation with ``config`` and its reports."""
+    try:
+        done = json.loads((run / schema.METRICS_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    reports = (run / schema.REPORT_FILE, run / schema.REPORT_HTML_FILE)
+    return (
+        isinstance(done, dict)
+        and done.get("config") == config
+        and all(p.is_file() for p in reports)
+    )

@@ -93,6 +93,7 @@ MODEL_FILE = "model.keras"
 TRAIN_SUMMARY_FILE = "train.json"
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
+REPORT_HTML_FILE = "report.html"
 
 RATING_MIN = 1.0
 RATING_MAX = 5.0

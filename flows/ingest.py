@@ -6,20 +6,31 @@ from typing import Any
 
 from prefect import flow
 from prefect_dask import DaskTaskRunner
+from pydantic import BaseModel, ConfigDict, Field
 
 from cflib.config import IngestConfig
 from flows.runtime import dask_scheduler_address, dask_task_runner
 from tasks import ingest as t
 
 
+class IngestParams(BaseModel):
+    """What to ingest where; the Prefect UI renders this as the run form."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: str = Field(description="Source directory (Netflix Prize or MovieLens).")
+    out: str = Field(description="Dataset directory to write.")
+    config: IngestConfig = Field(default_factory=IngestConfig, description="Ingest options.")
+
+
 @flow(name="ingest", task_runner=DaskTaskRunner(), log_prints=True)  # type: ignore[arg-type]
-def ingest_flow(source: str, out: str, config: IngestConfig | None = None) -> dict[str, Any]:
+def ingest_flow(params: IngestParams) -> dict[str, Any]:
     """Ingest a source directory into a partitioned Parquet dataset at ``out``.
 
     The flow's DaskTaskRunner owns the cluster (a LocalCluster, or an existing scheduler);
     each stage is a task that fans its shards or buckets out on that cluster.
     """
-    config = config or IngestConfig()
+    source, out, config = params.source, params.out, params.config
     plan = t.plan_ingest(source, out, config)
     if plan["up_to_date"]:
         return {"up_to_date": True, "out": plan["out"], "fingerprint": plan["fingerprint"]}
@@ -38,4 +49,5 @@ def ingest_flow(source: str, out: str, config: IngestConfig | None = None) -> di
 
 def run_ingest(source: str, out: str, config: IngestConfig) -> dict[str, Any]:
     """Run the ingest flow on the Dask cluster that ``config`` names."""
-    return ingest_flow.with_options(task_runner=dask_task_runner(config))(source, out, config)
+    flow_ = ingest_flow.with_options(task_runner=dask_task_runner(config))
+    return flow_(IngestParams(source=source, out=out, config=config))

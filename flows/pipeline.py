@@ -1,14 +1,23 @@
-"""The whole pipeline as one parent flow: ingest, train, evaluate, publish."""
+"""The whole pipeline as one parent flow: ingest, train, evaluate, publish.
+
+A rerun skips what is done and unchanged, keyed on fingerprints and configs rather than
+on code: ingest when the dataset's fingerprint (source files and options) matches,
+training when a run under ``WORK/runs`` was trained on the same data fingerprint with
+the same config, evaluation when that run has metrics from the same evaluate config,
+and publishing when the registry already holds the run.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
+from pydantic import BaseModel, ConfigDict, Field
 
+from cflib import registry, runs
 from cflib.config import PipelineConfig
-from cflib.runs import new_run_id
+from cflib.dataset import load_manifest
 from flows.evaluate_publish import evaluate_flow, publish_flow
 from flows.ingest import run_ingest
 from flows.train import train_flow
@@ -18,22 +27,48 @@ RUNS_DIR = "runs"
 REGISTRY_DIR = "registry"
 
 
+class PipelineParams(BaseModel):
+    """What the pipeline runs on; the Prefect UI renders this as the run form."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: str = Field(description="Source directory (Netflix Prize or MovieLens).")
+    work: str = Field(description="Work directory: data/, runs/, registry/.")
+    registry: str | None = Field(None, description="Model registry (default: WORK/registry).")
+    config: PipelineConfig = Field(default_factory=PipelineConfig, description="Every stage.")
+
+
 @flow(name="pipeline", log_prints=True)
-def pipeline_flow(
-    source: str,
-    work: str,
-    config: PipelineConfig | None = None,
-    registry: str | None = None,
-) -> dict[str, Any]:
+def pipeline_flow(params: PipelineParams) -> dict[str, Any]:
     """Ingest ``source`` into ``work/data``, train in ``work/runs/<run-id>``, evaluate and
-    publish to ``registry`` (default ``work/registry``)."""
-    config = config or PipelineConfig()
-    root = Path(work)
+    publish to ``registry`` (default ``work/registry``), skipping completed stages."""
+    config, root = params.config, Path(params.work)
+    logger = get_run_logger()
     data = str(root / DATA_DIR)
-    run_id = new_run_id()
-    run = str(root / RUNS_DIR / run_id)
-    run_ingest(source, data, config.ingest)
-    train_flow(data, run, config.train, run_id)
-    metrics = evaluate_flow(run, config.evaluate)
-    published = publish_flow(run, registry or str(root / REGISTRY_DIR), config.publish)
+    run_ingest(params.source, data, config.ingest)
+    fingerprint = load_manifest(data).fingerprint
+    train_cfg = config.train.model_dump()
+    done = runs.find_trained(root / RUNS_DIR, fingerprint, train_cfg)
+    if done is None:
+        run_id = runs.new_run_id()
+        run = str(root / RUNS_DIR / run_id)
+        train_flow(data, run, config.train, run_id)
+    else:
+        run = str(done)
+        logger.info("training skipped: %s was trained on the same data and config", run)
+    if runs.is_evaluated(Path(run), config.evaluate.model_dump(mode="json")):
+        logger.info("evaluation skipped: %s is evaluated with the same config", run)
+        metrics = runs.metrics(Path(run))
+    else:
+        metrics = evaluate_flow(run, config.evaluate)
+    registry_root = params.registry or str(root / REGISTRY_DIR)  # A path or an fsspec URL.
+    summary = runs.train_summary(Path(run))
+    found = registry.find_published(
+        registry_root, summary["dataset"], summary["model"], summary["run_id"]
+    )
+    if found is not None:
+        logger.info("publishing skipped: %s is already in the registry", found["artifact"])
+        published = {**found, "skipped": True}
+    else:
+        published = publish_flow(run, registry_root, config.publish)
     return {"data": data, "run": run, "metrics": metrics, "published": published}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from prefect import get_run_logger
 from prefect.context import FlowRunContext
 from prefect.task_runners import TaskRunner
 from prefect_dask import DaskTaskRunner
@@ -27,14 +28,16 @@ def dask_task_runner(cfg: IngestConfig) -> TaskRunner[Any]:
             "n_workers": cfg.n_workers,
             "threads_per_worker": 1,
             "processes": True,
-            "dashboard_address": None,
+            # The dashboard (bokeh) on loopback, on a free port: its link is logged.
+            "dashboard_address": "127.0.0.1:0",
         }
     )
     return cast("TaskRunner[Any]", runner)
 
 
 def dask_scheduler_address() -> str:
-    """The scheduler address of the running flow's DaskTaskRunner, starting it if needed.
+    """The scheduler address of the running flow's DaskTaskRunner, starting it if needed;
+    logs it and the dashboard's link.
 
     ``prefect_dask.get_dask_client`` reads the runner's private client, which the runner
     only creates on first use; its public ``client`` property creates it.
@@ -43,4 +46,11 @@ def dask_scheduler_address() -> str:
     runner = ctx.task_runner if ctx is not None else None
     if not isinstance(runner, DaskTaskRunner):
         raise RuntimeError("dask_scheduler_address() needs a flow run with a DaskTaskRunner")
-    return str(runner.client.scheduler.address)
+    client = runner.client
+    dashboard = client.scheduler_info().get("services", {}).get("dashboard")
+    get_run_logger().info(
+        "Dask scheduler %s, dashboard %s",
+        client.scheduler.address,
+        client.dashboard_link if dashboard else "not running (it needs bokeh on the scheduler)",
+    )
+    return str(client.scheduler.address)

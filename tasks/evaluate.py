@@ -6,8 +6,13 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 
-from cflib import evaluate, registry, report
+from cflib import evaluate, registry, report, runs, schema
 from cflib.config import EvaluateConfig, PublishConfig
 from tasks._retry import io_task
 
@@ -22,8 +27,27 @@ def evaluate_run(run: str, config: EvaluateConfig) -> dict[str, Any]:
 
 @task(name="write-report")
 def write_report(run: str) -> str:
-    """Render ``RUN/report.md``."""
-    return str(report.write_report(Path(run)))
+    """Render ``RUN/report.md`` and ``RUN/report.html``, and show the results in the
+    Prefect UI as artifacts of the flow run: the metrics table, the Markdown report and a
+    link to the HTML report."""
+    path = report.write_report(Path(run))
+    metrics = runs.metrics(Path(run))
+    rows = [
+        {"model": name, "rmse": round(rmse, 4), "mae": round(mae, 4)}
+        for name, rmse, mae in report.results_table(metrics)
+    ]
+    run_id = metrics["run_id"]
+    create_table_artifact(
+        rows, key="test-metrics", description=f"Test RMSE and MAE of run {run_id}"
+    )
+    create_markdown_artifact(
+        path.read_text(), key="run-report", description=f"Report of run {run_id}"
+    )
+    html = path.with_name(schema.REPORT_HTML_FILE).resolve()
+    create_link_artifact(
+        html.as_uri(), link_text=str(html), key="report-html", description="The HTML report"
+    )
+    return str(path)
 
 
 @io_task("publish-run")

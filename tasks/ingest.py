@@ -3,9 +3,11 @@ buckets fan out on the flow's Dask cluster (its scheduler address is passed in).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
 from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from cflib.config import IngestConfig
 from cflib.ingest import parallel, steps
@@ -15,12 +17,19 @@ _PROGRESS_STEPS = 10
 
 
 def _on_dask(address: str, what: str) -> parallel.Mapper:
-    """A Dask mapper that logs progress about every tenth of the jobs."""
+    """A Dask mapper that logs progress about every tenth of the jobs and shows it in the
+    Prefect UI as a progress artifact of the task run."""
     logger = get_run_logger()
+    artifact: list[UUID] = []
 
     def progress(done: int, total: int) -> None:
         if done == total or done % max(1, total // _PROGRESS_STEPS) == 0:
             logger.info("%s: %d/%d", what, done, total)
+            percent = 100.0 * done / total
+            if artifact:
+                update_progress_artifact(artifact[0], percent)
+            else:
+                artifact.append(cast(UUID, create_progress_artifact(percent, description=what)))
 
     return parallel.dask_map(address, progress)
 

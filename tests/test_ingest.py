@@ -13,7 +13,7 @@ import pytest
 from cflib import schema
 from cflib.config import IngestConfig
 from cflib.dataset import load_manifest
-from cflib.errors import DataFormatError, SourceError
+from cflib.errors import DataFormatError, DatasetError, SourceError
 from cflib.ingest.parallel import ingest_local
 from tests.conftest import MOVIES, PROBE, write_netflix
 
@@ -243,3 +243,17 @@ def test_failure_mid_write_keeps_the_previous_dataset(
     assert written  # one part was written before the fault
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "netflix"]
+
+
+def test_corrupt_part_is_named_and_not_up_to_date(netflix_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    ingest_local(netflix_dir, out, IngestConfig(bucket_rows=3))
+    part = sorted((out / "ratings" / "split=train").glob("*.parquet"))[0]
+    good = part.read_bytes()
+    part.write_bytes(good[: len(good) // 2])  # truncated, as by a full disk or a crash
+    with pytest.raises(DatasetError, match=f"{part}: corrupt or truncated Parquet part"):
+        load_manifest(out)
+    # The damaged dataset is rebuilt rather than taken as up to date.
+    assert "up_to_date" not in ingest_local(netflix_dir, out, IngestConfig(bucket_rows=3))
+    assert part.read_bytes() == good
+    load_manifest(out)

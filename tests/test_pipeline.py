@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -35,14 +36,14 @@ def synth_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_pipeline_beats_global_mean_and_publishes(
     prefect_harness: None, synth_source: Path, tmp_path: Path
 ) -> None:
-    from flows.pipeline import pipeline_flow
+    from flows.pipeline import PipelineParams, pipeline_flow
 
     work = tmp_path / "work"
     cfg = PipelineConfig(
         ingest=IngestConfig(n_workers=2, shard_mb=0.05),
         train=TrainConfig(epochs=6, batch_size=1024, learning_rate=0.01),
     )
-    result = pipeline_flow(str(synth_source), str(work), cfg)
+    result = pipeline_flow(PipelineParams(source=str(synth_source), work=str(work), config=cfg))
 
     truth = json.loads((synth_source / "truth.json").read_text())
     metrics = result["metrics"]
@@ -54,11 +55,47 @@ def test_pipeline_beats_global_mean_and_publishes(
     text = (Path(result["run"]) / schema.REPORT_FILE).read_text()
     for section in ("## Test metrics", "## Training", "## Data", "## Configuration"):
         assert section in text
+    assert "data:image/png;base64," in (Path(result["run"]) / "report.html").read_text()
+    artifacts = _artifacts()
+    assert {a.key for a in artifacts} >= {"test-metrics", "run-report", "report-html"}
+    progress = [a for a in artifacts if a.type == "progress"]
+    assert {a.description for a in progress} >= {"shards parsed", "parts written"}
+    assert all(a.data == 100.0 for a in progress)
 
     artifact = Path(result["published"]["artifact"])
     assert artifact.parent == work / "registry" / "netflix" / "biased-mf"
     assert registry.verify(artifact)["rmse"] == metrics["rmse"]
     assert (artifact.parent / "latest").resolve() == artifact.resolve()
+
+    # A rerun finds every stage done and unchanged: same run, nothing retrained.
+    again = pipeline_flow(PipelineParams(source=str(synth_source), work=str(work), config=cfg))
+    assert again["run"] == result["run"] and again["metrics"]["rmse"] == metrics["rmse"]
+    assert again["published"]["skipped"] and again["published"]["artifact"] == str(artifact)
+    assert len(list((work / "runs").iterdir())) == 1
+
+
+def _artifacts() -> list[Any]:
+    """The artifacts the Prefect API holds (what the UI shows on flow runs)."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, FlowRunFilter, TaskRunFilter
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    async def read() -> list[Any]:
+        async with get_client() as client:
+            # Explicit filters: this server version refuses the client's null defaults.
+            return list(
+                await client.read_artifacts(
+                    artifact_filter=ArtifactFilter(),
+                    flow_run_filter=FlowRunFilter(),
+                    task_run_filter=TaskRunFilter(),
+                    limit=200,
+                    sort=ArtifactSort.CREATED_DESC,
+                )
+            )
+
+    return asyncio.run(read())
 
 
 def test_ingest_flow_on_dask_reports_malformed_line(prefect_harness: None, tmp_path: Path) -> None:
@@ -143,3 +180,59 @@ def test_cli_training_epochs_reach_the_prefect_run_logs(
     messages = asyncio.run(cflib_logs())
     assert any(m.startswith("epoch 1: loss") for m in messages)
     assert any(m.startswith("logs-test: best epoch") for m in messages)
+
+
+def test_corrupt_part_fails_the_run_and_the_fixed_rerun_skips_ingest(
+    prefect_harness: None, synth_source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A part damaged between ingest and training fails the flow run with a message naming
+    it (in the Prefect logs too); once it is restored, a rerun does not ingest again."""
+    import flows.pipeline as pipeline
+    from cflib.errors import DatasetError
+    from flows.pipeline import PipelineParams, pipeline_flow
+
+    work = tmp_path / "work"
+    saved: dict[Path, bytes] = {}
+    real_train = pipeline.train_flow
+
+    def corrupt_then_train(data: str, *args: Any, **kwargs: Any) -> Any:
+        part = sorted(Path(data, "ratings", "split=train").glob("*.parquet"))[0]
+        saved[part] = part.read_bytes()
+        part.write_bytes(saved[part][:100])
+        return real_train(data, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "train_flow", corrupt_then_train)
+    cfg = PipelineConfig(train=TrainConfig(epochs=1, batch_size=1024))
+    params = PipelineParams(source=str(synth_source), work=str(work), config=cfg)
+    state = pipeline_flow(params, return_state=True)
+    [(part, good)] = saved.items()
+    assert state.is_failed()
+    with pytest.raises(DatasetError, match=f"{part}: corrupt or truncated Parquet part"):
+        state.result()
+    assert any(f"{part}: corrupt or truncated" in line for line in _logs())
+
+    part.write_bytes(good)  # the fix
+    manifest = work / "data" / schema.MANIFEST_FILE
+    before = manifest.stat().st_mtime_ns
+    monkeypatch.setattr(pipeline, "train_flow", real_train)
+    result = pipeline_flow(params)
+    assert manifest.stat().st_mtime_ns == before  # ingest was up to date: skipped
+    assert result["metrics"]["n_test"] > 0
+
+
+def _logs() -> list[str]:
+    """Every log line the Prefect API holds (the flow runs' logs in the UI)."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter
+    from prefect.client.schemas.sorting import LogSort
+
+    async def read() -> list[str]:
+        async with get_client() as client:
+            logs = await client.read_logs(
+                log_filter=LogFilter(), limit=200, offset=0, sort=LogSort.TIMESTAMP_DESC
+            )
+            return [log.message for log in logs]
+
+    return asyncio.run(read())

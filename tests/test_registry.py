@@ -169,3 +169,15 @@ def test_a_run_whose_dataset_was_rebuilt_is_refused(data: Path, tmp_path: Path) 
     (run / schema.TRAIN_SUMMARY_FILE).write_text(json.dumps(summary))
     with pytest.raises(DatasetError, match="was trained on; the dataset was rebuilt"):
         registry.publish(run, tmp_path / "reg", PublishConfig())
+
+
+def test_find_published(artifact: Path) -> None:
+    reg = artifact.parents[2]
+    found = registry.find_published(reg, "tiny", "biased-mf", "r1")
+    assert found is not None and found["artifact"] == str(artifact)
+    assert found["latest"] == str(artifact.parent / "latest")
+    assert found["promotion"]["promoted"] is True
+    assert registry.find_published(reg, "tiny", "biased-mf", "r2") is None
+    (artifact / schema.REPORT_FILE).write_text("changed\n")
+    with pytest.raises(ArtifactError, match="checksum mismatch"):
+        registry.find_published(reg, "tiny", "biased-mf", "r1")

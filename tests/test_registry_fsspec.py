@@ -147,3 +147,14 @@ def test_an_unknown_url_protocol_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="nosuchfs://reg: not a usable filesystem URL"):
         locate("nosuchfs://reg")
+
+
+def test_find_published_in_memory(data: Path, mem: str, tmp_path: Path) -> None:
+    assert registry.find_published(mem, "tiny", "biased-mf", "r1") is None
+    registry.publish(make_run(tmp_path / "runs", data, "r1"), mem, PublishConfig())
+    found = registry.find_published(mem, "tiny", "biased-mf", "r1")
+    assert found is not None and found["latest"] == f"{mem}/tiny/biased-mf/latest"
+    fs = fsspec.filesystem("memory")
+    fs.pipe_file(mem.removeprefix("memory:/") + "/tiny/biased-mf/r1/report.md", b"x")
+    with pytest.raises(ArtifactError, match="checksum mismatch"):
+        registry.find_published(mem, "tiny", "biased-mf", "r1")

@@ -37,6 +37,7 @@ from cflib.dataset import (
     Manifest,
     SourceInfo,
     SplitInfo,
+    load_manifest,
     schema_fields,
     write_manifest,
 )
@@ -115,9 +116,13 @@ def load_plan(stage: str | Path) -> Plan:
 
 
 def _existing_fingerprint(out: Path) -> str | None:
+    """The fingerprint of the dataset at ``out``, if it is whole (every part checked)."""
+    if not (out / schema.MANIFEST_FILE).is_file():
+        return None
     try:
-        return str(json.loads((out / schema.MANIFEST_FILE).read_text())["fingerprint"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return load_manifest(out).fingerprint
+    except DatasetError as exc:
+        log.warning("%s: rebuilding, the existing dataset is damaged (%s)", out, exc)
         return None
 
 

@@ -18,7 +18,7 @@ from cflib.registry.artifact import (
     resolve,
     verify,
 )
-from cflib.registry.publish import publish
+from cflib.registry.publish import find_published, publish
 
 __all__ = [
     "ARTIFACT_FILE",
@@ -28,6 +28,7 @@ __all__ = [
     "ArtifactError",
     "RefError",
     "artifact_dir",
+    "find_published",
     "publish",
     "read_info",
     "resolve",

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import functools
 import importlib.metadata
+import json
 import os
 import shutil
 import tempfile
@@ -40,7 +41,7 @@ from cflib.registry.artifact import (
     verify,
     write_info,
 )
-from cflib.registry.store import Location, locate, upload, verify_remote
+from cflib.registry.store import Location, latest_name, locate, upload, verify_remote
 
 _RUN_FILES = (
     schema.MODEL_FILE,
@@ -263,3 +264,37 @@ def _publish_remote(
     if decision["promoted"]:
         fs.pipe_file(target.parent.join(LATEST).path, target.name.encode())
     return decision
+
+
+def find_published(
+    registry: str | Path, dataset: str, model: str, run_id: str
+) -> dict[str, Any] | None:
+    """The registry's artifact of a run, verified, as ``publish`` describes it; or None.
+
+    Returns:
+        None if the run is not published there; else ``publish``'s result for it, with
+        ``latest`` set only if ``latest`` names this run and the recorded ``promotion``.
+
+    Raises:
+        ArtifactError: the artifact is there but fails verification.
+    """
+    root = locate(registry)
+    where = root.join(*artifact_dir(Path("."), dataset, model, run_id).parts)
+    if where.local:
+        if not (Path(where.path) / ARTIFACT_FILE).is_file():
+            return None
+        info = verify(Path(where.path))
+    else:
+        if not where.fs.isfile(where.join(ARTIFACT_FILE).path):
+            return None
+        info = json.loads(where.fs.cat_file(where.join(ARTIFACT_FILE).path))
+        verify_remote(where, info)
+    is_latest = latest_name(where.parent) == run_id
+    return {
+        "artifact": str(where),
+        "latest": str(where.parent.join(LATEST)) if is_latest else None,
+        "run_id": run_id,
+        "dataset": dataset,
+        "model": model,
+        "promotion": info.get("promotion"),
+    }

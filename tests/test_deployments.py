@@ -1,0 +1,287 @@
+"""Deployments for real: a `prefect server` on 127.0.0.1, `cfpipe deploy serve`, a run
+triggered through the API as the UI's Run button does it, and a scheduled run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from cflib import deployments, registry
+from cflib.errors import ConfigError
+from tests.conftest import write_netflix
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 420
+
+
+def test_repository_deployments_build_and_validate() -> None:
+    built = deployments.build(deployments.DEFAULT_FILE)
+    assert {d.name for d in built} == {
+        "nightly-netflix",
+        "adhoc-movielens",
+        "weekly-model-comparison",
+    }
+    nightly = next(d for d in built if d.name == "nightly-netflix")
+    assert nightly.schedules[0].schedule.cron == "0 2 * * *"
+    # The UI's form comes from the flow's parameter schema: one typed `params` object.
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.pipeline import pipeline_flow
+
+    schema = parameter_schema(pipeline_flow.fn)
+    assert list(schema.properties) == ["params"] and nightly.enforce_parameter_schema
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("deployments: []", "no `deployments` list"),
+        ("deployments:\n  - name: x", "deployment 1 has no `entrypoint`"),
+        (
+            "deployments:\n  - name: x\n    entrypoint: flows/pipeline.py:pipeline_flow\n"
+            "    parameters: {params: {source: 1}}",
+            "deployment x:",
+        ),
+        (
+            "deployments:\n  - name: x\n    entrypoint: flows/pipeline.py:pipeline_flow\n"
+            "    schedules: [{every: 3}]\n    parameters: {params: {source: a, work: b}}",
+            "a schedule needs cron or interval",
+        ),
+        ("deployments: [", "not valid YAML"),
+    ],
+)
+def test_bad_deployment_files(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "deploy" / "prefect.yaml"
+    path.parent.mkdir()
+    path.write_text(text)
+    (tmp_path / "flows").symlink_to(ROOT / "flows")
+    with pytest.raises(ConfigError, match=message):
+        deployments.build(path)
+    with pytest.raises(ConfigError, match="--only nope: no such deployment"):
+        deployments.build(deployments.DEFAULT_FILE, ["nope"])
+
+
+# --- a real server ------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(what: str, check: Any, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a process group started for a test: SIGTERM twice (Prefect wants it), then kill."""
+    for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGKILL):
+        if proc.poll() is not None:
+            return
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    home = tmp_path_factory.mktemp("prefect-home")
+    url = f"http://127.0.0.1:{_free_port()}"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+    }
+    env.pop("PREFECT_API_URL", None)
+    host, port = url.removeprefix("http://").split(":")
+    log = (home / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", port],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{url}/api/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        _wait("the Prefect server", healthy)
+        yield {**env, "PREFECT_API_URL": f"{url}/api"}
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def served(
+    server: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    """`cfpipe deploy serve` over a deployments file for tiny data."""
+    from cflib.config import SynthConfig
+    from cflib.synth import generate_netflix
+
+    tmp = tmp_path_factory.mktemp("deploy")
+    synth = tmp / "synth"
+    generate_netflix(synth, SynthConfig(movies=60, users=400, ratings=20_000, probe_fraction=0.05))
+    tiny = write_netflix(tmp / "tiny")
+    spec = {
+        "deployments": [
+            {
+                "name": "adhoc-tiny",
+                "entrypoint": f"{ROOT}/flows/pipeline.py:pipeline_flow",
+                "parameters": {"params": {"source": "/nowhere", "work": "/nowhere"}},
+            },
+            {
+                "name": "tiny-ingest",
+                "entrypoint": f"{ROOT}/flows/ingest.py:ingest_flow",
+                "parameters": {"params": {"source": str(tiny), "out": str(tmp / "scheduled")}},
+            },
+        ]
+    }
+    path = tmp / "deploy" / "prefect.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(spec))
+    log = (tmp / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cflib.cli", "deploy", "serve", "--prefect-file", str(path)]
+        + ["--limit", "2"],
+        env=server,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield {"env": server, "synth": synth, "tmp": tmp, "log": tmp / "serve.log"}
+    finally:
+        _stop(proc)
+
+
+def _api(env: dict[str, str], fn: Any) -> Any:
+    """Run ``fn(client)`` against the test server's API."""
+    from prefect.client.orchestration import PrefectClient
+
+    async def go() -> Any:
+        async with PrefectClient(env["PREFECT_API_URL"]) as client:
+            return await fn(client)
+
+    return asyncio.run(go())
+
+
+def _deployment_id(env: dict[str, str], name: str) -> Any:
+    async def read(client: Any) -> Any:
+        try:
+            return (await client.read_deployment_by_name(name)).id
+        except Exception:  # not registered yet
+            return None
+
+    return _wait(f"deployment {name}", lambda: _api(env, read))
+
+
+def _final_state(env: dict[str, str], run_id: Any) -> Any:
+    async def read(client: Any) -> Any:
+        state = (await client.read_flow_run(run_id)).state
+        return state if state is not None and state.is_final() else None
+
+    return _wait("the flow run to finish", lambda: _api(env, read), timeout=TIMEOUT)
+
+
+@pytest.mark.slow
+def test_run_triggered_from_the_api_with_custom_parameters(served: dict[str, Any]) -> None:
+    env, work = served["env"], served["tmp"] / "work"
+    deployment = _deployment_id(env, "pipeline/adhoc-tiny")
+    params = {
+        "source": str(served["synth"]),
+        "work": str(work),
+        "config": {"train": {"epochs": 2, "batch_size": 1024, "embedding_dim": 8}},
+    }
+
+    async def trigger(client: Any) -> Any:
+        # What the UI's "Run > Custom run" button sends: the deployment and new parameters.
+        return (
+            await client.create_flow_run_from_deployment(deployment, parameters={"params": params})
+        ).id
+
+    run_id = _api(env, trigger)
+    state = _final_state(env, run_id)
+    assert state.is_completed(), (state, served["log"].read_text()[-3000:])
+
+    [model_dir] = (work / "registry" / "synth").iterdir()
+    latest = model_dir / "latest"
+    info = registry.verify(latest.resolve())
+    assert info["model"] == "biased-mf" and model_dir.name == "biased-mf"
+
+    async def artifacts(client: Any) -> set[str]:
+        from prefect.client.schemas.filters import ArtifactFilter, FlowRunFilter, TaskRunFilter
+        from prefect.client.schemas.sorting import ArtifactSort
+
+        found = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(),
+            flow_run_filter=FlowRunFilter(),
+            task_run_filter=TaskRunFilter(),
+            limit=200,
+            sort=ArtifactSort.CREATED_DESC,
+        )
+        return {a.key for a in found if a.key}
+
+    assert _api(env, artifacts) >= {"test-metrics", "run-report", "report-html"}
+
+
+@pytest.mark.slow
+def test_scheduled_run_executes(served: dict[str, Any]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from prefect.client.schemas.schedules import IntervalSchedule
+
+    env = served["env"]
+    deployment = _deployment_id(env, "ingest/tiny-ingest")
+    # An hourly schedule whose first slot is a few seconds away: exactly one run here.
+    first = datetime.now(UTC) + timedelta(seconds=5)
+    schedule = IntervalSchedule(interval=timedelta(hours=1), anchor_date=first)
+
+    async def add(client: Any) -> None:
+        await client.create_deployment_schedules(deployment, [(schedule, True)])
+
+    _api(env, add)
+
+    async def completed(client: Any) -> Any:
+        from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+        from prefect.client.schemas.sorting import FlowRunSort
+
+        # Explicit limit and sort: this server version refuses the client's null defaults.
+        runs = await client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment])),
+            limit=50,
+            sort=FlowRunSort.START_TIME_ASC,
+        )
+        return [r for r in runs if r.state is not None and r.state.is_completed()]
+
+    done = _wait("a scheduled run to complete", lambda: _api(env, completed), timeout=TIMEOUT)
+    assert done[0].auto_scheduled
+    assert (served["tmp"] / "scheduled" / "_manifest.json").is_file()
