@@ -31,17 +31,17 @@ def make_run(
     """A run directory as train + evaluate leave it, with a real model of random weights."""
     import keras
 
-    from cflib.models.registry import build_model
+    from cflib.models import BiasedMF, DotModel
 
     manifest = load_manifest(data)
     cfg = TrainConfig(model=model, embedding_dim=4)  # type: ignore[arg-type]
-    net = build_model(
-        model,
-        n_users=manifest.n_users,
-        n_items=manifest.n_items,
-        global_mean=manifest.global_mean,
-        cfg=cfg,
-    )
+    # The classes' leading positional arguments, stable as their keyword options change.
+    sizes = (manifest.n_users, manifest.n_items, 4)
+    if model == "biased-mf":
+        net = BiasedMF(*sizes, manifest.global_mean, name="biased_mf")
+    else:
+        net = DotModel(*sizes, name="dot")
+    net.build({"user": (None,), "item": (None,)})
     rng = np.random.default_rng(seed)
     net.set_weights([rng.normal(0, 0.6, w.shape).astype(np.float32) for w in net.get_weights()])
     run = root / run_id
