@@ -59,7 +59,8 @@ def models_show(
     from cflib.serving import open_artifact
 
     where = locate_artifact(ref, registry)
-    info = open_artifact(str(where), for_scoring=False).info
+    with open_artifact(str(where), for_scoring=False) as artifact:
+        info = artifact.info
     promotion = info.get("promotion") or {}
     versions = info.get("versions") or {}
     rows = {
@@ -91,7 +92,8 @@ def predict(
     """Print the predicted rating of raw user USER for raw item ITEM."""
     from cflib.serving import open_artifact
 
-    typer.echo(f"{open_artifact(model, registry).predict(user, item):.4f}")
+    with open_artifact(model, registry) as artifact:
+        typer.echo(f"{artifact.predict(user, item):.4f}")
 
 
 def recommend(
@@ -105,7 +107,8 @@ def recommend(
 
     if k <= 0:
         raise ConfigError(f"-k {k}: should be a positive integer")
-    rows = open_artifact(model, registry).recommend(user, k)
+    with open_artifact(model, registry) as artifact:
+        rows = artifact.recommend(user, k)
     typer.echo(f"{'rank':>4}  {'item':>8}  {'rating':>6}  title")
     for rank, row in enumerate(rows, 1):
         year = f" ({row['year']})" if row["year"] is not None else ""

@@ -39,6 +39,18 @@ class Artifact:
         self.info = info
         #: Where the artifact was published (``path`` is a local copy of a remote one).
         self.source = source or str(path)
+        self._cleanup: weakref.finalize | None = None
+
+    def close(self) -> None:
+        """Remove the local copy of a remote artifact (also done when collected)."""
+        if self._cleanup is not None:
+            self._cleanup()
+
+    def __enter__(self) -> Artifact:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @functools.cached_property
     def raw_users(self) -> np.ndarray:
@@ -157,9 +169,10 @@ def open_artifact(
     """Resolve ``ref``, verify its checksums, and open it.
 
     ``ref`` and ``registry`` are as in ``cflib.registry.resolve``, and may be fsspec
-    URLs: a remote artifact is downloaded to a temporary directory (removed when the
-    returned object is collected) and verified there. ``for_scoring`` also requires
-    what ``recommend`` needs (``seen.parquet``, absent from older artifacts).
+    URLs: a remote artifact is downloaded to a temporary directory and verified there;
+    ``close()`` (or a ``with`` block) removes it, as does garbage collection.
+    ``for_scoring`` also requires what ``recommend`` needs (``seen.parquet``, absent
+    from older artifacts).
 
     Raises:
         RefError: ``ref`` is malformed or leaves its registry or model directory.
@@ -187,5 +200,5 @@ def open_artifact(
         raise
     artifact = Artifact(path, info, source=str(where))
     if tmp is not None:
-        weakref.finalize(artifact, shutil.rmtree, tmp, True)
+        artifact._cleanup = weakref.finalize(artifact, shutil.rmtree, tmp, True)
     return artifact

@@ -67,9 +67,9 @@ def test_publish_to_memory_then_list_and_score(data: Path, mem: str, tmp_path: P
     local = open_artifact(registry.publish(run1, tmp_path / "reg", PublishConfig())["artifact"])
     assert remote.predict(30, 3) == local.predict(30, 3)
     assert remote.recommend(60, 3) == local.recommend(60, 3)
-    copy = remote.path
-    del remote
-    assert not copy.exists()  # the downloaded copy goes with the object
+    assert remote.path.is_dir()
+    remote.close()
+    assert not remote.path.exists()  # the downloaded copy is removed
 
     with pytest.raises(ConfigError, match="already exists"):
         registry.publish(run1, mem, PublishConfig())
