@@ -246,3 +246,20 @@ def test_saved_model_loads_without_cfpipe_in_a_fresh_process(biased: Path) -> No
     assert ratings[:2] == pytest.approx([art.predict(10, 1), art.predict(20, 3)], abs=1e-5)
     item_bias = float(art.model.item_bias.embeddings.numpy()[1, 0])
     assert ratings[2] == pytest.approx(np.clip(art.info["global_mean"] + item_bias, 1, 5), abs=1e-5)
+
+
+def test_an_artifact_without_seen_pairs_is_shown_but_not_scored(
+    biased: Path, tmp_path: Path
+) -> None:
+    import json
+
+    old = tmp_path / "old"
+    shutil.copytree(biased, old)
+    (old / registry.SEEN_FILE).unlink()
+    info = json.loads((old / registry.ARTIFACT_FILE).read_text())
+    del info["files"][registry.SEEN_FILE]
+    info["format_version"] = 1
+    (old / registry.ARTIFACT_FILE).write_text(json.dumps(info))
+    assert open_artifact(old, for_scoring=False).info["format_version"] == 1
+    with pytest.raises(ArtifactError, match="older cfpipe without seen.parquet"):
+        open_artifact(old)
