@@ -289,7 +289,8 @@ def _quiet_prefect_console() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the CLI; user errors print one line and exit with status 2."""
+    """Entry point: run the CLI; user errors print one line and exit with status 2, system
+    errors (a full disk, a read-only directory) one line and status 1."""
     _log_cflib_info()
     _quiet_prefect_console()
     try:
@@ -303,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         typer.echo(f"cfpipe: error: {message}", err=True)
         return int(getattr(exc, "exit_code", 2))
+    except OSError as exc:  # the machine, not the input: a full disk, a read-only mount
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.echo(f"cfpipe: error: {where}{exc.strerror or exc}", err=True)
+        return 1
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("cfpipe: interrupted", err=True)
         return 130

@@ -238,3 +238,30 @@ def test_compare_models_trains_each_and_publishes_a_table(
         assert registry.verify(Path(row["artifact"]))["model"] == row["model"]
     [table] = [a for a in _artifacts() if a.key == "model-comparison"][:1]
     assert json.loads(table.data)[0]["model"] == rows[0]["model"]
+
+
+def test_cli_disk_full_is_one_line_and_keeps_the_previous_dataset(
+    prefect_harness: None,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import errno
+
+    import cflib.ingest.steps as steps
+
+    src = write_netflix(tmp_path / "src")
+    out = tmp_path / "data"
+    assert main(["ingest", str(src), "--out", str(out)]) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(args[1]))
+
+    monkeypatch.setattr(steps.pq, "write_table", full)
+    capsys.readouterr()
+    assert main(["ingest", str(src), "--out", str(out), "--force"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("cfpipe: error: ") and err[-1].endswith("No space left on device")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "src"]
