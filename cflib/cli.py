@@ -12,7 +12,7 @@ import typer
 
 from cflib import report, schema
 from cflib.cli_deploy import deploy_app, server
-from cflib.cliopts import config_options
+from cflib.cliopts import config_options, given_on_command_line, load_config_file
 from cflib.config import (
     EvaluateConfig,
     IngestConfig,
@@ -225,17 +225,37 @@ _RUN_INGEST_OPTIONS = (
 @config_options(IngestConfig, param="ingest_cfg", include=_RUN_INGEST_OPTIONS)
 @config_options(TrainConfig, param="train_cfg")
 def run(
+    ctx: typer.Context,
     source: Path = typer.Argument(
         ..., help="Source directory: Netflix Prize or MovieLens (100K, 1M, CSV)."
     ),
     out: Path = typer.Option(..., "--out", help="Work directory: data/, runs/, registry/."),
     registry: Path | None = typer.Option(None, "--registry", help="Default: OUT/registry."),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML or JSON file of stage options; options given here win."
+    ),
     *,
     ingest_cfg: IngestConfig,
     train_cfg: TrainConfig,
 ) -> None:
     """Ingest, train, evaluate and publish as one Prefect flow."""
-    _run_pipeline(source, out, PipelineConfig(ingest=ingest_cfg, train=train_cfg), registry)
+    cfg = PipelineConfig(ingest=ingest_cfg, train=train_cfg)
+    if config is not None:
+        cfg = _with_file(ctx, cfg, config)
+    _run_pipeline(source, out, cfg, registry)
+
+
+def _with_file(ctx: typer.Context, cfg: PipelineConfig, path: Path) -> PipelineConfig:
+    """The config file's options, overridden by the options typed on the command line."""
+    data = load_config_file(path, PipelineConfig)
+    for stage in ("ingest", "train"):
+        typed = getattr(cfg, stage)
+        section = dict(data.get(stage) or {})
+        for name in type(typed).model_fields:
+            if name in ctx.params and given_on_command_line(ctx, name):
+                section[name] = getattr(typed, name)
+        data[stage] = section
+    return PipelineConfig.model_validate(data)
 
 
 @app.command()
