@@ -10,7 +10,7 @@ DEMO_OUT ?= demo-work
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 export TF_CPP_MIN_LOG_LEVEL = 2
 
-.PHONY: install demo test lint typecheck fmt bench lock clean
+.PHONY: install demo test lint typecheck fmt bench audit lock clean
 
 install: $(STAMP)
 
@@ -38,6 +38,11 @@ fmt: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
+
+# Known vulnerabilities in the locked dependencies (PyPI's advisory data). --strict: a
+# package that cannot be checked fails the audit too. Needs https://pypi.org.
+audit: $(STAMP)
+	$(BIN)/pip-audit --strict --progress-spinner off -r constraints.txt --no-deps --disable-pip
 
 # Re-pin after changing dependencies in pyproject.toml (then commit constraints.txt).
 lock: $(STAMP)

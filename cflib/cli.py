@@ -13,7 +13,7 @@ import typer
 from cflib import report, schema
 from cflib.cli_deploy import deploy_app, server
 from cflib.cli_registry import models_app, predict, recommend
-from cflib.cliopts import config_options
+from cflib.cliopts import config_options, given_on_command_line, load_config_file
 from cflib.config import (
     EvaluateConfig,
     IngestConfig,
@@ -238,12 +238,16 @@ _RUN_INGEST_OPTIONS = (
 @config_options(TrainConfig, param="train_cfg")
 @config_options(PublishConfig, param="publish_cfg")
 def run(
+    ctx: typer.Context,
     source: Path = typer.Argument(
         ..., help="Source directory: Netflix Prize or MovieLens (100K, 1M, CSV)."
     ),
     out: Path = typer.Option(..., "--out", help="Work directory: data/, runs/, registry/."),
     registry: str | None = typer.Option(
         None, "--registry", help="Registry root, a path or fsspec URL (default: OUT/registry)."
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML or JSON file of stage options; options given here win."
     ),
     *,
     ingest_cfg: IngestConfig,
@@ -252,7 +256,22 @@ def run(
 ) -> None:
     """Ingest, train, evaluate and publish as one Prefect flow."""
     cfg = PipelineConfig(ingest=ingest_cfg, train=train_cfg, publish=publish_cfg)
+    if config is not None:
+        cfg = _with_file(ctx, cfg, config)
     _run_pipeline(source, out, cfg, registry)
+
+
+def _with_file(ctx: typer.Context, cfg: PipelineConfig, path: Path) -> PipelineConfig:
+    """The config file's options, overridden by the options typed on the command line."""
+    data = load_config_file(path, PipelineConfig)
+    for stage in ("ingest", "train", "publish"):
+        typed = getattr(cfg, stage)
+        section = dict(data.get(stage) or {})
+        for name in type(typed).model_fields:
+            if name in ctx.params and given_on_command_line(ctx, name):
+                section[name] = getattr(typed, name)
+        data[stage] = section
+    return PipelineConfig.model_validate(data)
 
 
 @app.command()
@@ -306,7 +325,8 @@ def _quiet_prefect_console() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the CLI; user errors print one line and exit with status 2."""
+    """Entry point: run the CLI; user errors print one line and exit with status 2, system
+    errors (a full disk, a read-only directory) one line and status 1."""
     _log_cflib_info()
     _quiet_prefect_console()
     try:
@@ -320,6 +340,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         typer.echo(f"cfpipe: error: {message}", err=True)
         return int(getattr(exc, "exit_code", 2))
+    except OSError as exc:  # the machine, not the input: a full disk, a read-only mount
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.echo(f"cfpipe: error: {where}{exc.strerror or exc}", err=True)
+        return 1
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("cfpipe: interrupted", err=True)
         return 130

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -76,3 +77,40 @@ def config_options(
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def load_config_file(path: Path, model: type[BaseModel]) -> dict[str, Any]:
+    """The mapping in a YAML or JSON config file, validated against ``model``.
+
+    Raises:
+        ConfigError: the file is missing or unreadable, or a key is unknown or a value out
+            of range; one line naming the file and the key (``train.epochs``).
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        first = " ".join(str(exc).split())  # one line: YAML errors span several
+        raise ConfigError(f"--config {path}: not valid YAML or JSON ({first})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of options")
+    try:
+        model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(part) for part in err["loc"]) or model.__name__
+        raise ConfigError(f"--config {path}: {where}: {err['msg']}") from None
+    return data
+
+
+def given_on_command_line(ctx: Any, name: str) -> bool:
+    """Whether option ``name`` was typed on the command line (not left at its default)."""
+    from typer._click.core import ParameterSource
+
+    return bool(ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE)

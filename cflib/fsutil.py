@@ -69,6 +69,54 @@ def atomic_dir(final: Path, *, overwrite: bool = False, what: str = "--out") -> 
         raise
 
 
+@contextlib.contextmanager
+def exclusive(target: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``target`` (a directory that may not exist yet).
+
+    The lock is ``flock`` on ``.<name>.lock`` next to ``target``, removed on release. The
+    kernel drops the lock when the process dies, so a crash never leaves it stuck (a
+    stale file is simply locked again). It guards one writer per output directory or
+    registry entry, across processes on a machine (and on shared filesystems whose
+    ``flock`` is honoured, such as NFSv4).
+
+    Raises:
+        ConfigError: another process holds the lock; names it (pid, since when).
+    """
+    import fcntl
+    import time
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = target.parent / f".{target.name}.lock"
+    while True:
+        fh = open(path, "a+")  # noqa: SIM115 - held until the block ends
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise ConfigError(
+                f"{what} {target}: another cfpipe process is writing it ({holder}); "
+                "wait for it to finish"
+            ) from None
+        try:  # the holder before us may have removed the file we opened: lock the new one
+            same = os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        fh.close()
+    try:
+        fh.truncate(0)
+        fh.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+        fh.flush()
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # before unlocking: no one can lock the old file
+        fh.close()
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes."""
     digest = hashlib.sha256()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
@@ -9,6 +10,7 @@ from prefect_dask import DaskTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
 from cflib.config import IngestConfig
+from cflib.fsutil import exclusive
 from flows.runtime import dask_scheduler_address, dask_task_runner
 from tasks import ingest as t
 
@@ -31,20 +33,21 @@ def ingest_flow(params: IngestParams) -> dict[str, Any]:
     each stage is a task that fans its shards or buckets out on that cluster.
     """
     source, out, config = params.source, params.out, params.config
-    plan = t.plan_ingest(source, out, config)
-    if plan["up_to_date"]:
-        return {"up_to_date": True, "out": plan["out"], "fingerprint": plan["fingerprint"]}
-    stage = plan["stage"]
-    try:
-        address = dask_scheduler_address()
-        parsed = t.parse_shards(stage, address)
-        ids = t.build_id_maps(stage, parsed, address)
-        t.split_shards(stage, ids, address)
-        parts = t.compact_buckets(stage, ids, address)
-        return t.finalize(stage, ids, parts, t.locate_repeats(stage, address))
-    except BaseException:
-        t.abort(stage)
-        raise
+    with exclusive(Path(out).resolve(), "--out"):  # one writer per dataset
+        plan = t.plan_ingest(source, out, config)
+        if plan["up_to_date"]:
+            return {"up_to_date": True, "out": plan["out"], "fingerprint": plan["fingerprint"]}
+        stage = plan["stage"]
+        try:
+            address = dask_scheduler_address()
+            parsed = t.parse_shards(stage, address)
+            ids = t.build_id_maps(stage, parsed, address)
+            t.split_shards(stage, ids, address)
+            parts = t.compact_buckets(stage, ids, address)
+            return t.finalize(stage, ids, parts, t.locate_repeats(stage, address))
+        except BaseException:
+            t.abort(stage)
+            raise
 
 
 def run_ingest(source: str, out: str, config: IngestConfig) -> dict[str, Any]:

@@ -3,14 +3,17 @@ on 127.0.0.1, output identical to the in-process run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,59 +33,44 @@ def _wait_for(path: Path, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
-@pytest.fixture
-def cluster(prefect_harness: None, tmp_path: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def _cluster(tmp_path: Path, workers: int, *extra: str) -> Iterator[tuple[str, list[Any]]]:
+    """A `dask scheduler` and ``workers`` `dask worker` processes on 127.0.0.1."""
     # The workers get no PREFECT_API_URL: they run plain cflib functions, not Prefect tasks.
     env = {**os.environ, "DASK_LOGGING__DISTRIBUTED": "warning"}
     env.pop("PREFECT_API_URL", None)
     info = tmp_path / "scheduler.json"
     common = ["--no-dashboard"]
-    procs = [
-        subprocess.Popen(
-            [
-                DASK,
-                "scheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                f"--scheduler-file={info}",
-                *common,
-            ],
-            env=env,
-        )
-    ]
+    scheduler = [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0"]
+    procs = [subprocess.Popen([*scheduler, f"--scheduler-file={info}", *common], env=env)]
     try:
         _wait_for(info)
-        procs.append(
-            subprocess.Popen(
-                [
-                    DASK,
-                    "worker",
-                    f"--scheduler-file={info}",
-                    "--nthreads",
-                    "1",
-                    "--host",
-                    "127.0.0.1",
-                    *common,
-                ],
-                env=env,
+        worker = [DASK, "worker", f"--scheduler-file={info}", "--nthreads", "1"]
+        for _ in range(workers):
+            procs.append(
+                subprocess.Popen([*worker, "--host", "127.0.0.1", *common, *extra], env=env)
             )
-        )
         address = json.loads(info.read_text())["address"]
         from distributed import Client
 
         with Client(address, timeout=60) as client:
-            client.wait_for_workers(1, timeout=60)
-        yield address
+            client.wait_for_workers(workers, timeout=60)
+        yield address, procs[1:]
     finally:
         for proc in reversed(procs):
-            proc.send_signal(signal.SIGTERM)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
         for proc in procs:
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@pytest.fixture
+def cluster(prefect_harness: None, tmp_path: Path) -> Iterator[str]:
+    with _cluster(tmp_path, 1) as (address, _):
+        yield address
 
 
 def test_ingest_on_existing_cluster_matches_local(
@@ -99,6 +87,47 @@ def test_ingest_on_existing_cluster_matches_local(
     ingest_local(netflix_dir, local, cfg)
     assert sum(s["rows"] for s in manifest["splits"].values()) == 11
     parts = sorted(p.relative_to(local) for p in local.rglob("*.parquet"))
+    assert parts == sorted(p.relative_to(remote) for p in remote.rglob("*.parquet"))
+    for rel in parts:
+        assert (local / rel).read_bytes() == (remote / rel).read_bytes(), rel
+
+
+def test_worker_killed_mid_ingest_gives_identical_output(
+    prefect_harness: None, tmp_path: Path
+) -> None:
+    """SIGKILL one of two workers while shards are being parsed: Dask reruns its tasks on
+    the other, and the dataset is byte-identical to an undisturbed run."""
+    from cflib.config import SynthConfig
+    from cflib.synth import generate_netflix
+    from flows.ingest import run_ingest
+
+    src = tmp_path / "src"
+    generate_netflix(src, SynthConfig(movies=300, users=2000, ratings=300_000, seed=3))
+    cfg = IngestConfig(shard_mb=0.05, bucket_rows=20_000)
+    remote, local = tmp_path / "remote", tmp_path / "local"
+    killed: list[int] = []
+    with _cluster(tmp_path, 2, "--no-nanny") as (address, workers):
+
+        def kill_when_parsing() -> None:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if any(tmp_path.glob(".remote.tmp-*/scratch/raw/shard-*.arrow")):
+                    os.kill(workers[0].pid, signal.SIGKILL)
+                    killed.append(workers[0].pid)
+                    return
+                time.sleep(0.01)
+
+        killer = threading.Thread(target=kill_when_parsing)
+        killer.start()
+        manifest = run_ingest(
+            str(src), str(remote), cfg.model_copy(update={"dask_address": address})
+        )
+        killer.join()
+        assert killed and workers[0].wait(timeout=10) == -signal.SIGKILL
+    ingest_local(src, local, cfg)
+    assert sum(s["rows"] for s in manifest["splits"].values()) == 300_000
+    parts = sorted(p.relative_to(local) for p in local.rglob("*.parquet"))
+    assert len(parts) > 5
     assert parts == sorted(p.relative_to(remote) for p in remote.rglob("*.parquet"))
     for rel in parts:
         assert (local / rel).read_bytes() == (remote / rel).read_bytes(), rel

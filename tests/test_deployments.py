@@ -238,17 +238,7 @@ def test_run_triggered_from_the_api_with_custom_parameters(served: dict[str, Any
     assert info["model"] == "biased-mf" and model_dir.name == "biased-mf"
 
     async def artifacts(client: Any) -> set[str]:
-        from prefect.client.schemas.filters import ArtifactFilter, FlowRunFilter, TaskRunFilter
-        from prefect.client.schemas.sorting import ArtifactSort
-
-        found = await client.read_artifacts(
-            artifact_filter=ArtifactFilter(),
-            flow_run_filter=FlowRunFilter(),
-            task_run_filter=TaskRunFilter(),
-            limit=200,
-            sort=ArtifactSort.CREATED_DESC,
-        )
-        return {a.key for a in found if a.key}
+        return {a.key for a in await client.read_artifacts() if a.key}
 
     assert _api(env, artifacts) >= {"test-metrics", "run-report", "report-html"}
 
@@ -272,13 +262,9 @@ def test_scheduled_run_executes(served: dict[str, Any]) -> None:
 
     async def completed(client: Any) -> Any:
         from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-        from prefect.client.schemas.sorting import FlowRunSort
 
-        # Explicit limit and sort: this server version refuses the client's null defaults.
         runs = await client.read_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment])),
-            limit=50,
-            sort=FlowRunSort.START_TIME_ASC,
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment]))
         )
         return [r for r in runs if r.state is not None and r.state.is_completed()]
 

@@ -13,7 +13,7 @@ import pytest
 from cflib import schema
 from cflib.config import IngestConfig
 from cflib.dataset import load_manifest
-from cflib.errors import DataFormatError, DatasetError, SourceError
+from cflib.errors import ConfigError, DataFormatError, DatasetError, SourceError
 from cflib.ingest.parallel import ingest_local
 from tests.conftest import MOVIES, PROBE, write_netflix
 
@@ -257,3 +257,34 @@ def test_corrupt_part_is_named_and_not_up_to_date(netflix_dir: Path, tmp_path: P
     assert "up_to_date" not in ingest_local(netflix_dir, out, IngestConfig(bucket_rows=3))
     assert part.read_bytes() == good
     load_manifest(out)
+
+
+def test_second_writer_to_the_same_output_is_refused(netflix_dir: Path, tmp_path: Path) -> None:
+    """Another process writing DATA (here: holding its lock) makes ingest refuse, naming it."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "data"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from cflib.fsutil import exclusive\n"
+            f"with exclusive(Path({str(out)!r}), '--out'):\n"
+            "    print('locked', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(
+            ConfigError, match=rf"--out {out}: another cfpipe process .*pid {holder.pid}"
+        ):
+            ingest_local(netflix_dir, out, IngestConfig())
+        assert not out.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    ingest_local(netflix_dir, out, IngestConfig())  # the lock died with its process
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "netflix"]

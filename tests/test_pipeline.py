@@ -79,21 +79,10 @@ def _artifacts() -> list[Any]:
     import asyncio
 
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, FlowRunFilter, TaskRunFilter
-    from prefect.client.schemas.sorting import ArtifactSort
 
     async def read() -> list[Any]:
         async with get_client() as client:
-            # Explicit filters: this server version refuses the client's null defaults.
-            return list(
-                await client.read_artifacts(
-                    artifact_filter=ArtifactFilter(),
-                    flow_run_filter=FlowRunFilter(),
-                    task_run_filter=TaskRunFilter(),
-                    limit=200,
-                    sort=ArtifactSort.CREATED_DESC,
-                )
-            )
+            return list(await client.read_artifacts())
 
     return asyncio.run(read())
 
@@ -225,14 +214,54 @@ def _logs() -> list[str]:
     import asyncio
 
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter
-    from prefect.client.schemas.sorting import LogSort
 
     async def read() -> list[str]:
         async with get_client() as client:
-            logs = await client.read_logs(
-                log_filter=LogFilter(), limit=200, offset=0, sort=LogSort.TIMESTAMP_DESC
-            )
-            return [log.message for log in logs]
+            return [log.message for log in await client.read_logs()]
 
     return asyncio.run(read())
+
+
+def test_compare_models_trains_each_and_publishes_a_table(
+    prefect_harness: None, synth_source: Path, tmp_path: Path
+) -> None:
+    from flows.compare import CompareParams, compare_flow
+
+    cfg = PipelineConfig(train=TrainConfig(epochs=1, batch_size=1024))
+    params = CompareParams(
+        source=str(synth_source), work=str(tmp_path), models=["dot", "biased-mf"], config=cfg
+    )
+    rows = compare_flow(params)
+    assert sorted(r["model"] for r in rows) == ["biased-mf", "dot"]
+    assert rows[0]["test_rmse"] <= rows[1]["test_rmse"]
+    for row in rows:
+        assert registry.verify(Path(row["artifact"]))["model"] == row["model"]
+    [table] = [a for a in _artifacts() if a.key == "model-comparison"][:1]
+    assert json.loads(table.data)[0]["model"] == rows[0]["model"]
+
+
+def test_cli_disk_full_is_one_line_and_keeps_the_previous_dataset(
+    prefect_harness: None,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import errno
+
+    import cflib.ingest.steps as steps
+
+    src = write_netflix(tmp_path / "src")
+    out = tmp_path / "data"
+    assert main(["ingest", str(src), "--out", str(out)]) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(args[1]))
+
+    monkeypatch.setattr(steps.pq, "write_table", full)
+    capsys.readouterr()
+    assert main(["ingest", str(src), "--out", str(out), "--force"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("cfpipe: error: ") and err[-1].endswith("No space left on device")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "src"]

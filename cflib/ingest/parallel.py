@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cflib.config import IngestConfig
+from cflib.fsutil import exclusive
 from cflib.ingest import assign, quarantine, steps
 
 Progress = Callable[[int, int], None]
@@ -95,15 +96,16 @@ def ingest_local(source: str | Path, out: str | Path, cfg: IngestConfig) -> dict
     The Prefect flow in ``flows/ingest.py`` runs the same stages with ``dask_map``.
     Returns the manifest as a dict, or ``{"up_to_date": True, ...}`` when ``out`` is.
     """
-    plan = steps.plan_ingest(source, out, cfg)
-    if plan.up_to_date:
-        return {"up_to_date": True, "out": plan.out, "fingerprint": plan.fingerprint}
-    stage = str(plan.stage_path)
-    try:
-        ids = steps.build_id_maps(stage, parse_all(stage, serial_map))
-        split_all(stage, ids, serial_map)
-        parts = compact_all(stage, ids, serial_map)
-        return steps.finalize(stage, ids, parts, locate_all(stage, serial_map))
-    except BaseException:
-        steps.abort(stage)
-        raise
+    with exclusive(Path(out).resolve(), "--out"):
+        plan = steps.plan_ingest(source, out, cfg)
+        if plan.up_to_date:
+            return {"up_to_date": True, "out": plan.out, "fingerprint": plan.fingerprint}
+        stage = str(plan.stage_path)
+        try:
+            ids = steps.build_id_maps(stage, parse_all(stage, serial_map))
+            split_all(stage, ids, serial_map)
+            parts = compact_all(stage, ids, serial_map)
+            return steps.finalize(stage, ids, parts, locate_all(stage, serial_map))
+        except BaseException:
+            steps.abort(stage)
+            raise

@@ -1,0 +1,122 @@
+"""Soak: the whole pipeline flow, again and again in one process, on data that changes
+each time (one more malformed line, one more rating), for a configurable time.
+
+    .venv/bin/python bench/soak.py --minutes 10
+
+Each iteration edits the source, so every stage really runs (ingest, train, evaluate,
+publish); it then checks the accounting (every line of every file accounted for, the
+quarantine holding exactly the malformed lines written so far) and records the flow
+process's RSS and open file descriptors. Memory and descriptors should stay flat.
+Writes the "Soak" section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench._report import machine, write_section  # noqa: E402
+from cflib.config import PipelineConfig, SynthConfig, TrainConfig  # noqa: E402
+from cflib.synth import generate_netflix  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "out" / "soak"
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _edit(source: Path, i: int) -> None:
+    """One malformed line and one new rating, in a different movie file each time."""
+    files = sorted((source / "training_set").glob("mv_*.txt"))
+    with files[i % len(files)].open("a") as fh:
+        fh.write(f"soak-{i},9,2005-01-01\n")  # a non-numeric customer: quarantined
+        fh.write(f"{900_000 + i},4,2005-06-0{1 + i % 9}\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--ratings", type=int, default=100_000)
+    args = parser.parse_args()
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+    shutil.rmtree(OUT, ignore_errors=True)
+    source, work = OUT / "source", OUT / "work"
+    generate_netflix(source, SynthConfig(movies=200, users=2_000, ratings=args.ratings))
+    cfg = PipelineConfig(train=TrainConfig(epochs=2, batch_size=4096))
+
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from cflib.dataset import load_manifest
+    from flows.pipeline import PipelineParams, pipeline_flow
+
+    server = SubprocessASGIServer()
+    server.start()
+    me = psutil.Process()
+    samples: list[tuple[float, int, int]] = []  # seconds, RSS, open fds after each run
+    problems: list[str] = []
+    start = time.monotonic()
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        i = 0
+        while time.monotonic() - start < args.minutes * 60:
+            i += 1
+            _edit(source, i)
+            result = pipeline_flow(PipelineParams(source=str(source), work=str(work), config=cfg))
+            manifest = load_manifest(result["data"])
+            bad = [
+                a
+                for a in manifest.accounting
+                if not a.lines == a.kept + a.headers + a.blank + a.quarantined
+            ]
+            if bad or manifest.quarantined != i:
+                problems.append(f"run {i}: quarantined {manifest.quarantined}, unbalanced {bad}")
+            kept = sum(a.kept for a in manifest.accounting if a.role == "ratings")
+            if kept != sum(s.rows for s in manifest.splits.values()):
+                problems.append(f"run {i}: kept {kept} != rows")
+            samples.append((time.monotonic() - start, me.memory_info().rss, _open_fds()))
+            print(
+                f"run {i}: {samples[-1][0]:.0f} s, RSS {samples[-1][1] / 2**20:.0f} MiB, "
+                f"{samples[-1][2]} fds, test RMSE {result['metrics']['rmse']:.4f}",
+                flush=True,
+            )
+    server.stop()
+
+    rss = [s[1] / 2**20 for s in samples]
+    fds = [s[2] for s in samples]
+    half = len(samples) // 2
+    lines = [
+        f"Command: `python bench/soak.py {' '.join(sys.argv[1:])}`  ",
+        f"Machine: {machine()}  ",
+        f"Data: `cfpipe synth netflix` 200 movies, 2,000 users, {args.ratings:,} ratings; each "
+        "run appends one malformed line and one rating, so every stage runs again.",
+        "",
+        "| measure | value |",
+        "|---|---:|",
+        f"| pipeline runs (ingest, train 2 epochs, evaluate, publish) | {len(samples)} in "
+        f"{samples[-1][0] / 60:.1f} min |",
+        f"| flow process RSS after run 1 / after the last run / max | {rss[0]:.0f} / "
+        f"{rss[-1]:.0f} / {max(rss):.0f} MiB |",
+        f"| RSS growth over the second half of the runs | "
+        f"{(rss[-1] - rss[half]) if half else 0:+.0f} MiB |",
+        f"| open file descriptors after run 1 / after the last run / max | {fds[0]} / "
+        f"{fds[-1]} / {max(fds)} |",
+        f"| runs whose accounting or quarantine did not hold | {len(problems)} |",
+    ]
+    write_section("Soak", "\n".join(lines))
+    print("\n".join(lines))
+    for problem in problems:
+        print(problem)
+    sys.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()

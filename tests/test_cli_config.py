@@ -1,0 +1,79 @@
+"""`cfpipe run --config FILE`: the file's options, overridden by the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cflib import cli
+from cflib.config import PipelineConfig
+
+
+@pytest.fixture
+def captured(monkeypatch: pytest.MonkeyPatch) -> list[PipelineConfig]:
+    seen: list[PipelineConfig] = []
+
+    def fake(source: Path, work: Path, cfg: PipelineConfig, registry: Any) -> None:
+        seen.append(cfg)
+
+    monkeypatch.setattr(cli, "_run_pipeline", fake)
+    return seen
+
+
+def test_file_options_with_command_line_overrides(
+    tmp_path: Path, captured: list[PipelineConfig]
+) -> None:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(
+        "ingest: {split: temporal, test_fraction: 0.2}\n"
+        "train: {epochs: 3, embedding_dim: 16}\nevaluate: {seed: 5}\n"
+    )
+    argv = ["run", str(tmp_path), "--out", str(tmp_path / "w"), "--config", str(path)]
+    assert cli.main([*argv, "--epochs", "7", "--test-fraction", "0.1"]) == 0
+    [cfg] = captured
+    assert (cfg.train.epochs, cfg.train.embedding_dim) == (7, 16)  # typed beats file
+    assert (cfg.ingest.split, cfg.ingest.test_fraction) == ("temporal", 0.1)
+    assert cfg.evaluate.seed == 5 and cfg.train.model == "biased-mf"  # file, then defaults
+
+
+def test_json_file_works_too(tmp_path: Path, captured: list[PipelineConfig]) -> None:
+    path = tmp_path / "cfg.json"
+    path.write_text('{"train": {"model": "dot"}}')
+    assert (
+        cli.main(["run", str(tmp_path), "--out", str(tmp_path / "w"), "--config", str(path)]) == 0
+    )
+    assert captured[0].train.model == "dot"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("train: {embeddng_dim: 8}", "train.embeddng_dim: Extra inputs are not permitted"),
+        ("trian: {}", "trian: Extra inputs are not permitted"),
+        ("train: {epochs: 0}", "train.epochs: Input should be greater than 0"),
+        ("- 1\n- 2", "expected a mapping of options"),
+        ("train: {epochs: [", "not valid YAML or JSON"),
+    ],
+)
+def test_bad_config_file_is_one_line_exit_2(
+    tmp_path: Path,
+    captured: list[PipelineConfig],
+    capsys: pytest.CaptureFixture[str],
+    text: str,
+    message: str,
+) -> None:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    argv = ["run", str(tmp_path), "--out", str(tmp_path / "w"), "--config", str(path)]
+    assert cli.main(argv) == 2 and not captured
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"cfpipe: error: --config {path}: ")
+    assert message in err[0]
+
+
+def test_missing_config_file(tmp_path: Path, captured: list[PipelineConfig]) -> None:
+    missing = tmp_path / "nope.yaml"
+    argv = ["run", str(tmp_path), "--out", str(tmp_path / "w"), "--config", str(missing)]
+    assert cli.main(argv) == 2 and not captured
