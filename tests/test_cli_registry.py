@@ -20,17 +20,21 @@ from tests._artifacts import ingest_tiny, make_run
 from tests.conftest import write_netflix
 
 
-@pytest.fixture(scope="module")
-def reg(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A registry with two runs of one model; r2 is worse and not promoted.
+@pytest.fixture(scope="module", autouse=True)
+def _prefect_logging() -> None:
+    """Set up Prefect's logging first, on pytest's own stderr.
 
-    Prefect's logging is set up here first, on pytest's own stderr: set up inside
-    ``main`` with stderr redirected, its reset of the logging handlers would close
-    absl's handler and with it pytest's capture file.
+    Set up inside ``main`` with stderr redirected, its reset of the logging handlers
+    would close absl's handler and with it pytest's capture file.
     """
     from prefect.logging.configuration import setup_logging
 
     setup_logging()
+
+
+@pytest.fixture(scope="module")
+def reg(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry with two runs of one model; r2 is worse and not promoted."""
     root = tmp_path_factory.mktemp("cli")
     data = ingest_tiny(write_netflix(root / "netflix"), root / "data")
     out = root / "reg"

@@ -214,10 +214,13 @@ def _logs() -> list[str]:
     import asyncio
 
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import LogSort
 
     async def read() -> list[str]:
+        # Newest first: the API returns one page (200 lines), and the session's other
+        # flow runs share this server.
         async with get_client() as client:
-            return [log.message for log in await client.read_logs()]
+            return [log.message for log in await client.read_logs(sort=LogSort.TIMESTAMP_DESC)]
 
     return asyncio.run(read())
 
