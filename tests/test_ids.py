@@ -30,9 +30,3 @@ def test_dense_ids_table_and_search_agree(big: bool) -> None:
 def test_dense_ids_unknown_and_empty() -> None:
     assert ids.DenseIds(np.array([5]))(np.array([-1, 6, 5])).tolist() == [-1, -1, 0]
     assert ids.DenseIds(np.array([], np.int64))(np.array([1, 2])).tolist() == [-1, -1]
-
-
-def test_first_duplicate() -> None:
-    assert ids.first_duplicate(np.array([5, 1, 9, 1, 5])) in (3, 4)
-    assert ids.first_duplicate(np.array([3, 1, 2])) is None
-    assert ids.first_duplicate(np.array([], np.int64)) is None
