@@ -202,7 +202,7 @@ def _run_pipeline(source: Path, work: Path, cfg: PipelineConfig, registry: Path 
     typer.echo("")
     typer.echo(report.format_table(result["metrics"]))
     typer.echo("")
-    typer.echo(f"report:   {Path(result['run']) / 'report.md'}")
+    typer.echo(f"report:   {Path(result['run']) / schema.REPORT_HTML_FILE}")
     typer.echo(f"artifact: {result['published']['artifact']}")
     if result["published"]["latest"]:
         typer.echo(f"latest:   {result['published']['latest']}")
