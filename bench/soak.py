@@ -60,7 +60,7 @@ def main() -> None:
     from flows.pipeline import PipelineParams, pipeline_flow
 
     server = SubprocessASGIServer()
-    server.start()
+    server.start(timeout=120)
     me = psutil.Process()
     samples: list[tuple[float, int, int]] = []  # seconds, RSS, open fds after each run
     problems: list[str] = []

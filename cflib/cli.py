@@ -210,7 +210,7 @@ def _run_pipeline(source: Path, work: Path, cfg: PipelineConfig, registry: str |
     typer.echo("")
     typer.echo(report.format_table(result["metrics"]))
     typer.echo("")
-    typer.echo(f"report:   {Path(result['run']) / 'report.md'}")
+    typer.echo(f"report:   {Path(result['run']) / schema.REPORT_HTML_FILE}")
     published = result["published"]
     skipped = " (already published)" if published.get("skipped") else ""
     typer.echo(f"artifact: {published['artifact']}{skipped}")

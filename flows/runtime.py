@@ -28,6 +28,7 @@ def dask_task_runner(cfg: IngestConfig) -> TaskRunner[Any]:
             "n_workers": cfg.n_workers,
             "threads_per_worker": 1,
             "processes": True,
+            "host": "127.0.0.1",  # the scheduler and workers listen on loopback only
             # The dashboard (bokeh) on loopback, on a free port: its link is logged.
             "dashboard_address": "127.0.0.1:0",
         }

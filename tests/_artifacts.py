@@ -60,4 +60,5 @@ def make_run(
     (run / schema.TRAIN_SUMMARY_FILE).write_text(json.dumps(summary))
     (run / schema.METRICS_FILE).write_text(json.dumps({"rmse": rmse, "mae": 0.7, "n_test": 3}))
     (run / schema.REPORT_FILE).write_text("# report\n")
+    (run / "report.html").write_text("<h1>report</h1>\n")
     return run

@@ -32,7 +32,14 @@ def test_dense_ids_unknown_and_empty() -> None:
     assert ids.DenseIds(np.array([], np.int64))(np.array([1, 2])).tolist() == [-1, -1]
 
 
-def test_first_duplicate() -> None:
-    assert ids.first_duplicate(np.array([5, 1, 9, 1, 5])) in (3, 4)
-    assert ids.first_duplicate(np.array([3, 1, 2])) is None
-    assert ids.first_duplicate(np.array([], np.int64)) is None
+def test_later_copies_and_their_rank_in_each_shard() -> None:
+    from cflib.ingest import quarantine
+
+    users = np.array([1, 2, 1, 3, 1, 2, 2**40, 2**40])
+    items = np.array([5, 5, 5, 5, 5, 6, 7, 7])
+    later = quarantine.later_copies(users, items)
+    assert later.tolist() == [False, False, True, False, True, False, False, True]
+    shards = np.array([0, 0, 0, 1, 1, 1, 2, 2])
+    # Copies of (1, 5): two in shard 0 (ranks 0, 1), one in shard 1 (rank 0).
+    assert quarantine._ranks(users, items, shards).tolist() == [0, 0, 1, 0, 0, 0, 0, 1]
+    assert not quarantine.later_copies(np.array([1]), np.array([1])).any()

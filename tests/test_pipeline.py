@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,14 @@ def test_pipeline_beats_global_mean_and_publishes(
     progress = [a for a in artifacts if a.type == "progress"]
     assert {a.description for a in progress} >= {"shards parsed", "parts written"}
     assert all(a.data == 100.0 for a in progress)
+    # The LocalCluster listens on loopback only, and its dashboard link is in the logs.
+    dask_lines = [line for line in _logs() if line.startswith("Dask scheduler ")]
+    assert dask_lines and all(
+        re.fullmatch(
+            r"Dask scheduler tcp://127\.0\.0\.1:\d+, dashboard http://127\.0\.0\.1:\d+/status", line
+        )
+        for line in dask_lines
+    ), dask_lines
 
     artifact = Path(result["published"]["artifact"])
     assert artifact.parent == work / "registry" / "netflix" / "biased-mf"

@@ -35,6 +35,7 @@ def test_publish_copies_exports_verifies_and_points_latest(data: Path, tmp_path:
         ).read_bytes()
     info = registry.verify(artifact)
     assert info["run_id"] == "r1" and info["rmse"] == 0.9
+    assert (artifact / "report.html").read_text() == "<h1>report</h1>\n"
     files = set(info["files"])
     assert {"model.keras", "train.json", "metrics.json", "report.md", "seen.parquet"} <= files
     assert {"saved_model/saved_model.pb", "saved_model/variables/variables.index"} <= files

@@ -53,12 +53,3 @@ class DenseIds:
             return out
         pos = np.minimum(np.searchsorted(self.ids, raw), self.ids.size - 1)
         return np.where(self.ids[pos] == raw, pos, -1).astype(np.int32)
-
-
-def first_duplicate(values: np.ndarray) -> int | None:
-    """Index of a value that occurs more than once in ``values``, or None."""
-    if values.size < 2:
-        return None
-    order = np.argsort(values, kind="stable")
-    same = np.flatnonzero(values[order][1:] == values[order][:-1])
-    return int(order[same[0] + 1]) if same.size else None

@@ -185,7 +185,8 @@ def plan_ingest(source: str | Path, out: str | Path, cfg: IngestConfig) -> Plan:
 
 
 def parse_shard(stage: str, index: int) -> dict[str, Any]:
-    """Parse one shard of rating files into ``scratch/raw/shard-NNNNN.parquet``."""
+    """Parse one shard of rating files into ``scratch/raw/shard-NNNNN.arrow``, with its
+    id sets, per-file tallies and quarantined lines next to it."""
     plan = load_plan(stage)
     shard = plan.shards[index]
     report = Report(strict=plan.config.strict)

@@ -50,6 +50,8 @@ _RUN_FILES = (
     schema.REPORT_FILE,
 )
 _DATA_FILES = (schema.USER_MAP_FILE, schema.ITEM_MAP_FILE, schema.MANIFEST_FILE)
+#: Run files copied when the run has them (runs evaluated before they existed do not).
+_OPTIONAL_RUN_FILES = (schema.REPORT_HTML_FILE,)
 #: Distributions whose installed versions each artifact records.
 VERSIONED = (
     "cfpipe",
@@ -123,7 +125,8 @@ def _build(
     """Fill ``staged`` with the artifact's files and ``artifact.json``; verify it."""
     global_mean = float(summary.get("global_mean", manifest.global_mean))
     files = {}
-    for src in [run / f for f in _RUN_FILES] + [data / f for f in _DATA_FILES]:
+    optional = [run / f for f in _OPTIONAL_RUN_FILES if (run / f).is_file()]
+    for src in [run / f for f in _RUN_FILES] + optional + [data / f for f in _DATA_FILES]:
         name = DATA_MANIFEST_FILE if src.name == schema.MANIFEST_FILE else src.name
         files[name] = sha256_file(src)  # Of the source: verify checks the copy.
         shutil.copyfile(src, staged / name)
