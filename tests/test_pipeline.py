@@ -207,7 +207,7 @@ def test_corrupt_part_fails_the_run_and_the_fixed_rerun_skips_ingest(
     assert state.is_failed()
     with pytest.raises(DatasetError, match=f"{part}: corrupt or truncated Parquet part"):
         state.result()
-    assert any(f"{part}: corrupt or truncated" in line for line in _logs())
+    assert _logged(f"{part}: corrupt or truncated")
 
     part.write_bytes(good)  # the fix
     manifest = work / "data" / schema.MANIFEST_FILE
@@ -216,6 +216,19 @@ def test_corrupt_part_fails_the_run_and_the_fixed_rerun_skips_ingest(
     result = pipeline_flow(params)
     assert manifest.stat().st_mtime_ns == before  # ingest was up to date: skipped
     assert result["metrics"]["n_test"] > 0
+
+
+def _logged(needle: str, timeout: float = 30.0) -> bool:
+    """Whether a log line with ``needle`` reaches the API; Prefect ships logs in batches
+    from a background worker, so a busy machine can take a few seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not any(needle in line for line in _logs()):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
 
 
 def _logs() -> list[str]:
