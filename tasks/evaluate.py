@@ -1,4 +1,4 @@
-"""Prefect tasks of the evaluate and publish stages."""
+"""Prefect tasks of the evaluate stage."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ from prefect.artifacts import (
     create_table_artifact,
 )
 
-from cflib import evaluate, registry, report, runs, schema
-from cflib.config import EvaluateConfig, PublishConfig
-from tasks._retry import io_task
+from cflib import evaluate, report, runs, schema
+from cflib.config import EvaluateConfig
 
 
 @task(name="evaluate-run")
@@ -48,11 +47,3 @@ def write_report(run: str) -> str:
         html.as_uri(), link_text=str(html), key="report-html", description="The HTML report"
     )
     return str(path)
-
-
-@io_task("publish-run")
-def publish_run(run: str, registry_root: str, config: PublishConfig) -> dict[str, Any]:
-    """Copy the run into the registry and move ``latest``."""
-    result = registry.publish(Path(run), Path(registry_root), config)
-    get_run_logger().info("published %s", result["artifact"])
-    return result
