@@ -35,12 +35,6 @@ def _row_adagrad(var: Any, acc: Any, rows: Any, grad: Any, lr: Any, epsilon: flo
     var.scatter_sub(tf.IndexedSlices(lr * grad * scale, rows))
 
 
-# On CPU, XLA's scatter is 3-4x faster than TensorFlow's (single-threaded) scatter
-# kernel, while TensorFlow's gather is 3-5x faster than XLA's: the model's lookups run
-# as TensorFlow ops and only this update is compiled (see README, Design).
-_row_adagrad_xla = tf.function(_row_adagrad, jit_compile=True)
-
-
 @keras.saving.register_keras_serializable(package="cfpipe")
 class SparseAdagrad(keras.optimizers.Optimizer):
     """Adagrad with one accumulator per table row and sparse updates of the tables.
@@ -70,6 +64,11 @@ class SparseAdagrad(keras.optimizers.Optimizer):
     ) -> None:  # fmt: skip
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         self.xla_scatter = bool(xla_scatter)
+        # On CPU, XLA's scatter is 3-4x faster than TensorFlow's (single-threaded)
+        # scatter kernel, while TensorFlow's gather is 3-5x faster than XLA's: the
+        # model's lookups run as TensorFlow ops and this update is compiled (README,
+        # Design). One function per optimizer: a trace holds on to its variables.
+        self._row_adagrad_xla = tf.function(_row_adagrad, jit_compile=True)
         if epsilon <= 0:
             raise ValueError(f"`epsilon` should be positive. Received: `epsilon` = {epsilon}.")
         self.epsilon = float(epsilon)
@@ -101,7 +100,7 @@ class SparseAdagrad(keras.optimizers.Optimizer):
             grad = grad * tf.cast(tf.shape(rows)[0], var.dtype)
             # XLA cannot reach variables on other logical devices: plain ops with replicas.
             single = self._distribution_strategy.num_replicas_in_sync == 1
-            update = _row_adagrad_xla if single and self.xla_scatter else _row_adagrad
+            update = self._row_adagrad_xla if single and self.xla_scatter else _row_adagrad
             update(var, acc_var, rows, grad, lr, self.epsilon)
             return
         grad = tf.convert_to_tensor(gradient)
