@@ -38,6 +38,7 @@ fmt: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/train.py
 
 # Re-pin after changing dependencies in pyproject.toml (then commit constraints.txt).
 lock: $(STAMP)

@@ -143,7 +143,8 @@ def train(
         (resolved), ``dataset``, ``data_dir``, ``data_fingerprint``, ``n_users``,
         ``n_items``, ``global_mean``, ``epochs_run``, ``best_epoch`` (1-based),
         ``val_rmse`` (best), ``history`` (metric -> one value per epoch), ``seconds``
-        (this process), ``ratings_per_second`` (training steps only), ``resumed``
+        (this process), ``ratings_per_second`` (training steps only),
+        ``train_seconds`` (training steps of each epoch), ``resumed``
         (from which epoch and batch, or null), ``input``, ``strategy``, ``replicas``,
         ``workers``, ``devices``, ``tensorflow``, ``keras``.
 
@@ -308,6 +309,7 @@ def _summary(
         "val_rmse": state.best_val_rmse,
         "history": state.history,
         "ratings_per_second": state.rows_trained / max(sum(state.train_seconds), 1e-9),
+        "train_seconds": state.train_seconds,
         "strategy": type(strategy).__name__,
         "replicas": strategy.num_replicas_in_sync,
         "workers": cluster.workers if cluster else 1,

@@ -126,6 +126,8 @@ class DotModel(keras.Model):
         # The lookups run as TensorFlow ops and the rest under XLA: on CPU, TensorFlow's
         # gather is several times faster than XLA's, and XLA fuses the arithmetic on the
         # rows (forward and backward) into a few loops (see README, Design).
+        # Keras' symbolic build under a strategy feeds a batch averaged over replicas: floats.
+        inputs = {k: v if v.dtype.is_integer else tf.cast(v, tf.int32) for k, v in inputs.items()}
         rows = self.lookup(inputs)
         # XLA's random numbers on CPU are ~100x slower than TensorFlow's: no XLA while
         # dropout is active.
