@@ -122,12 +122,14 @@ def _print_ingest(result: dict[str, Any]) -> None:
 @config_options(TrainConfig, param="cfg")
 def train(
     data: Path = typer.Argument(..., help="Dataset directory written by `cfpipe ingest`."),
-    out: Path = typer.Option(..., "--out", help="Run directory to create."),
+    out: Path = typer.Option(
+        ..., "--out", help="Run directory to create, or an interrupted run's to resume."
+    ),
     run_id: str | None = typer.Option(None, "--run-id", help="Run id (default: time-based)."),
     *,
     cfg: TrainConfig,
 ) -> None:
-    """Train a model on an ingested dataset (MirroredStrategy over local devices)."""
+    """Train a model on an ingested dataset (one device, MirroredStrategy or multi-worker)."""
     from cflib.dataset import load_manifest
     from flows.train import train_flow
 

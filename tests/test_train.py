@@ -305,3 +305,63 @@ def test_killed_run_resumes_from_its_last_checkpoint(planted: Path, tmp_path: Pa
     # A finished run is not trained again.
     with pytest.raises(ConfigError, match="already holds a finished run"):
         train(planted, out, cfg)
+
+
+MULTI_WORKER = """
+import json, os, sys
+from pathlib import Path
+from cflib.config import TrainConfig
+from cflib.train import train
+summary = train(Path(sys.argv[1]), Path(sys.argv[2]), TrainConfig.model_validate_json(sys.argv[3]))
+print("SUMMARY " + json.dumps(summary))
+"""
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_workers_on_localhost(planted: Path, tmp_path: Path) -> None:
+    cfg = CFG.model_copy(update={"epochs": 3, "checkpoint_steps": 0})
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    out = tmp_path / "run"
+    procs = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        env = {
+            **os.environ, "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "2",
+            "CUDA_VISIBLE_DEVICES": "",
+        }  # fmt: skip
+        args = [sys.executable, "-c", MULTI_WORKER, str(planted), str(out), cfg.model_dump_json()]
+        procs.append(
+            subprocess.Popen(
+                args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
+    outputs = [p.communicate(timeout=400) for p in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+    summaries = [
+        json.loads(next(x for x in o.splitlines() if x.startswith("SUMMARY "))[8:])
+        for o, _ in outputs
+    ]
+    chief = json.loads((out / schema.TRAIN_SUMMARY_FILE).read_text())
+    assert chief["run_id"] == summaries[0]["run_id"]
+    assert chief["strategy"] == "MultiWorkerMirroredStrategy"
+    assert chief["workers"] == 2 and chief["replicas"] == 2
+    # Both workers took the same steps on their shards and agree on the result.
+    assert summaries[1]["history"]["loss"] == pytest.approx(chief["history"]["loss"], rel=1e-5)
+    assert chief["val_rmse"] < 0.7 * baseline_rmse(planted)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # worker 1 wrote nothing
+    assert load_model(out / schema.MODEL_FILE).predict_on_batch(
+        {"user": np.array([0, 1], np.int32), "item": np.array([1, 2], np.int32)}
+    ).shape == (2,)
