@@ -101,7 +101,10 @@ class TrainConfig(_Stage):
         None, ge=0, le=100, description="L2 weight of the item-side tables (default: --l2)."
     )
     l2_bias: float | None = Field(
-        None, ge=0, le=100, description="L2 weight of the bias tables (default: per model, else --l2)."
+        None,
+        ge=0,
+        le=100,
+        description="L2 weight of the bias tables (default: per model, else --l2).",
     )
     optimizer: OptimizerName = Field(
         "adagrad",

@@ -107,3 +107,42 @@ def device_names(strategy: tf.distribute.Strategy) -> list[str]:
         # The default strategy runs on the first logical device (CPU:0 without GPUs).
         return [tf.config.list_logical_devices()[0].name]
     return list(strategy.extended.worker_devices)
+
+
+class DistributedValidation:
+    """Validation RMSE summed over every worker's shard (``MultiWorkerMirroredStrategy``).
+
+    Keras 3.15 cannot reduce its scalar metric logs across workers (it reduces them
+    along an axis they do not have), so under a cluster ``fit`` runs without
+    ``validation_data`` and logs only its first local replica's training metrics, and
+    this computes the validation RMSE on all shards with one reduction: every worker
+    gets the same value, hence takes the same early-stopping decision.
+    """
+
+    def __init__(self, strategy: tf.distribute.Strategy, dataset: object, steps: int) -> None:
+        self.strategy = strategy
+        self.dataset = dataset
+        self.steps = steps
+
+    def __call__(self, model: object) -> dict[str, float]:
+        """``val_loss`` (mean squared error) and ``val_rmse`` of ``model``."""
+        strategy = self.strategy
+
+        @tf.function
+        def step(iterator: object) -> tuple[tf.Tensor, tf.Tensor]:
+            x, y = next(iterator)  # type: ignore[call-overload]
+
+            def replica(x: object, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+                err = model(x, training=False) - y  # type: ignore[operator]
+                return tf.reduce_sum(err * err), tf.cast(tf.size(err), tf.float32)
+
+            sse, n = strategy.run(replica, args=(x, y))
+            return strategy.reduce("SUM", sse, axis=None), strategy.reduce("SUM", n, axis=None)
+
+        iterator = iter(self.dataset)  # type: ignore[call-overload]
+        sse = n = 0.0
+        for _ in range(self.steps):
+            s, c = step(iterator)
+            sse, n = sse + float(s), n + float(c)
+        mse = sse / max(n, 1.0)
+        return {"val_loss": mse, "val_rmse": mse**0.5}

@@ -34,7 +34,13 @@ from cflib.config import TrainConfig
 from cflib.data.side import load_side_features
 from cflib.data.tfdata import make_dataset, memory_dataset
 from cflib.dataset import Manifest, load_manifest
-from cflib.distribute import Cluster, cluster_from_env, configure_devices, device_names
+from cflib.distribute import (
+    Cluster,
+    DistributedValidation,
+    cluster_from_env,
+    configure_devices,
+    device_names,
+)
 from cflib.errors import ConfigError, DatasetError
 from cflib.models.losses import squared_error
 from cflib.models.registry import build_model, resolve
@@ -196,6 +202,16 @@ def train(
             metrics=[keras.metrics.RootMeanSquaredError(name="rmse")],
             jit_compile=False,  # the model compiles its own arithmetic (DotModel.call)
         )
+    validate = None
+    if cluster is not None:
+        # Keras 3.15 averages the first batch of a distributed dataset over replicas to
+        # build the model symbolically, which fails on dict inputs. The model is built
+        # already; without a recorded strategy Keras takes the scope's (fit runs in it).
+        model._distribute_strategy = None
+        # Nor can it reduce scalar logs across workers (DotModel.train_step, and
+        # DistributedValidation).
+        model.vector_logs = True
+        validate = DistributedValidation(strategy, inputs.validation(), inputs.val_steps or 1)
     ckpt_dir = out_dir / CHECKPOINT_DIR
     checkpointer = Checkpointer(ckpt_dir, state, cfg.checkpoint_steps, write=chief)
     checkpointer.set_model(model)
@@ -214,22 +230,29 @@ def train(
         manifest.n_items, type(strategy).__name__, replicas,
         f", resuming at epoch {state.epoch + 1} batch {state.batch}" if resumed else "",
     )  # fmt: skip
-    val_ds = inputs.validation()
+    val_ds = None if validate else inputs.validation()
     while state.epoch < cfg.epochs and not _should_stop(state, cfg.patience):
         epoch, skip = state.epoch, state.batch
-        fitted = model.fit(
-            inputs.train(epoch, skip),
-            validation_data=val_ds,
-            initial_epoch=epoch,
-            epochs=epoch + 1,
-            steps_per_epoch=inputs.train_batches - skip if cluster else None,
-            validation_steps=inputs.val_steps,
-            callbacks=callbacks,
-            shuffle=False,  # make_dataset shuffles; Keras cannot shuffle a tf.data.Dataset
-            verbose=0,
-        )
+        with strategy.scope():
+            fitted = model.fit(
+                inputs.train(epoch, skip),
+                validation_data=None if validate else val_ds,
+                initial_epoch=epoch,
+                epochs=epoch + 1,
+                steps_per_epoch=inputs.train_batches - skip if cluster else None,
+                validation_steps=None if validate else inputs.val_steps,
+                callbacks=callbacks,
+                shuffle=False,  # make_dataset shuffles; Keras cannot shuffle a tf.data.Dataset
+                verbose=0,
+            )
         rows = min(timer.batches * cfg.batch_size, manifest.splits["train"].rows)
         logs = {k: v[-1] for k, v in fitted.history.items()}
+        if validate is not None:
+            with strategy.scope():
+                logs.update(validate(model))
+            log.info(
+                "epoch %d: val_rmse %.4f over every worker's shard", epoch + 1, logs["val_rmse"]
+            )
         if state.end_epoch(logs, timer.train_seconds, rows) and chief:
             model.save_weights(ckpt_dir / BEST_WEIGHTS)
         checkpointer.save()
@@ -310,7 +333,8 @@ def _summary(
         "history": state.history,
         "ratings_per_second": state.rows_trained / max(sum(state.train_seconds), 1e-9),
         "train_seconds": state.train_seconds,
-        "strategy": type(strategy).__name__,
+        # MultiWorkerMirroredStrategy's class is named CollectiveAllReduceStrategy.
+        "strategy": "MultiWorkerMirroredStrategy" if cluster else type(strategy).__name__,
         "replicas": strategy.num_replicas_in_sync,
         "workers": cluster.workers if cluster else 1,
         "devices": device_names(strategy),

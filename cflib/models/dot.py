@@ -110,6 +110,16 @@ class DotModel(keras.Model):
         self.xla = True
         self._score_xla = tf.function(self._score_and_penalty, jit_compile=True)
 
+    #: Return the training logs with shape ``[1]``: Keras 3.15 reduces them across the
+    #: workers of a ``MultiWorkerMirroredStrategy`` along axis 0, which scalars lack.
+    vector_logs = False
+
+    def train_step(self, data: Any) -> Any:
+        logs = super().train_step(data)
+        if self.vector_logs:
+            logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
+        return logs
+
     def build(self, input_shape: Any = None) -> None:
         # The tables' shapes do not depend on the inputs: build eagerly so a model can be
         # saved, or its weights set, before it has seen data.
