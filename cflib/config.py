@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ModelName = Literal["dot", "biased-mf", "deep", "residual", "two-tower"]
 MODEL_NAMES: tuple[str, ...] = ("dot", "biased-mf", "deep", "residual", "two-tower")
-OptimizerName = Literal["adagrad", "sgd", "adam"]
+OptimizerName = Literal["adagrad", "adam"]
 LRSchedule = Literal["constant", "cosine", "exponential"]
 TextEncoderName = Literal["mean-tokens"]
 SplitMode = Literal["auto", "random", "temporal"]
@@ -108,7 +108,7 @@ class TrainConfig(_Stage):
     )
     optimizer: OptimizerName = Field(
         "adagrad",
-        description="adagrad (row-wise, sparse table updates), sgd (sparse), adam (dense).",
+        description="adagrad (row-wise, sparse table updates) or adam (dense updates).",
     )
     learning_rate: float | None = Field(
         None, gt=0, le=10, description="Learning rate (default: per model and optimizer)."

@@ -141,14 +141,12 @@ def learning_rate(cfg: TrainConfig, lr: float, steps_per_epoch: int) -> Any:
 def make_optimizer(cfg: TrainConfig, lr: float, steps_per_epoch: int) -> keras.Optimizer:
     """The optimizer of ``cfg.optimizer`` at learning rate ``lr`` (resolved per model).
 
-    ``adagrad`` (``SparseAdagrad``) and ``sgd`` update only the looked-up table rows;
-    ``adam`` is Keras' Adam, which updates every row of every table each step.
+    ``adagrad`` (``SparseAdagrad``) updates only the looked-up table rows; ``adam`` is
+    Keras' Adam, which updates every row of every table each step.
     """
     rate = learning_rate(cfg, lr, steps_per_epoch)
     if cfg.optimizer == "adagrad":
         return SparseAdagrad(learning_rate=rate)
-    if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=rate, momentum=0.0)
     if cfg.optimizer == "adam":
         return keras.optimizers.Adam(learning_rate=rate)
     raise ConfigError(f"--optimizer {cfg.optimizer!r}: unknown optimizer")

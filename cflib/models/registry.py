@@ -42,7 +42,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 #: Default learning rate of each optimizer.
-LEARNING_RATES = {"adagrad": 0.05, "sgd": 1.0, "adam": 0.002}
+LEARNING_RATES = {"adagrad": 0.05, "adam": 0.002}
 
 #: Options that only some models read; setting one for another model is an error.
 _MLP_OPTIONS = ("hidden", "dropout")
