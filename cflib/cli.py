@@ -130,10 +130,10 @@ def train(
     cfg: TrainConfig,
 ) -> None:
     """Train a model on an ingested dataset (one device, MirroredStrategy or multi-worker)."""
-    from cflib.dataset import load_manifest
+    from cflib.defaults import check_inputs
     from flows.train import train_flow
 
-    load_manifest(data)
+    check_inputs(data, cfg)  # Fail fast, before a Prefect server starts.
     summary = train_flow(str(data), str(out), cfg, run_id)
     _echo_kv(
         f"run {summary['run_id']} in {out}",

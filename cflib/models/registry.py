@@ -7,12 +7,15 @@ from typing import Any
 import keras
 
 from cflib.config import TrainConfig
+from cflib.defaults import DEFAULTS, LEARNING_RATES, resolve
 from cflib.errors import ConfigError
 from cflib.models.biased_mf import BiasedMF
 from cflib.models.deep import DeepModel
 from cflib.models.dot import DotModel
 from cflib.models.residual import ResidualModel
 from cflib.models.two_tower import TwoTowerModel
+
+__all__ = ["DEFAULTS", "LEARNING_RATES", "MODELS", "build_model", "resolve"]
 
 #: ``--model`` value -> model class; the keys are ``cflib.config.MODEL_NAMES``.
 MODELS: dict[str, type[keras.Model]] = {
@@ -22,63 +25,6 @@ MODELS: dict[str, type[keras.Model]] = {
     "residual": ResidualModel,
     "two-tower": TwoTowerModel,
 }
-
-#: Per-model defaults of the ``TrainConfig`` fields left at ``None``: values that reach
-#: good accuracy on Netflix-shaped data without tuning (see BENCHMARKS.md).
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "dot": {"embedding_dim": 32, "l2": 0.05, "batch_size": 16384},
-    "biased-mf": {"embedding_dim": 32, "l2": 0.05, "l2_bias": 0.005, "batch_size": 16384},
-    "deep": {
-        "embedding_dim": 32, "l2": 0.0, "batch_size": 16384, "hidden": "128,64", "dropout": 0.1,
-    },
-    "residual": {
-        "embedding_dim": 32, "l2": 0.05, "l2_bias": 0.005, "batch_size": 16384, "hidden": "64",
-        "dropout": 0.1,
-    },
-    "two-tower": {
-        "embedding_dim": 32, "l2": 0.02, "l2_bias": 0.005, "batch_size": 16384, "hidden": "64",
-        "dropout": 0.1,
-    },
-}  # fmt: skip
-
-#: Default learning rate of each optimizer.
-LEARNING_RATES = {"adagrad": 0.05, "adam": 0.002}
-
-#: Options that only some models read; setting one for another model is an error.
-_MLP_OPTIONS = ("hidden", "dropout")
-
-
-def resolve(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with every ``None`` replaced by the model's default.
-
-    ``l2_user``, ``l2_item`` and ``l2_bias`` default to ``l2``; the learning rate to the
-    optimizer's default (``LEARNING_RATES``).
-
-    Raises:
-        ConfigError: an option is set that the model does not use (``--hidden`` or
-            ``--dropout`` for ``dot`` or ``biased-mf``).
-    """
-    if cfg.model not in MODELS:
-        raise ConfigError(
-            f"--model {cfg.model!r}: unknown model; choose one of {', '.join(MODELS)}"
-        )
-    defaults = DEFAULTS[cfg.model]
-    for option in _MLP_OPTIONS:
-        if getattr(cfg, option) is not None and option not in defaults:
-            users = ", ".join(k for k, v in DEFAULTS.items() if option in v)
-            raise ConfigError(
-                f"--{option} does not apply to --model {cfg.model}; it applies to {users}"
-            )
-    values = cfg.model_dump()
-    for key, value in defaults.items():
-        if values[key] is None:
-            values[key] = value
-    for key in ("l2_user", "l2_item", "l2_bias"):
-        if values[key] is None:
-            values[key] = values["l2"]
-    if values["learning_rate"] is None:
-        values["learning_rate"] = LEARNING_RATES[cfg.optimizer]
-    return TrainConfig(**values)
 
 
 def build_model(
