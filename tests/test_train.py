@@ -229,6 +229,7 @@ def test_two_tower_needs_side_tables(planted: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_two_tower_trains_on_item_side_features(planted: Path, tmp_path: Path) -> None:
     import shutil
 
@@ -268,6 +269,7 @@ train(Path(sys.argv[1]), Path(sys.argv[2]), TrainConfig.model_validate_json(sys.
 """
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_last_checkpoint(planted: Path, tmp_path: Path) -> None:
     import signal
     import time
