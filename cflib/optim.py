@@ -9,7 +9,6 @@ accumulator value per table row, and each step reads and writes only the looked-
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import keras
@@ -150,8 +149,3 @@ def make_optimizer(cfg: TrainConfig, lr: float, steps_per_epoch: int) -> keras.O
     if cfg.optimizer == "adam":
         return keras.optimizers.Adam(learning_rate=rate)
     raise ConfigError(f"--optimizer {cfg.optimizer!r}: unknown optimizer")
-
-
-def steps(rows: int, batch_size: int) -> int:
-    """Optimizer steps in an epoch of ``rows`` rows."""
-    return max(math.ceil(rows / batch_size), 1)

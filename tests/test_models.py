@@ -283,3 +283,24 @@ def test_sparse_adagrad_touches_only_the_looked_up_rows() -> None:
     assert (table.numpy()[[0, 2]] == 1).all()  # rows outside the batch untouched
     # Dense variables: elementwise Adagrad, first step lr * sign(g) (0 where g = 0).
     np.testing.assert_allclose(dense.numpy(), [0.5, 1.0, 1.5], rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "after_one_epoch", "at_the_end"),
+    [("constant", 0.1, 0.1), ("cosine", None, 0.001), ("exponential", 0.05, 0.1 * 0.5**4)],
+)
+def test_learning_rate_schedules(
+    schedule: str, after_one_epoch: float | None, at_the_end: float
+) -> None:
+    from cflib.optim import SparseAdagrad, learning_rate, make_optimizer
+
+    cfg = TrainConfig(epochs=4, lr_schedule=schedule, lr_decay=0.5)
+    rate = learning_rate(cfg, 0.1, steps_per_epoch=10)
+    value = (lambda step: rate) if isinstance(rate, float) else (lambda step: float(rate(step)))
+    assert value(0) == pytest.approx(0.1)
+    if after_one_epoch is not None:
+        assert value(10) == pytest.approx(after_one_epoch, rel=1e-5)
+    assert value(40) == pytest.approx(at_the_end, rel=1e-4)
+    assert isinstance(make_optimizer(cfg, 0.1, 10), SparseAdagrad)
+    adam = make_optimizer(cfg.model_copy(update={"optimizer": "adam"}), 0.1, 10)
+    assert isinstance(adam, keras.optimizers.Adam)
