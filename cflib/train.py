@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,7 @@ class _Inputs:
             return make_dataset(
                 self.paths[split], batch_size=self.batch, shuffle=shuffle, seed=self.seed,
                 drop_remainder=self.drop, epoch=epoch, skip=skip,
+                cardinality=split != "train",  # see make_dataset
             )  # fmt: skip
 
         def per_worker(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
@@ -233,7 +235,10 @@ def train(
     val_ds = None if validate else inputs.validation()
     while state.epoch < cfg.epochs and not _should_stop(state, cfg.patience):
         epoch, skip = state.epoch, state.batch
-        with strategy.scope():
+        with strategy.scope(), warnings.catch_warnings():
+            # The train split's batch count is left undeclared (see make_dataset), so
+            # Keras warns when a one-epoch fit reaches its end.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
             fitted = model.fit(
                 inputs.train(epoch, skip),
                 validation_data=None if validate else val_ds,

@@ -67,6 +67,7 @@ def make_dataset(
     epoch: int | None = None,
     skip: int = 0,
     shard: tuple[int, int] = (0, 1),
+    cardinality: bool = True,
 ) -> tf.data.Dataset:
     """Stream Parquet parts as batches of exactly ``batch_size`` rows.
 
@@ -89,10 +90,13 @@ def make_dataset(
         shard: ``(index, count)``: this input pipeline reads every ``count``-th row from
             row ``index`` on (multi-worker training); every shard yields the same number
             of full batches, ``rows // count // batch_size``.
+        cardinality: declare the number of batches (``assert_cardinality``). Keras 3.15
+            trains biased MF from a generator 40% slower when it knows it (0.92 against
+            1.52M ratings/s here), so training leaves it out.
 
     Returns:
-        A dataset of ``({"user": int32[B], "item": int32[B]}, rating float32[B])``
-        with a known cardinality, prefetched.
+        A dataset of ``({"user": int32[B], "item": int32[B]}, rating float32[B])``,
+        prefetched, with a known cardinality unless ``cardinality`` is false.
 
     Raises:
         ConfigError: ``batch_size`` is not positive.
@@ -131,7 +135,8 @@ def make_dataset(
         tf.TensorSpec([dim], tf.float32),
     )
     ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
-    ds = ds.apply(tf.data.experimental.assert_cardinality(n_batches))
+    if cardinality:
+        ds = ds.apply(tf.data.experimental.assert_cardinality(n_batches))
     options = tf.data.Options()
     # A generator has no files to shard; DATA is what AUTO falls back to, minus the warning.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
