@@ -38,6 +38,7 @@ fmt: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/train.py
 
 # Known vulnerabilities in the locked dependencies (PyPI's advisory data). --strict: a
 # package that cannot be checked fails the audit too. Needs https://pypi.org.

@@ -51,7 +51,7 @@ def main() -> None:
     run_dir, registry = work / "run", work / "registry"
     train = [
         "train", str(args.data), "--out", str(run_dir), "--epochs", str(args.epochs),
-        "--batch-size", str(args.batch_size), "--learning-rate", "0.002",
+        "--batch-size", str(args.batch_size),
     ]  # fmt: skip
     stages = {
         "train": run(train),

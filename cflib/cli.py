@@ -131,16 +131,18 @@ def _print_ingest(result: dict[str, Any], out: Path) -> None:
 @config_options(TrainConfig, param="cfg")
 def train(
     data: Path = typer.Argument(..., help="Dataset directory written by `cfpipe ingest`."),
-    out: Path = typer.Option(..., "--out", help="Run directory to create."),
+    out: Path = typer.Option(
+        ..., "--out", help="Run directory to create, or an interrupted run's to resume."
+    ),
     run_id: str | None = typer.Option(None, "--run-id", help="Run id (default: time-based)."),
     *,
     cfg: TrainConfig,
 ) -> None:
-    """Train a model on an ingested dataset (MirroredStrategy over local devices)."""
-    from cflib.dataset import load_manifest
+    """Train a model on an ingested dataset (one device, MirroredStrategy or multi-worker)."""
+    from cflib.defaults import check_inputs
     from flows.train import train_flow
 
-    load_manifest(data)
+    check_inputs(data, cfg)  # Fail fast, before a Prefect server starts.
     summary = train_flow(str(data), str(out), cfg, run_id)
     _echo_kv(
         f"run {summary['run_id']} in {out}",

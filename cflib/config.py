@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-ModelName = Literal["dot", "biased-mf"]
-MODEL_NAMES: tuple[str, ...] = ("dot", "biased-mf")
+ModelName = Literal["dot", "biased-mf", "deep", "residual", "two-tower"]
+MODEL_NAMES: tuple[str, ...] = ("dot", "biased-mf", "deep", "residual", "two-tower")
+OptimizerName = Literal["adagrad", "adam"]
+LRSchedule = Literal["constant", "cosine", "exponential"]
+TextEncoderName = Literal["mean-tokens"]
 SplitMode = Literal["auto", "random", "temporal"]
 SourceFormat = Literal["auto", "netflix", "ml-100k", "ml-1m", "ml-csv"]
 
@@ -78,21 +81,91 @@ class IngestConfig(_Stage):
 
 
 class TrainConfig(_Stage):
-    """Training one model on an ingested dataset."""
+    """Training one model on an ingested dataset.
+
+    Fields left at ``None`` take the model's default (``cflib.models.registry.DEFAULTS``);
+    ``cflib.models.registry.resolve`` fills them in before training, and the run stores
+    the resolved values.
+    """
 
     model: ModelName = Field("biased-mf", description="Model architecture.")
-    embedding_dim: int = Field(32, gt=0, le=4096, description="Embedding size.")
-    l2: float = Field(
-        0.05, ge=0, description="L2 weight on the squared embedding and bias rows of each batch."
+    embedding_dim: int | None = Field(
+        None, gt=0, le=4096, description="Embedding size (default: per model)."
     )
-    learning_rate: float = Field(0.005, gt=0, le=10, description="Optimizer learning rate.")
-    batch_size: int = Field(4096, gt=0, le=1 << 22, description="Global batch size.")
+    l2: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="L2 weight on the squared table rows of each batch (default: per model).",
+    )
+    l2_user: float | None = Field(
+        None, ge=0, le=100, description="L2 weight of the user-side tables (default: --l2)."
+    )
+    l2_item: float | None = Field(
+        None, ge=0, le=100, description="L2 weight of the item-side tables (default: --l2)."
+    )
+    l2_bias: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="L2 weight of the bias tables (default: per model, else --l2).",
+    )
+    optimizer: OptimizerName = Field(
+        "adagrad",
+        description="adagrad (row-wise, sparse table updates) or adam (dense updates).",
+    )
+    learning_rate: float | None = Field(
+        None, gt=0, le=10, description="Learning rate (default: per model and optimizer)."
+    )
+    lr_schedule: LRSchedule = Field(
+        "constant", description="constant, cosine (to 1% over --epochs) or exponential."
+    )
+    lr_decay: float = Field(
+        0.9, gt=0, le=1, description="Per-epoch factor of the exponential schedule."
+    )
+    batch_size: int | None = Field(
+        None, gt=0, le=1 << 22, description="Global batch size (default: per model)."
+    )
     epochs: int = Field(20, gt=0, le=10_000, description="Maximum number of epochs.")
     patience: int = Field(2, ge=0, description="Epochs without validation improvement to stop.")
     seed: int = Field(0, ge=0, description="Seed of initialization and shuffling.")
     replicas: int = Field(
         1, gt=0, le=64, description="CPU logical devices for MirroredStrategy when no GPU."
     )
+    hidden: str | None = Field(
+        None,
+        description="MLP layer sizes, comma-separated, e.g. 128,64 "
+        "(deep, residual, two-tower; default: per model).",
+    )
+    dropout: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="Dropout rate after each MLP layer (deep, residual, two-tower).",
+    )
+    text_encoder: TextEncoderName = Field(
+        "mean-tokens", description="Title encoder of two-tower: mean of learned token embeddings."
+    )
+    checkpoint_steps: int = Field(
+        1000, ge=0, description="Checkpoint every N steps, besides every epoch (0: epochs only)."
+    )
+
+    @field_validator("hidden")
+    @classmethod
+    def _check_hidden(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            sizes = [int(x) for x in value.split(",")]
+        except ValueError:
+            raise ValueError("expected comma-separated positive integers, e.g. 128,64") from None
+        if not sizes or any(n <= 0 or n > 65_536 for n in sizes):
+            raise ValueError("expected comma-separated integers in 1..65536, e.g. 128,64")
+        return ",".join(str(n) for n in sizes)
+
+    def hidden_sizes(self) -> tuple[int, ...]:
+        """``hidden`` as a tuple of layer sizes (empty when unset)."""
+        return tuple(int(x) for x in self.hidden.split(",")) if self.hidden else ()
 
 
 class EvaluateConfig(_Stage):

@@ -1,16 +1,18 @@
-"""Training one model on an ingested dataset: devices, strategy, fit, and the run directory.
+"""Training one model on an ingested dataset: strategy, fit, checkpoints, the run directory.
 
-A run directory holds ``model.keras`` (the best epoch's weights) and ``train.json``
-(config, data fingerprint, history, timings). It is built in a staging directory next
-to ``out_dir`` and renamed into place only when training succeeded.
+A finished run directory holds ``model.keras`` (the best epoch's weights), ``train.json``
+(config, data fingerprint, history, timings) and ``logs/`` (TensorBoard). While it
+trains, ``checkpoints/`` holds what a restarted run resumes from (``cflib.checkpoint``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import os
+import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,209 +20,332 @@ import keras
 import tensorflow as tf
 
 import cflib.models  # noqa: F401  (registers the model classes for load_model)
-from cflib import fsutil, runs, schema
+from cflib import runs, schema
+from cflib.checkpoint import (
+    BEST_WEIGHTS,
+    CHECKPOINT_DIR,
+    LOG_DIR,
+    Checkpointer,
+    EpochLogger,
+    ProgressBar,
+    TrainState,
+    open_run_dir,
+)
 from cflib.config import TrainConfig
-from cflib.data.tfdata import make_dataset
-from cflib.dataset import load_manifest
+from cflib.data.side import load_side_features
+from cflib.data.tfdata import make_dataset, memory_dataset
+from cflib.dataset import Manifest, load_manifest
+from cflib.distribute import (
+    Cluster,
+    DistributedValidation,
+    cluster_from_env,
+    configure_devices,
+    device_names,
+)
 from cflib.errors import ConfigError, DatasetError
 from cflib.models.losses import squared_error
-from cflib.models.registry import build_model
+from cflib.models.registry import build_model, resolve
+from cflib.optim import make_optimizer
 
 log = logging.getLogger(__name__)
 
+# Kept importable from here: tests and callers configured devices through cflib.train.
+__all__ = ["configure_devices", "load_model", "train"]
 
-def configure_devices(replicas: int) -> tf.distribute.Strategy:
-    """Pick the distribution strategy and, on CPU, split the processor into replicas.
 
-    With GPUs, a ``MirroredStrategy`` over all of them (``replicas`` is ignored). Without,
-    ``replicas > 1`` splits the CPU into that many logical devices and mirrors over
-    them: this tests the distributed code path on a laptop, but on 2 cores it trains
-    about 2x slower than one replica. ``replicas == 1`` on CPU returns the default
-    strategy: a ``MirroredStrategy`` over the one CPU device only adds per-step overhead.
+class _Inputs:
+    """The train and validation datasets of one strategy (sharded per worker if any)."""
 
-    Logical devices can only be configured before the TensorFlow runtime starts, that
-    is, before the first op runs in the process.
+    def __init__(
+        self,
+        manifest: Manifest,
+        root: Path,
+        cfg: TrainConfig,
+        strategy: tf.distribute.Strategy,
+        cluster: Cluster | None,
+        in_memory: bool,
+    ) -> None:
+        assert cfg.batch_size is not None
+        self.paths = {s: manifest.split_paths(root, s) for s in ("train", "validation")}
+        self.rows = {s: manifest.splits[s].rows for s in ("train", "validation")}
+        self.batch = cfg.batch_size
+        self.seed = cfg.seed
+        self.strategy = strategy
+        self.cluster = cluster
+        self.in_memory = in_memory
+        self.replicas = strategy.num_replicas_in_sync
+        # With replicas, drop the short last batch: it splits unevenly (or leaves a
+        # replica empty); the order is reshuffled, so other rows are dropped each epoch.
+        self.drop = self.replicas > 1
+        if cluster is not None or in_memory:
+            self.train_batches = self.rows["train"] // self.batch
+        else:
+            n = self.rows["train"] / self.batch
+            self.train_batches = int(n) if self.drop else -(-self.rows["train"] // self.batch)
+        self.val_steps = max(self.rows["validation"] // self.batch, 1) if cluster else None
+        self._memory: tf.data.Dataset | None = None
 
-    Args:
-        replicas: CPU replicas when there is no GPU (``--replicas``).
+    def train(self, epoch: int, skip: int) -> Any:
+        """The batches of one epoch, from batch ``skip`` on."""
+        if self.in_memory:
+            if self._memory is None:
+                self._memory = memory_dataset(
+                    self.paths["train"], batch_size=self.batch, shuffle=True, seed=self.seed
+                )
+            return self._memory.skip(skip)
+        return self._make("train", shuffle=True, epoch=epoch, skip=skip)
 
-    Raises:
-        ConfigError: ``replicas`` is not positive, or TensorFlow already started in
-            this process with another number of logical CPUs.
-    """
-    if replicas <= 0:
-        raise ConfigError(f"--replicas should be a positive integer. Received: {replicas}.")
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        if replicas not in (1, len(gpus)):
-            log.warning("--replicas %d ignored: mirroring over all %d GPUs", replicas, len(gpus))
-        return tf.distribute.MirroredStrategy()
-    if replicas == 1:
-        return tf.distribute.get_strategy()
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    try:
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(replicas)]
-        )
-    except RuntimeError as exc:  # the runtime is already initialized
-        have = len(tf.config.list_logical_devices("CPU"))
-        if have != replicas:
-            raise ConfigError(
-                f"--replicas {replicas}: TensorFlow already started in this process with "
-                f"{have} logical CPU device(s); --replicas must be set before TensorFlow "
-                "starts (run the training in a fresh process)"
-            ) from exc
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-    return tf.distribute.MirroredStrategy(devices=devices)
+    def validation(self) -> Any:
+        return self._make("validation", shuffle=False, epoch=0, skip=0)
+
+    def _make(self, split: str, *, shuffle: bool, epoch: int, skip: int) -> Any:
+        if self.cluster is None:
+            return make_dataset(
+                self.paths[split], batch_size=self.batch, shuffle=shuffle, seed=self.seed,
+                drop_remainder=self.drop, epoch=epoch, skip=skip,
+                cardinality=split != "train",  # see make_dataset
+            )  # fmt: skip
+
+        def per_worker(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+            ds = make_dataset(
+                self.paths[split], batch_size=ctx.get_per_replica_batch_size(self.batch),
+                shuffle=shuffle, seed=self.seed, drop_remainder=True, epoch=epoch, skip=skip,
+                shard=(ctx.input_pipeline_id, ctx.num_input_pipelines),
+            )  # fmt: skip
+            options = tf.data.Options()
+            policy = tf.data.experimental.AutoShardPolicy.OFF  # sharded by make_dataset
+            options.experimental_distribute.auto_shard_policy = policy
+            return ds.with_options(options)
+
+        return self.strategy.distribute_datasets_from_function(per_worker)
 
 
 def train(
-    data_dir: Path, out_dir: Path, cfg: TrainConfig, *, run_id: str | None = None
+    data_dir: Path,
+    out_dir: Path,
+    cfg: TrainConfig,
+    *,
+    run_id: str | None = None,
+    in_memory: bool = False,
 ) -> dict[str, Any]:
     """Train ``cfg.model`` on a dataset's train split, validating every epoch.
 
-    Adam at ``cfg.learning_rate`` minimizes the mean squared error plus the models'
-    L2 penalty on the batch's embedding rows. Training stops after ``cfg.patience``
-    epochs without a better validation RMSE, and the best epoch's weights are saved.
+    ``cfg`` is first completed with the model's defaults (``resolve``). The optimizer
+    (``SparseAdagrad`` by default) minimizes the mean squared error plus the models' L2
+    penalty on the batch's table rows. Training stops after ``cfg.patience`` epochs
+    without a better validation RMSE, and the best epoch's weights are saved. Every
+    ``cfg.checkpoint_steps`` steps and every epoch a checkpoint is written under
+    ``out_dir/checkpoints``; called again with the same ``out_dir``, options and data
+    after an interruption, training resumes from the last checkpoint.
 
     Args:
         data_dir: a dataset directory written by ``cfpipe ingest``.
-        out_dir: the run directory to create; it must not exist or be empty.
+        out_dir: the run directory: new or empty, or an interrupted run to resume.
         cfg: training options.
         run_id: the run's id (default: a new UTC timestamp plus 6 hex digits).
+        in_memory: read the train split into memory instead of streaming it (for
+            benchmarks on data that fits; drops the last partial batch).
 
     Returns:
-        The content of ``out_dir/train.json``: ``run_id``, ``model``, ``config``,
-        ``dataset``, ``data_dir``, ``data_fingerprint``, ``n_users``, ``n_items``,
-        ``global_mean``, ``epochs_run``, ``best_epoch`` (1-based), ``val_rmse`` (best),
-        ``history`` (metric -> one value per epoch), ``seconds`` (whole fit),
-        ``ratings_per_second`` (training steps only, validation excluded),
-        ``strategy``, ``replicas``, ``devices``, ``tensorflow``, ``keras``.
+        The content of ``out_dir/train.json``: ``run_id``, ``model``, ``config``
+        (resolved), ``dataset``, ``data_dir``, ``data_fingerprint``, ``n_users``,
+        ``n_items``, ``global_mean``, ``epochs_run``, ``best_epoch`` (1-based),
+        ``val_rmse`` (best), ``history`` (metric -> one value per epoch), ``seconds``
+        (this process), ``ratings_per_second`` (training steps only),
+        ``train_seconds`` (training steps of each epoch), ``resumed``
+        (from which epoch and batch, or null), ``input``, ``strategy``, ``replicas``,
+        ``workers``, ``devices``, ``tensorflow``, ``keras``.
 
     Raises:
         DatasetError: the manifest is missing, the train or validation split is empty,
             or ``run_id`` is not a safe directory name.
-        ConfigError: ``out_dir`` is not empty, the batch does not split over replicas,
-            or ``cfg.replicas`` cannot be applied (see ``configure_devices``).
+        ConfigError: ``out_dir`` holds other files or another run, the model does not
+            fit the dataset, the batch does not split over replicas, or ``cfg.replicas``
+            cannot be applied (see ``configure_devices``).
     """
+    start = time.perf_counter()
     data_dir = Path(data_dir).absolute()
     out_dir = Path(out_dir)
     manifest = load_manifest(data_dir)
     for split in ("train", "validation"):
         if split not in manifest.splits or manifest.splits[split].rows == 0:
             raise DatasetError(f"{data_dir}: the {split} split is empty; nothing to train on")
-    run_id = runs.check_name(run_id, "--run-id") if run_id else runs.new_run_id()
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ConfigError(f"--out {out_dir}: already exists and is not empty")
+    cfg = resolve(cfg)
+    assert cfg.batch_size is not None and cfg.learning_rate is not None
+    side = None
+    if cfg.model == "two-tower":
+        side = load_side_features(data_dir, n_users=manifest.n_users, n_items=manifest.n_items)
+    cluster = cluster_from_env()
+    chief = cluster is None or cluster.is_chief
+    if chief:
+        run_id, state = open_run_dir(
+            out_dir, run_id=run_id, cfg=cfg, fingerprint=manifest.fingerprint
+        )
+    else:  # other workers read the chief's state (a shared filesystem) but never write
+        run_id, state = _peek_run(out_dir, run_id)
+    resumed = None if state is None else {"epoch": state.epoch + 1, "batch": state.batch}
+    state = state or TrainState()
 
     strategy = configure_devices(cfg.replicas)
     replicas = strategy.num_replicas_in_sync
-    if cfg.batch_size % replicas:
-        raise ConfigError(
-            f"--batch-size {cfg.batch_size} does not split evenly over {replicas} replicas; "
-            f"use a multiple of {replicas}"
-        )
-    train_rows = manifest.splits["train"].rows
-    if train_rows < cfg.batch_size and replicas > 1:
-        raise ConfigError(
-            f"--batch-size {cfg.batch_size} is larger than the {train_rows} training ratings; "
-            f"with {replicas} replicas every batch must be full"
-        )
+    _check_batch(cfg.batch_size, replicas, manifest.splits["train"].rows)
     keras.utils.set_random_seed(cfg.seed)
-    # With replicas, drop the short last batch: it splits unevenly (or leaves a replica
-    # empty); the order is reshuffled, so different rows are dropped each epoch.
-    train_ds = make_dataset(
-        manifest.split_paths(data_dir, "train"),
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        seed=cfg.seed,
-        drop_remainder=replicas > 1,
-    )
-    val_ds = make_dataset(
-        manifest.split_paths(data_dir, "validation"),
-        batch_size=cfg.batch_size,
-        shuffle=False,
-        seed=cfg.seed,
-    )
+    inputs = _Inputs(manifest, data_dir, cfg, strategy, cluster, in_memory)
     with strategy.scope():
         model = build_model(
-            cfg.model,
-            n_users=manifest.n_users,
-            n_items=manifest.n_items,
-            global_mean=manifest.global_mean,
-            cfg=cfg,
-        )
+            cfg, n_users=manifest.n_users, n_items=manifest.n_items,
+            global_mean=manifest.global_mean, side=side,
+        )  # fmt: skip
+        # XLA cannot reach the variables of other logical devices; see DotModel.call.
+        model.xla = replicas == 1
         model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=cfg.learning_rate),
+            optimizer=make_optimizer(cfg, cfg.learning_rate, inputs.train_batches),
             loss=squared_error,  # not MeanSquaredError: see cflib.models.losses
             metrics=[keras.metrics.RootMeanSquaredError(name="rmse")],
-            # XLA doubles CPU throughput with one replica (0.45 -> 0.9 M ratings/s, dim
-            # 64); across logical CPU replicas it fails to reach the other device's
-            # variables, so there Keras decides (XLA on GPUs, none on CPUs).
-            jit_compile=True if replicas == 1 else "auto",
+            jit_compile=False,  # the model compiles its own arithmetic (DotModel.call)
         )
-    rows_per_epoch = (train_rows // cfg.batch_size * cfg.batch_size) if replicas > 1 else train_rows
-    timer = EpochLogger(rows_per_epoch)
-    stopper = keras.callbacks.EarlyStopping(
-        monitor="val_rmse", mode="min", patience=cfg.patience, restore_best_weights=True
-    )
+    validate = None
+    if cluster is not None:
+        # Keras 3.15 averages the first batch of a distributed dataset over replicas to
+        # build the model symbolically, which fails on dict inputs. The model is built
+        # already; without a recorded strategy Keras takes the scope's (fit runs in it).
+        model._distribute_strategy = None
+        # Nor can it reduce scalar logs across workers (DotModel.train_step, and
+        # DistributedValidation).
+        model.vector_logs = True
+        validate = DistributedValidation(strategy, inputs.validation(), inputs.val_steps or 1)
+    ckpt_dir = out_dir / CHECKPOINT_DIR
+    checkpointer = Checkpointer(ckpt_dir, state, cfg.checkpoint_steps, write=chief)
+    checkpointer.set_model(model)
+    checkpointer.restore()
+    timer = EpochLogger(cfg.batch_size)
+    callbacks: list[keras.callbacks.Callback] = [checkpointer, timer]
+    if chief:
+        callbacks.append(
+            keras.callbacks.TensorBoard(out_dir / LOG_DIR, write_graph=False, profile_batch=0)
+        )
+    if sys.stdout.isatty():
+        callbacks.append(ProgressBar(inputs.train_batches, cfg.batch_size))
     log.info(
-        "training %s on %s (%d ratings, %d users, %d items) with %s over %d replica(s)",
-        cfg.model,
-        manifest.name,
-        train_rows,
-        manifest.n_users,
-        manifest.n_items,
-        type(strategy).__name__,
-        replicas,
+        "training %s on %s (%d ratings, %d users, %d items) with %s over %d replica(s)%s",
+        cfg.model, manifest.name, manifest.splits["train"].rows, manifest.n_users,
+        manifest.n_items, type(strategy).__name__, replicas,
+        f", resuming at epoch {state.epoch + 1} batch {state.batch}" if resumed else "",
+    )  # fmt: skip
+    val_ds = None if validate else inputs.validation()
+    while state.epoch < cfg.epochs and not _should_stop(state, cfg.patience):
+        epoch, skip = state.epoch, state.batch
+        with strategy.scope(), warnings.catch_warnings():
+            # The train split's batch count is left undeclared (see make_dataset), so
+            # Keras warns when a one-epoch fit reaches its end.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            fitted = model.fit(
+                inputs.train(epoch, skip),
+                validation_data=None if validate else val_ds,
+                initial_epoch=epoch,
+                epochs=epoch + 1,
+                steps_per_epoch=inputs.train_batches - skip if cluster else None,
+                validation_steps=None if validate else inputs.val_steps,
+                callbacks=callbacks,
+                shuffle=False,  # make_dataset shuffles; Keras cannot shuffle a tf.data.Dataset
+                verbose=0,
+            )
+        rows = min(timer.batches * cfg.batch_size, manifest.splits["train"].rows)
+        logs = {k: v[-1] for k, v in fitted.history.items()}
+        if validate is not None:
+            with strategy.scope():
+                logs.update(validate(model))
+            log.info(
+                "epoch %d: val_rmse %.4f over every worker's shard", epoch + 1, logs["val_rmse"]
+            )
+        if state.end_epoch(logs, timer.train_seconds, rows) and chief:
+            model.save_weights(ckpt_dir / BEST_WEIGHTS)
+        checkpointer.save()
+    summary = _summary(run_id, cfg, manifest, data_dir, state, strategy, cluster)
+    summary.update(
+        seconds=time.perf_counter() - start,
+        resumed=resumed,
+        input="memory" if in_memory else "stream",
     )
-    with fsutil.atomic_dir(out_dir) as staged:
-        start = time.perf_counter()
-        fitted = model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=cfg.epochs,
-            callbacks=[timer, stopper],
-            shuffle=False,  # make_dataset shuffles; Keras cannot shuffle a tf.data.Dataset
-            verbose=1 if sys.stdout.isatty() else 0,
-        )
-        seconds = time.perf_counter() - start
-        history = {k: [float(v) for v in vs] for k, vs in fitted.history.items()}
-        val = history["val_rmse"]
-        best = min(range(len(val)), key=val.__getitem__)
-        summary: dict[str, Any] = {
-            "run_id": run_id,
-            "model": cfg.model,
-            "config": cfg.model_dump(),
-            "dataset": manifest.name,
-            "data_dir": str(data_dir),
-            "data_fingerprint": manifest.fingerprint,
-            "n_users": manifest.n_users,
-            "n_items": manifest.n_items,
-            "global_mean": manifest.global_mean,
-            "epochs_run": len(val),
-            "best_epoch": best + 1,
-            "val_rmse": val[best],
-            "history": history,
-            "seconds": seconds,
-            "ratings_per_second": rows_per_epoch * len(val) / max(sum(timer.train_seconds), 1e-9),
-            "strategy": type(strategy).__name__,
-            "replicas": replicas,
-            "devices": _devices(strategy),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-        }
-        model.save(staged / schema.MODEL_FILE)
-        (staged / schema.TRAIN_SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    if chief:
+        model.load_weights(ckpt_dir / BEST_WEIGHTS)
+        tmp = out_dir / f".tmp-{schema.MODEL_FILE}"  # renamed: never a half-written model
+        model.save(tmp)
+        os.replace(tmp, out_dir / schema.MODEL_FILE)
+        runs.write_json(out_dir / schema.TRAIN_SUMMARY_FILE, summary)
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
     log.info(
         "%s: best epoch %d of %d, validation RMSE %.4f, %.1f s",
-        run_id,
-        best + 1,
-        len(val),
-        val[best],
-        seconds,
-    )
+        run_id, summary["best_epoch"], summary["epochs_run"], summary["val_rmse"],
+        summary["seconds"],
+    )  # fmt: skip
     return summary
+
+
+def _should_stop(state: TrainState, patience: int) -> bool:
+    """Early stopping: ``patience`` epochs in a row without a better validation RMSE."""
+    return state.wait > 0 and state.wait >= patience
+
+
+def _check_batch(batch_size: int, replicas: int, train_rows: int) -> None:
+    """The global batch must split evenly, and fill every replica at least once."""
+    if batch_size % replicas:
+        raise ConfigError(
+            f"--batch-size {batch_size} does not split evenly over {replicas} replicas; "
+            f"use a multiple of {replicas}"
+        )
+    if train_rows < batch_size and replicas > 1:
+        raise ConfigError(
+            f"--batch-size {batch_size} is larger than the {train_rows} training ratings; "
+            f"with {replicas} replicas every batch must be full"
+        )
+
+
+def _peek_run(out_dir: Path, run_id: str | None) -> tuple[str, TrainState | None]:
+    """A non-chief worker's view of the chief's run directory."""
+    import json
+
+    ckpt = out_dir / CHECKPOINT_DIR
+    state = None
+    if (ckpt / "state.json").is_file():
+        state = TrainState(**json.loads((ckpt / "state.json").read_text()))
+    return run_id or "worker", state
+
+
+def _summary(
+    run_id: str,
+    cfg: TrainConfig,
+    manifest: Manifest,
+    data_dir: Path,
+    state: TrainState,
+    strategy: tf.distribute.Strategy,
+    cluster: Cluster | None,
+) -> dict[str, Any]:
+    """``train.json`` without the timings of this process."""
+    return {
+        "run_id": run_id,
+        "model": cfg.model,
+        "config": cfg.model_dump(),
+        "dataset": manifest.name,
+        "data_dir": str(data_dir),
+        "data_fingerprint": manifest.fingerprint,
+        "n_users": manifest.n_users,
+        "n_items": manifest.n_items,
+        "global_mean": manifest.global_mean,
+        "epochs_run": state.epoch,
+        "best_epoch": state.best_epoch + 1,
+        "val_rmse": state.best_val_rmse,
+        "history": state.history,
+        "ratings_per_second": state.rows_trained / max(sum(state.train_seconds), 1e-9),
+        "train_seconds": state.train_seconds,
+        # MultiWorkerMirroredStrategy's class is named CollectiveAllReduceStrategy.
+        "strategy": "MultiWorkerMirroredStrategy" if cluster else type(strategy).__name__,
+        "replicas": strategy.num_replicas_in_sync,
+        "workers": cluster.workers if cluster else 1,
+        "devices": device_names(strategy),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }
 
 
 def load_model(path: Path) -> keras.Model:
@@ -236,46 +361,3 @@ def load_model(path: Path) -> keras.Model:
     if not path.is_file():
         raise DatasetError(f"{path}: no saved model; is it the --out of `cfpipe train`?")
     return keras.saving.load_model(path, safe_mode=True)
-
-
-def _devices(strategy: tf.distribute.Strategy) -> list[str]:
-    """Names of the devices the replicas run on."""
-    if strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy():
-        # The default strategy runs on the first logical device (CPU:0 without GPUs).
-        return [tf.config.list_logical_devices()[0].name]
-    return list(strategy.extended.worker_devices)
-
-
-class EpochLogger(keras.callbacks.Callback):
-    """Log each epoch's losses, RMSEs, seconds and training ratings per second."""
-
-    def __init__(self, rows_per_epoch: int) -> None:
-        super().__init__()
-        self.rows_per_epoch = rows_per_epoch
-        self.train_seconds: list[float] = []
-        self._epoch_start = 0.0
-        self._train_end: float | None = None
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._epoch_start = time.perf_counter()
-        self._train_end = None
-
-    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
-        # During fit, validation starts when the epoch's training steps are done.
-        if self._train_end is None:
-            self._train_end = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        now = time.perf_counter()
-        train_s = (self._train_end or now) - self._epoch_start
-        self.train_seconds.append(train_s)
-        logs = logs or {}
-        log.info(
-            "epoch %d: loss %.4f rmse %.4f val_rmse %.4f, %.1f s, %.0f ratings/s",
-            epoch + 1,
-            logs.get("loss", float("nan")),
-            logs.get("rmse", float("nan")),
-            logs.get("val_rmse", float("nan")),
-            now - self._epoch_start,
-            self.rows_per_epoch / max(train_s, 1e-9),
-        )

@@ -133,6 +133,9 @@ def test_cli_malformed_line_quarantined_or_strict_exit_2(
         (["train", "{tmp}", "--out", "{tmp}/run", "--model", "nope"], "--model"),
         (["train", "{tmp}", "--out", "{tmp}/run", "--epochs", "0"], "--epochs 0"),
         (["train", "{tmp}", "--out", "{tmp}/run"], "_manifest.json: no manifest"),
+        (["train", "{tmp}", "--out", "{tmp}/run", "--dropout", "1"], "--dropout 1.0"),
+        (["train", "{tmp}", "--out", "{tmp}/run", "--hidden", "0"], "--hidden '0'"),
+        (["train", "{tmp}", "--out", "{tmp}/run", "--lr-decay", "0"], "--lr-decay 0.0"),
         (["evaluate", "{tmp}/run"], "run directory does not exist"),
     ],
 )
@@ -290,3 +293,23 @@ def test_cli_disk_full_is_one_line_and_keeps_the_previous_dataset(
     assert err[-1].startswith("cfpipe: error: ") and err[-1].endswith("No space left on device")
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "src"]
+
+
+def test_cli_model_incompatible_with_the_dataset(tmp_path: Path) -> None:
+    from tests.test_train import write_planted
+
+    data = write_planted(tmp_path / "data")  # no user_map.parquet / item_map.parquet
+    env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}  # Never reached.
+    argv = ["train", str(data), "--out", str(tmp_path / "run"), "--model", "two-tower"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "cflib.cli", *argv], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cfpipe: error: --model two-tower needs")
+    assert not (tmp_path / "run").exists()
+    argv = ["train", str(data), "--out", str(tmp_path / "run"), "--dropout", "0.2"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "cflib.cli", *argv], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 2 and "--dropout does not apply to --model biased-mf" in proc.stderr

@@ -122,3 +122,37 @@ def test_missing_column_or_wrong_dtype(tmp_path: Path) -> None:
         tfdata.make_dataset([tmp_path / "missing.parquet"], batch_size=2, shuffle=False, seed=0)
     with pytest.raises(ConfigError, match="batch_size"):
         tfdata.make_dataset([bad], batch_size=0, shuffle=False, seed=0)
+
+
+def test_shards_are_disjoint_and_equal(tmp_path: Path) -> None:
+    make_dataset = tfdata.make_dataset
+
+    parts = []
+    for k, rows in enumerate((700, 301)):
+        start = sum((700, 301)[:k])
+        parts.append(write_part(tmp_path / f"part-{k}.parquet", np.arange(start, start + rows)))
+    seen = []
+    for index in range(2):
+        ds = make_dataset(parts, batch_size=100, shuffle=True, seed=3, shard=(index, 2))
+        users = [b[0]["user"].numpy() for b in ds]
+        assert len(users) == 1001 // 2 // 100 == ds.cardinality().numpy()
+        assert all(len(u) == 100 for u in users)
+        seen.append(set(np.concatenate(users).tolist()))
+    assert not seen[0] & seen[1]
+
+
+def test_resumed_epoch_skips_the_batches_already_trained(tmp_path: Path) -> None:
+    make_dataset = tfdata.make_dataset
+
+    path = write_part(tmp_path / "part.parquet", np.arange(1000))
+    whole = [
+        b[0]["user"].numpy()
+        for b in make_dataset([path], batch_size=100, shuffle=True, seed=1, epoch=4)
+    ]
+    rest = [
+        b[0]["user"].numpy()
+        for b in make_dataset([path], batch_size=100, shuffle=True, seed=1, epoch=4, skip=3)
+    ]
+    assert len(rest) == 7
+    for a, b in zip(whole[3:], rest, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -19,12 +19,13 @@ from cflib import schema  # noqa: E402
 from cflib.config import TrainConfig  # noqa: E402
 from cflib.dataset import Manifest, SourceInfo, SplitInfo, schema_fields, write_manifest  # noqa: E402
 from cflib.errors import ConfigError, DatasetError  # noqa: E402
+from cflib.models import resolve  # noqa: E402
 from cflib.train import configure_devices, load_model, train  # noqa: E402
 
 N_USERS, N_ITEMS, N_RATINGS, RANK = 300, 200, 30_000, 4
 # Fast settings that still learn the planted biases and factors.
 CFG = TrainConfig(
-    embedding_dim=8, learning_rate=0.05, batch_size=2000, epochs=4, patience=1, l2=0.0
+    embedding_dim=8, learning_rate=0.1, batch_size=2000, epochs=4, patience=1, l2=0.0, l2_bias=0.0
 )
 
 
@@ -109,11 +110,13 @@ def test_biased_mf_beats_the_global_mean(planted: Path, trained: tuple[Path, dic
 
 def test_train_json(planted: Path, trained: tuple[Path, dict]) -> None:
     out, summary = trained
-    assert sorted(p.name for p in out.iterdir()) == [schema.MODEL_FILE, schema.TRAIN_SUMMARY_FILE]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["logs", schema.MODEL_FILE, schema.TRAIN_SUMMARY_FILE]
     assert json.loads((out / schema.TRAIN_SUMMARY_FILE).read_text()) == summary
     assert summary["run_id"] == "test-run"
     assert summary["model"] == "biased-mf"
-    assert summary["config"] == CFG.model_dump()
+    assert summary["config"] == resolve(CFG).model_dump()
+    assert summary["resumed"] is None and summary["input"] == "stream"
     assert summary["dataset"] == "planted"
     assert summary["data_dir"] == str(planted.absolute())
     assert summary["data_fingerprint"] == "planted-0"
@@ -126,7 +129,7 @@ def test_train_json(planted: Path, trained: tuple[Path, dict]) -> None:
     assert summary["val_rmse"] == min(summary["history"]["val_rmse"])
     assert summary["history"]["val_rmse"][summary["best_epoch"] - 1] == summary["val_rmse"]
     assert summary["seconds"] > 0 and summary["ratings_per_second"] > 0
-    assert summary["replicas"] == 1 and summary["devices"]
+    assert summary["replicas"] == 1 and summary["workers"] == 1 and summary["devices"]
     assert summary["tensorflow"] == tf.__version__ and summary["keras"]
     # No staging directory left next to the run.
     assert [p.name for p in out.parent.iterdir()] == ["run"]
@@ -210,3 +213,157 @@ def test_two_replicas_in_a_fresh_process(planted: Path, tmp_path: Path) -> None:
     assert summary["val_rmse"] < 0.7 * baseline_rmse(planted)
     assert summary["loaded_shape"] == [2]
     assert "auto_shard" not in proc.stderr.lower()
+
+
+def test_tensorboard_logs_under_the_run(trained: tuple[Path, dict]) -> None:
+    out, summary = trained
+    for split in ("train", "validation"):
+        events = list((out / "logs" / split).glob("events.out.tfevents.*"))
+        assert events and sum(e.stat().st_size for e in events) > 100, split
+
+
+def test_two_tower_needs_side_tables(planted: Path, tmp_path: Path) -> None:
+    cfg = CFG.model_copy(update={"model": "two-tower", "l2_bias": None})
+    with pytest.raises(ConfigError, match="two-tower needs side features.*item_map.parquet"):
+        train(planted, tmp_path / "run", cfg)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_two_tower_trains_on_item_side_features(planted: Path, tmp_path: Path) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(planted, data)
+    words = ["red", "planet", "night", "story", "dark"]
+    items = pa.table(
+        {
+            "raw_item": np.arange(N_ITEMS, dtype=np.int64) + 1,
+            "year": pa.array([1990 + i % 20 for i in range(N_ITEMS)], pa.int16()),
+            "title": [f"{words[i % 5]} {words[i // 5 % 5]}" for i in range(N_ITEMS)],
+            "genres": [["Drama"] if i % 3 else ["Action", "War"] for i in range(N_ITEMS)],
+        },
+        schema=schema.ITEM_MAP,
+    )
+    pq.write_table(items, data / schema.ITEM_MAP_FILE)
+    cfg = CFG.model_copy(update={"model": "two-tower", "epochs": 3, "l2_bias": None})
+    summary = train(data, tmp_path / "run", cfg)
+    assert summary["val_rmse"] < 0.9 * baseline_rmse(planted)
+    model = load_model(tmp_path / "run" / schema.MODEL_FILE)
+    assert model.get_config()["n_genres"] == 3 and model.get_config()["n_years"] == 20
+
+
+# The child trains with a pause after each batch, so that the test can kill it mid-run.
+SLOW_TRAIN = """
+import sys, time
+from pathlib import Path
+from cflib import checkpoint
+from cflib.config import TrainConfig
+from cflib.train import train
+original = checkpoint.Checkpointer.on_train_batch_end
+def slow(self, batch, logs=None):
+    original(self, batch, logs)
+    time.sleep(float(sys.argv[4]))
+checkpoint.Checkpointer.on_train_batch_end = slow
+train(Path(sys.argv[1]), Path(sys.argv[2]), TrainConfig.model_validate_json(sys.argv[3]))
+"""
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_checkpoint(planted: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    cfg = CFG.model_copy(update={"epochs": 3, "patience": 3, "checkpoint_steps": 5})
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    out = tmp_path / "run"
+    args = [sys.executable, "-c", SLOW_TRAIN, str(planted), str(out), cfg.model_dump_json()]
+    child = subprocess.Popen([*args, "0.3"], env=env, stderr=subprocess.PIPE, text=True)
+    state_file = out / "checkpoints" / "state.json"
+    deadline = time.monotonic() + 240
+    state: dict = {}
+    while time.monotonic() < deadline and child.poll() is None:
+        if state_file.is_file():
+            state = json.loads(state_file.read_text())
+            if state["epoch"] == 1 and state["batch"] >= 5:  # mid-way through epoch 2
+                break
+        time.sleep(0.1)
+    assert child.poll() is None, child.stderr.read() if child.stderr else ""
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert not (out / schema.TRAIN_SUMMARY_FILE).exists()
+    state = json.loads(state_file.read_text())
+    assert (out / "checkpoints" / state["weights"]).is_file()
+
+    resumed = subprocess.run([*args, "0"], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads((out / schema.TRAIN_SUMMARY_FILE).read_text())
+    assert summary["resumed"] == {"epoch": state["epoch"] + 1, "batch": state["batch"]}
+    assert summary["epochs_run"] == 3 and len(summary["history"]["val_rmse"]) == 3
+    assert not (out / "checkpoints").exists()
+    # The same quality as a run that was never interrupted.
+    whole = train(planted, tmp_path / "whole", cfg)
+    assert summary["val_rmse"] == pytest.approx(whole["val_rmse"], rel=0.02)
+    # A finished run is not trained again.
+    with pytest.raises(ConfigError, match="already holds a finished run"):
+        train(planted, out, cfg)
+
+
+MULTI_WORKER = """
+import json, os, sys
+from pathlib import Path
+from cflib.config import TrainConfig
+from cflib.train import train
+summary = train(Path(sys.argv[1]), Path(sys.argv[2]), TrainConfig.model_validate_json(sys.argv[3]))
+print("SUMMARY " + json.dumps(summary))
+"""
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_workers_on_localhost(planted: Path, tmp_path: Path) -> None:
+    cfg = CFG.model_copy(update={"epochs": 3, "checkpoint_steps": 0})
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    out = tmp_path / "run"
+    procs = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        env = {
+            **os.environ, "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "2",
+            "CUDA_VISIBLE_DEVICES": "",
+        }  # fmt: skip
+        args = [sys.executable, "-c", MULTI_WORKER, str(planted), str(out), cfg.model_dump_json()]
+        procs.append(
+            subprocess.Popen(
+                args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
+    outputs = [p.communicate(timeout=400) for p in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+    summaries = [
+        json.loads(next(x for x in o.splitlines() if x.startswith("SUMMARY "))[8:])
+        for o, _ in outputs
+    ]
+    chief = json.loads((out / schema.TRAIN_SUMMARY_FILE).read_text())
+    assert chief["run_id"] == summaries[0]["run_id"]
+    assert chief["strategy"] == "MultiWorkerMirroredStrategy"
+    assert chief["workers"] == 2 and chief["replicas"] == 2
+    # Both workers took the same steps on their shards and agree on the result.
+    assert summaries[1]["history"]["loss"] == pytest.approx(chief["history"]["loss"], rel=1e-5)
+    assert chief["val_rmse"] < 0.7 * baseline_rmse(planted)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # worker 1 wrote nothing
+    assert load_model(out / schema.MODEL_FILE).predict_on_batch(
+        {"user": np.array([0, 1], np.int32), "item": np.array([1, 2], np.int32)}
+    ).shape == (2,)

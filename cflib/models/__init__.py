@@ -5,8 +5,25 @@ so ``keras.saving.load_model(path, safe_mode=True)`` can rebuild saved models.
 """
 
 from cflib.models.biased_mf import BiasedMF
+from cflib.models.deep import DeepModel
 from cflib.models.dot import DotModel
 from cflib.models.losses import squared_error
-from cflib.models.registry import MODELS, build_model
+from cflib.models.registry import DEFAULTS, MODELS, build_model, resolve
+from cflib.models.residual import ResidualModel
+from cflib.models.text import TEXT_ENCODERS, MeanTokens
+from cflib.models.two_tower import TwoTowerModel
 
-__all__ = ["MODELS", "BiasedMF", "DotModel", "build_model", "squared_error"]
+__all__ = [
+    "DEFAULTS",
+    "MODELS",
+    "TEXT_ENCODERS",
+    "BiasedMF",
+    "DeepModel",
+    "DotModel",
+    "MeanTokens",
+    "ResidualModel",
+    "TwoTowerModel",
+    "build_model",
+    "resolve",
+    "squared_error",
+]

@@ -7,7 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from cflib.models.dot import INIT_STD, DotModel
+from cflib.models.dot import INIT_STD, DotModel, check_l2, embedding
 
 
 @keras.saving.register_keras_serializable(package="cfpipe")
@@ -17,8 +17,7 @@ class BiasedMF(DotModel):
     ``mu`` is the training mean from the manifest, a constant stored in the config and
     never trained. Biases start at zero and factors near zero, so the untrained model
     predicts the global mean. Inputs are ``{"user": int[B], "item": int[B]}``; the
-    output is float32 ``[B]``. When ``l2 > 0`` each call adds ``l2`` times the batch
-    mean of ``|p_u|^2 + |q_i|^2 + b_u^2 + b_i^2`` to ``model.losses``.
+    output is float32 ``[B]``. ``l2_bias`` weighs the batch mean of ``b_u^2 + b_i^2``.
     """
 
     def __init__(
@@ -27,37 +26,34 @@ class BiasedMF(DotModel):
         n_items: int,
         embedding_dim: int,
         global_mean: float,
-        l2: float = 0.0,
+        l2_user: float = 0.0,
+        l2_item: float = 0.0,
+        l2_bias: float = 0.0,
         init_std: float = INIT_STD,
         **kwargs: Any,
     ) -> None:
-        super().__init__(n_users, n_items, embedding_dim, l2=l2, init_std=init_std, **kwargs)
+        super().__init__(
+            n_users, n_items, embedding_dim, l2_user=l2_user, l2_item=l2_item,
+            init_std=init_std, **kwargs,
+        )  # fmt: skip
+        check_l2(l2_bias=l2_bias)
         self.global_mean = float(global_mean)
-        self.user_bias = keras.layers.Embedding(
-            n_users, 1, embeddings_initializer="zeros", name="user_bias"
-        )
-        self.item_bias = keras.layers.Embedding(
-            n_items, 1, embeddings_initializer="zeros", name="item_bias"
-        )
+        self.l2_bias = float(l2_bias)
+        self.user_bias = embedding(n_users, 1, "user_bias", 0.0)
+        self.item_bias = embedding(n_items, 1, "item_bias", 0.0)
+        self.l2_weights.update({"user_bias": self.l2_bias, "item_bias": self.l2_bias})
 
-    def build(self, input_shape: Any = None) -> None:
-        super().build(input_shape)
-        self.user_bias.build((None,))
-        self.item_bias.build((None,))
+    def lookup(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        rows = super().lookup(inputs)
+        rows["user_bias"] = self.user_bias(inputs["user"])
+        rows["item_bias"] = self.item_bias(inputs["item"])
+        return rows
 
-    def lookup(self, inputs: dict[str, Any]) -> list[Any]:
-        return [
-            *super().lookup(inputs),
-            self.user_bias(inputs["user"]),
-            self.item_bias(inputs["item"]),
-        ]
-
-    def score(self, user: Any, item: Any, *biases: Any) -> Any:
-        user_bias, item_bias = biases
-        bias = ops.squeeze(user_bias + item_bias, axis=-1)
-        return super().score(user, item) + bias + self.global_mean
+    def score(self, rows: dict[str, Any], training: bool = False) -> Any:
+        bias = ops.squeeze(rows["user_bias"] + rows["item_bias"], axis=-1)
+        return super().score(rows, training) + bias + self.global_mean
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update(global_mean=self.global_mean)
+        config.update(global_mean=self.global_mean, l2_bias=self.l2_bias)
         return config

@@ -1,27 +1,30 @@
-"""Matrix factorization without biases: the rating is the dot product of two embeddings."""
+"""Matrix factorization without biases: the rating is the dot product of two embeddings.
+
+``DotModel`` is also the base of the other models: it owns the user and item tables,
+the L2 penalty on the rows of each batch and the ``get_config`` of the shared sizes.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 #: Standard deviation of the embeddings' initial values; small, so that the first
-#: predictions are close to the biases (or zero) and Adam's first steps are stable.
+#: predictions are close to the biases (or zero) and the first steps are stable.
 INIT_STD = 0.01
 
 
-def batch_l2(*rows: Any) -> Any:
-    """Sum over tensors of the mean, over the batch, of each row's squared L2 norm.
+def batch_l2(rows: Any) -> Any:
+    """The mean, over the batch, of each row's squared L2 norm.
 
     Only the rows looked up for the batch are penalized, so the cost does not grow with
     the size of the tables, and the mean keeps its weight independent of the batch size.
     """
     # divide_no_nan: under MirroredStrategy a replica can get an empty last batch.
-    return sum(
-        ops.divide_no_nan(ops.sum(ops.square(r)), ops.cast(ops.shape(r)[0], r.dtype)) for r in rows
-    )
+    return ops.divide_no_nan(ops.sum(ops.square(rows)), ops.cast(ops.shape(rows)[0], rows.dtype))
 
 
 def check_positive(**values: Any) -> None:
@@ -33,13 +36,48 @@ def check_positive(**values: Any) -> None:
             )
 
 
+def check_l2(**values: float) -> None:
+    """Reject negative L2 weights, naming the argument and its value."""
+    for name, value in values.items():
+        if value < 0:
+            raise ValueError(f"`{name}` should be non-negative. Received: `{name}` = {value}.")
+
+
+@keras.saving.register_keras_serializable(package="cfpipe")
+class Table(keras.layers.Embedding):
+    """``keras.layers.Embedding`` that gathers from the variable itself.
+
+    Keras' ``Embedding`` reads the whole table into a tensor and gathers from that; once
+    the optimizer has written to the table, the read copies it (hundreds of MB for
+    Netflix's users) every step. ``tf.gather`` on the variable reads only the rows.
+    """
+
+    def call(self, inputs: Any) -> Any:
+        ids = tf.cast(inputs, tf.int32) if inputs.dtype not in (tf.int32, tf.int64) else inputs
+        table = (
+            self.embeddings.value
+            if isinstance(self.embeddings, keras.Variable)
+            else self.embeddings
+        )
+        return tf.gather(table, ids)
+
+
+def embedding(rows: int, dim: int, name: str, init_std: float = INIT_STD) -> keras.layers.Layer:
+    """An embedding table with small normal initial values (zeros when ``init_std`` is 0)."""
+    init: Any = keras.initializers.RandomNormal(stddev=init_std) if init_std else "zeros"
+    return Table(rows, dim, embeddings_initializer=init, name=name)
+
+
 @keras.saving.register_keras_serializable(package="cfpipe")
 class DotModel(keras.Model):
     """``rating(u, i) = p_u . q_i``.
 
     Inputs are ``{"user": int[B], "item": int[B]}`` dense indices; the output is a
-    float32 tensor of shape ``[B]``. When ``l2 > 0`` each call adds
-    ``l2 * (mean_b |p_u|^2 + mean_b |q_i|^2)`` over the batch's rows to ``model.losses``.
+    float32 tensor of shape ``[B]``. Each call adds ``l2_user * mean_b |p_u|^2 +
+    l2_item * mean_b |q_i|^2`` over the batch's rows to ``model.losses`` (when not 0).
+
+    Subclasses add tables in ``__init__`` and list them in ``self.l2_weights`` (layer
+    name -> L2 weight), return their rows from ``lookup`` and combine rows in ``score``.
     """
 
     def __init__(
@@ -47,47 +85,87 @@ class DotModel(keras.Model):
         n_users: int,
         n_items: int,
         embedding_dim: int,
-        l2: float = 0.0,
+        l2_user: float = 0.0,
+        l2_item: float = 0.0,
         init_std: float = INIT_STD,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         check_positive(n_users=n_users, n_items=n_items, embedding_dim=embedding_dim)
-        if l2 < 0:
-            raise ValueError(f"`l2` should be non-negative. Received: `l2` = {l2}.")
+        check_l2(l2_user=l2_user, l2_item=l2_item)
         self.n_users = n_users
         self.n_items = n_items
         self.embedding_dim = embedding_dim
-        self.l2 = float(l2)
+        self.l2_user = float(l2_user)
+        self.l2_item = float(l2_item)
         self.init_std = float(init_std)
-        init = keras.initializers.RandomNormal(stddev=init_std)
-        self.user_embedding = keras.layers.Embedding(
-            n_users, embedding_dim, embeddings_initializer=init, name="user_embedding"
-        )
-        self.item_embedding = keras.layers.Embedding(
-            n_items, embedding_dim, embeddings_initializer=init, name="item_embedding"
-        )
+        self.user_embedding = embedding(n_users, embedding_dim, "user_embedding", init_std)
+        self.item_embedding = embedding(n_items, embedding_dim, "item_embedding", init_std)
+        self.l2_weights: dict[str, float] = {
+            "user_embedding": self.l2_user,
+            "item_embedding": self.l2_item,
+        }
+        #: Compile the arithmetic on the looked-up rows with XLA (see ``call``). The
+        #: trainer turns it off across logical CPU replicas, where XLA cannot run.
+        self.xla = True
+        self._score_xla = tf.function(self._score_and_penalty, jit_compile=True)
+
+    #: Return the training logs with shape ``[1]``: Keras 3.15 reduces them across the
+    #: workers of a ``MultiWorkerMirroredStrategy`` along axis 0, which scalars lack.
+    vector_logs = False
+
+    def train_step(self, data: Any) -> Any:
+        logs = super().train_step(data)
+        if self.vector_logs:
+            logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
+        return logs
 
     def build(self, input_shape: Any = None) -> None:
         # The tables' shapes do not depend on the inputs: build eagerly so a model can be
         # saved, or its weights set, before it has seen data.
-        self.user_embedding.build((None,))
-        self.item_embedding.build((None,))
+        for layer in self.layers:
+            if isinstance(layer, keras.layers.Embedding) and not layer.built:
+                layer.build((None,))
+        self.build_dense()
         self.built = True
 
-    def call(self, inputs: dict[str, Any]) -> Any:
+    def build_dense(self) -> None:
+        """Build the layers that are not tables (subclasses with an MLP)."""
+
+    def call(self, inputs: dict[str, Any], training: bool = False) -> Any:
+        # The lookups run as TensorFlow ops and the rest under XLA: on CPU, TensorFlow's
+        # gather is several times faster than XLA's, and XLA fuses the arithmetic on the
+        # rows (forward and backward) into a few loops (see README, Design).
+        # Keras' symbolic build under a strategy feeds a batch averaged over replicas: floats.
+        inputs = {k: v if v.dtype.is_integer else tf.cast(v, tf.int32) for k, v in inputs.items()}
         rows = self.lookup(inputs)
-        if self.l2:
-            self.add_loss(self.l2 * batch_l2(*rows))
-        return self.score(*rows)
+        # XLA's random numbers on CPU are ~100x slower than TensorFlow's: no XLA while
+        # dropout is active.
+        xla = self.xla and not (training and bool(getattr(self, "dropout", 0.0)))
+        score = self._score_xla if xla else self._score_and_penalty
+        pred, penalty = score(rows, training=bool(training))
+        if any(self.l2_weights.get(k) for k in rows):
+            self.add_loss(penalty)
+        return pred
 
-    def lookup(self, inputs: dict[str, Any]) -> list[Any]:
-        """The table rows of the batch; all of them are L2-penalized."""
-        return [self.user_embedding(inputs["user"]), self.item_embedding(inputs["item"])]
+    def _score_and_penalty(self, rows: dict[str, Any], training: bool = False) -> Any:
+        """Predictions and the weighted L2 penalty of the batch's rows."""
+        terms = [
+            self.l2_weights[k] * batch_l2(v) for k, v in rows.items() if self.l2_weights.get(k)
+        ]
+        penalty = sum(terms) if terms else ops.zeros(())
+        return self.score(rows, training=training), penalty
 
-    def score(self, user: Any, item: Any, *_: Any) -> Any:
-        """Predicted ratings from the rows that ``lookup`` returned."""
-        return ops.sum(user * item, axis=-1)
+    def lookup(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The table rows of the batch, by layer name (L2-penalized per ``l2_weights``)."""
+        return {
+            "user_embedding": self.user_embedding(inputs["user"]),
+            "item_embedding": self.item_embedding(inputs["item"]),
+        }
+
+    def score(self, rows: dict[str, Any], training: bool = False) -> Any:
+        """Predicted ratings, shape ``[B]``, from the rows that ``lookup`` returned."""
+        return ops.sum(rows["user_embedding"] * rows["item_embedding"], axis=-1)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -95,7 +173,8 @@ class DotModel(keras.Model):
             n_users=self.n_users,
             n_items=self.n_items,
             embedding_dim=self.embedding_dim,
-            l2=self.l2,
+            l2_user=self.l2_user,
+            l2_item=self.l2_item,
             init_std=self.init_std,
         )
         return config

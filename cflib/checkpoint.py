@@ -1,0 +1,245 @@
+"""Run-directory state while training: checkpoints, resumption, early stopping, progress.
+
+While a run trains, ``RUN/checkpoints/`` holds ``run.json`` (run id, resolved config,
+data fingerprint), ``state.json`` (epochs and batches done, history, early-stopping
+state, the current checkpoint file) and the weights files it names (model and optimizer
+variables). A run started again with the same ``--out`` resumes from ``state.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from cflib import runs, schema
+from cflib.config import TrainConfig
+from cflib.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+LOG_DIR = "logs"
+RUN_FILE = "run.json"
+STATE_FILE = "state.json"
+BEST_WEIGHTS = "best.weights.h5"
+
+
+@dataclass
+class TrainState:
+    """Where training is; saved with every checkpoint.
+
+    Attributes:
+        epoch: epochs completed.
+        batch: batches of epoch ``epoch`` (0-based) already trained on.
+        steps: optimizer steps taken in all.
+        history: metric -> one value per completed epoch.
+        train_seconds: seconds of training steps per completed epoch.
+        best_epoch: 0-based epoch of the best validation RMSE (-1: none yet).
+        best_val_rmse: that RMSE.
+        wait: epochs since the best one.
+        weights: the checkpoint's weights file, relative to the checkpoint directory.
+    """
+
+    epoch: int = 0
+    batch: int = 0
+    steps: int = 0
+    history: dict[str, list[float]] = field(default_factory=dict)
+    train_seconds: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_rmse: float = math.inf
+    wait: int = 0
+    weights: str | None = None
+    rows_trained: int = 0
+
+    def end_epoch(self, logs: dict[str, Any], seconds: float, rows: int) -> bool:
+        """Record a finished epoch's metrics; return whether its validation RMSE is the best."""
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(float(value))
+        self.train_seconds.append(seconds)
+        self.rows_trained += rows
+        val = float(logs["val_rmse"])
+        improved = val < self.best_val_rmse
+        if improved:
+            self.best_epoch, self.best_val_rmse, self.wait = self.epoch, val, 0
+        else:
+            self.wait += 1
+        self.epoch += 1
+        self.batch = 0
+        return improved
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def open_run_dir(
+    out_dir: Path, *, run_id: str | None, cfg: TrainConfig, fingerprint: str
+) -> tuple[str, TrainState | None]:
+    """Create the run directory, or find the interrupted run in it to resume.
+
+    Args:
+        out_dir: ``--out``.
+        run_id: ``--run-id``, or None for a new time-based id (or the resumed run's).
+        cfg: the resolved config; a resumed run must have been started with the same.
+        fingerprint: the dataset's fingerprint; likewise.
+
+    Returns:
+        The run id and the state to resume from (None for a fresh start).
+
+    Raises:
+        ConfigError: ``out_dir`` holds a finished run, another run, or other files.
+    """
+    ckpt = out_dir / CHECKPOINT_DIR
+    if (out_dir / schema.TRAIN_SUMMARY_FILE).exists():
+        raise ConfigError(f"--out {out_dir}: already holds a finished run")
+    if (ckpt / RUN_FILE).is_file():
+        started = json.loads((ckpt / RUN_FILE).read_text())
+        if started["config"] != cfg.model_dump() or started["data_fingerprint"] != fingerprint:
+            raise ConfigError(
+                f"--out {out_dir}: holds an interrupted run with other options or data; "
+                "resume it with the same options, or choose another --out"
+            )
+        if run_id and run_id != started["run_id"]:
+            raise ConfigError(f"--run-id {run_id}: --out {out_dir} is run {started['run_id']}")
+        state = None
+        if (ckpt / STATE_FILE).is_file():
+            state = TrainState(**json.loads((ckpt / STATE_FILE).read_text()))
+        return str(started["run_id"]), state
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ConfigError(f"--out {out_dir}: already exists and is not empty")
+    run_id = runs.check_name(run_id, "--run-id") if run_id else runs.new_run_id()
+    ckpt.mkdir(parents=True, exist_ok=True)
+    _write_json(
+        ckpt / RUN_FILE,
+        {"run_id": run_id, "config": cfg.model_dump(), "data_fingerprint": fingerprint},
+    )
+    return run_id, None
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """Save weights and ``state.json`` every ``every_steps`` steps, and on demand.
+
+    Each checkpoint is a new weights file, named in ``state.json`` (written through a
+    rename) before the previous file is deleted: a process killed at any moment leaves
+    a complete checkpoint behind. ``write=False`` (a non-chief worker) counts but writes
+    nothing.
+    """
+
+    def __init__(
+        self, directory: Path, state: TrainState, every_steps: int, *, write: bool = True
+    ) -> None:
+        super().__init__()
+        self.directory = directory
+        self.state = state
+        self.every_steps = every_steps
+        self.write = write
+        self._first_batch = 0
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._first_batch = self.state.batch  # the batches a resumed epoch skipped
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self.state.batch = self._first_batch + batch + 1
+        self.state.steps += 1
+        if self.every_steps and self.state.steps % self.every_steps == 0:
+            self.save()
+
+    def save(self) -> None:
+        """Write a checkpoint of the model, its optimizer and the state."""
+        if not self.write:
+            return
+        old = self.state.weights
+        name = f"ckpt-{self.state.steps:09d}.weights.h5"
+        if name == old:
+            return
+        self.model.save_weights(self.directory / name)
+        self.state.weights = name
+        _write_json(self.directory / STATE_FILE, asdict(self.state))
+        if old and old != name:
+            (self.directory / old).unlink(missing_ok=True)
+
+    def restore(self) -> None:
+        """Load the state's weights file into the (compiled) model and its optimizer."""
+        if not self.state.weights:
+            return
+        if not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(self.directory / self.state.weights)
+        log.info(
+            "resumed from %s: epoch %d, batch %d",
+            self.state.weights,
+            self.state.epoch + 1,
+            self.state.batch,
+        )
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Time the training steps of each epoch; log its losses, RMSEs and ratings/s."""
+
+    def __init__(self, rows_per_batch: int) -> None:
+        super().__init__()
+        self.rows_per_batch = rows_per_batch
+        self.train_seconds = 0.0
+        self.batches = 0
+        self._start = 0.0
+        self._train_end: float | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._start = time.perf_counter()
+        self._train_end = None
+        self.batches = 0
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self.batches += 1
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if self._train_end is None:  # during fit, validation starts after training
+            self._train_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        now = time.perf_counter()
+        self.train_seconds = (self._train_end or now) - self._start
+        logs = logs or {}
+        log.info(
+            "epoch %d: loss %.4f rmse %.4f val_rmse %.4f, %.1f s, %.0f ratings/s",
+            epoch + 1,
+            logs.get("loss", float("nan")),
+            logs.get("rmse", float("nan")),
+            logs.get("val_rmse", float("nan")),
+            now - self._start,
+            self.batches * self.rows_per_batch / max(self.train_seconds, 1e-9),
+        )
+
+
+class ProgressBar(keras.callbacks.Callback):
+    """A terminal progress bar per epoch with the loss and the ratings per second."""
+
+    def __init__(self, batches: int, rows_per_batch: int) -> None:
+        super().__init__()
+        self.batches = batches
+        self.rows_per_batch = rows_per_batch
+        self._bar: keras.utils.Progbar | None = None
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        sys.stdout.write(f"epoch {epoch + 1}\n")
+        self._bar = keras.utils.Progbar(self.batches, stateful_metrics=["ratings/s"])
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._bar is None:
+            return
+        rate = (batch + 1) * self.rows_per_batch / max(time.perf_counter() - self._start, 1e-9)
+        values = [(k, float(v)) for k, v in (logs or {}).items() if k in ("loss", "rmse")]
+        self._bar.update(batch + 1, values=[*values, ("ratings/s", rate)])
