@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cflib import registry, runs
 from cflib.config import PipelineConfig
 from cflib.dataset import load_manifest
+from cflib.defaults import resolve
 from flows.evaluate_publish import evaluate_flow, publish_flow
 from flows.ingest import run_ingest
 from flows.train import train_flow
@@ -47,7 +48,7 @@ def pipeline_flow(params: PipelineParams) -> dict[str, Any]:
     data = str(root / DATA_DIR)
     run_ingest(params.source, data, config.ingest)
     fingerprint = load_manifest(data).fingerprint
-    train_cfg = config.train.model_dump()
+    train_cfg = resolve(config.train).model_dump()  # train.json records the resolved config
     done = runs.find_trained(root / RUNS_DIR, fingerprint, train_cfg)
     if done is None:
         run_id = runs.new_run_id()

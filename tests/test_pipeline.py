@@ -174,7 +174,9 @@ def test_cli_training_epochs_reach_the_prefect_run_logs(
     async def cflib_logs() -> list[str]:
         async with get_client() as client:
             logs = await client.read_logs(
-                LogFilter(name=LogFilterName(any_=["cflib.train"])), limit=200, offset=0
+                LogFilter(name=LogFilterName(any_=["cflib.train", "cflib.checkpoint"])),
+                limit=200,
+                offset=0,
             )
         return [log.message for log in logs]
 
