@@ -13,6 +13,7 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,7 @@ def train(
     *,
     run_id: str | None = None,
     in_memory: bool = False,
+    on_epoch: Callable[[int, int, dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``cfg.model`` on a dataset's train split, validating every epoch.
 
@@ -145,6 +147,8 @@ def train(
         run_id: the run's id (default: a new UTC timestamp plus 6 hex digits).
         in_memory: read the train split into memory instead of streaming it (for
             benchmarks on data that fits; drops the last partial batch).
+        on_epoch: called after each epoch with (epochs done, most epochs, its logs),
+            e.g. to show progress in the Prefect UI.
 
     Returns:
         The content of ``out_dir/train.json``: ``run_id``, ``model``, ``config``
@@ -261,6 +265,8 @@ def train(
         if state.end_epoch(logs, timer.train_seconds, rows) and chief:
             model.save_weights(ckpt_dir / BEST_WEIGHTS)
         checkpointer.save()
+        if on_epoch is not None:
+            on_epoch(epoch + 1, cfg.epochs, logs)
     summary = _summary(run_id, cfg, manifest, data_dir, state, strategy, cluster)
     summary.update(
         seconds=time.perf_counter() - start,

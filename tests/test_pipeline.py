@@ -60,7 +60,7 @@ def test_pipeline_beats_global_mean_and_publishes(
     artifacts = _artifacts()
     assert {a.key for a in artifacts} >= {"test-metrics", "run-report", "report-html"}
     progress = [a for a in artifacts if a.type == "progress"]
-    assert {a.description for a in progress} >= {"shards parsed", "parts written"}
+    assert {a.description for a in progress} >= {"shards parsed", "parts written", "epochs (done)"}
     assert all(a.data == 100.0 for a in progress)
     # The LocalCluster listens on loopback only, and its dashboard link is in the logs.
     dask_lines = [line for line in _logs() if line.startswith("Dask scheduler ")]
