@@ -30,6 +30,8 @@ CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
 RUN_FILE = "run.json"
 STATE_FILE = "state.json"
+#: The checkpoint before the last one, kept to fall back on if the last is unreadable.
+PREV_STATE_FILE = "state.prev.json"
 BEST_WEIGHTS = "best.weights.h5"
 
 
@@ -112,10 +114,7 @@ def open_run_dir(
             )
         if run_id and run_id != started["run_id"]:
             raise ConfigError(f"--run-id {run_id}: --out {out_dir} is run {started['run_id']}")
-        state = None
-        if (ckpt / STATE_FILE).is_file():
-            state = TrainState(**json.loads((ckpt / STATE_FILE).read_text()))
-        return str(started["run_id"]), state
+        return str(started["run_id"]), read_state(ckpt)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ConfigError(f"--out {out_dir}: already exists and is not empty")
     run_id = runs.check_name(run_id, "--run-id") if run_id else runs.new_run_id()
@@ -125,6 +124,20 @@ def open_run_dir(
         {"run_id": run_id, "config": cfg.model_dump(), "data_fingerprint": fingerprint},
     )
     return run_id, None
+
+
+def _load_state(path: Path) -> TrainState | None:
+    try:
+        return TrainState(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        if path.exists():
+            log.warning("%s is unreadable (%s)", path, exc)
+        return None
+
+
+def read_state(ckpt: Path) -> TrainState | None:
+    """The last checkpoint's state, else the one before it (a damaged state file)."""
+    return _load_state(ckpt / STATE_FILE) or _load_state(ckpt / PREV_STATE_FILE)
 
 
 class Checkpointer(keras.callbacks.Callback):
@@ -156,32 +169,66 @@ class Checkpointer(keras.callbacks.Callback):
             self.save()
 
     def save(self) -> None:
-        """Write a checkpoint of the model, its optimizer and the state."""
+        """Write a checkpoint of the model, its optimizer and the state.
+
+        The previous checkpoint stays (``state.prev.json`` and its weights) until the next
+        one is complete: if the last is damaged, ``restore`` falls back on it.
+        """
         if not self.write:
             return
-        old = self.state.weights
         name = f"ckpt-{self.state.steps:09d}.weights.h5"
-        if name == old:
+        if name == self.state.weights:
             return
         self.model.save_weights(self.directory / name)
+        current = self.directory / STATE_FILE
+        if current.is_file():
+            os.replace(current, self.directory / PREV_STATE_FILE)
         self.state.weights = name
-        _write_json(self.directory / STATE_FILE, asdict(self.state))
-        if old and old != name:
-            (self.directory / old).unlink(missing_ok=True)
+        _write_json(current, asdict(self.state))
+        keep = {name, *(s.weights for s in [_load_state(self.directory / PREV_STATE_FILE)] if s)}
+        for old in self.directory.glob("ckpt-*.weights.h5"):
+            if old.name not in keep:
+                old.unlink(missing_ok=True)
 
     def restore(self) -> None:
-        """Load the state's weights file into the (compiled) model and its optimizer."""
+        """Load the last checkpoint into the (compiled) model and its optimizer.
+
+        A checkpoint whose weights do not load (truncated, corrupt, missing) is skipped
+        with a warning for the one before it, whose state then replaces ``self.state``;
+        with neither readable, training starts over.
+        """
         if not self.state.weights:
             return
         if not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(self.directory / self.state.weights)
-        log.info(
-            "resumed from %s: epoch %d, batch %d",
-            self.state.weights,
-            self.state.epoch + 1,
-            self.state.batch,
-        )
+        candidates = [self.state, _load_state(self.directory / PREV_STATE_FILE)]
+        for state in candidates:
+            if state is None or not state.weights:
+                continue
+            try:
+                self.model.load_weights(self.directory / state.weights)
+            except Exception as exc:  # h5py and Keras raise several types for a bad file
+                log.warning(
+                    "checkpoint %s is unreadable (%s); falling back to the one before it",
+                    state.weights,
+                    exc,
+                )
+                continue
+            self._become(state)
+            log.info(
+                "resumed from %s: epoch %d, batch %d",
+                state.weights,
+                self.state.epoch + 1,
+                self.state.batch,
+            )
+            return
+        log.warning("no readable checkpoint in %s: training starts over", self.directory)
+        self._become(TrainState())
+
+    def _become(self, state: TrainState) -> None:
+        """Make ``self.state`` (shared with the training loop) equal to ``state``."""
+        for key, value in asdict(state).items():
+            setattr(self.state, key, value)
 
 
 class EpochLogger(keras.callbacks.Callback):

@@ -31,6 +31,7 @@ from cflib.checkpoint import (
     ProgressBar,
     TrainState,
     open_run_dir,
+    read_state,
 )
 from cflib.config import TrainConfig
 from cflib.data.side import load_side_features
@@ -221,7 +222,9 @@ def train(
     ckpt_dir = out_dir / CHECKPOINT_DIR
     checkpointer = Checkpointer(ckpt_dir, state, cfg.checkpoint_steps, write=chief)
     checkpointer.set_model(model)
-    checkpointer.restore()
+    checkpointer.restore()  # may fall back to an earlier checkpoint, or start over
+    if resumed is not None:
+        resumed = {"epoch": state.epoch + 1, "batch": state.batch} if state.weights else None
     timer = EpochLogger(cfg.batch_size)
     callbacks: list[keras.callbacks.Callback] = [checkpointer, timer]
     if chief:
@@ -309,13 +312,7 @@ def _check_batch(batch_size: int, replicas: int, train_rows: int) -> None:
 
 def _peek_run(out_dir: Path, run_id: str | None) -> tuple[str, TrainState | None]:
     """A non-chief worker's view of the chief's run directory."""
-    import json
-
-    ckpt = out_dir / CHECKPOINT_DIR
-    state = None
-    if (ckpt / "state.json").is_file():
-        state = TrainState(**json.loads((ckpt / "state.json").read_text()))
-    return run_id or "worker", state
+    return run_id or "worker", read_state(out_dir / CHECKPOINT_DIR)
 
 
 def _summary(

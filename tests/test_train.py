@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -367,3 +368,40 @@ def test_two_workers_on_localhost(planted: Path, tmp_path: Path) -> None:
     assert load_model(out / schema.MODEL_FILE).predict_on_batch(
         {"user": np.array([0, 1], np.int32), "item": np.array([1, 2], np.int32)}
     ).shape == (2,)
+
+
+@pytest.mark.slow
+def test_damaged_last_checkpoint_falls_back_to_the_one_before(
+    planted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run stopped after step 12 (checkpoints at steps 5 and 10) whose last weights file
+    is then truncated resumes from step 5, with a warning, and finishes as well."""
+    from cflib import checkpoint
+
+    cfg = CFG.model_copy(update={"epochs": 2, "patience": 2, "checkpoint_steps": 5})
+    out = tmp_path / "run"
+    original = checkpoint.Checkpointer.on_train_batch_end
+
+    def crash_after_12(self: Any, batch: int, logs: Any = None) -> None:
+        original(self, batch, logs)
+        if self.state.steps == 12:
+            raise KeyboardInterrupt  # as a crash: nothing after this step is written
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "on_train_batch_end", crash_after_12)
+    with pytest.raises(KeyboardInterrupt):
+        train(planted, out, cfg)
+    monkeypatch.setattr(checkpoint.Checkpointer, "on_train_batch_end", original)
+    ckpt = out / "checkpoints"
+    last = json.loads((ckpt / "state.json").read_text())
+    before = json.loads((ckpt / "state.prev.json").read_text())
+    assert (last["steps"], before["steps"]) == (10, 5)
+    weights = ckpt / last["weights"]
+    weights.write_bytes(weights.read_bytes()[:200])  # truncated
+
+    with caplog.at_level("WARNING", logger="cflib.checkpoint"):
+        summary = train(planted, out, cfg)
+    assert any(f"checkpoint {last['weights']} is unreadable" in r.message for r in caplog.records)
+    assert summary["resumed"] == {"epoch": before["epoch"] + 1, "batch": before["batch"]}
+    assert summary["epochs_run"] == 2
+    whole = train(planted, tmp_path / "whole", cfg)
+    assert summary["val_rmse"] == pytest.approx(whole["val_rmse"], rel=0.02)
