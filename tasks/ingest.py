@@ -3,14 +3,13 @@ buckets fan out on the flow's Dask cluster (its scheduler address is passed in).
 
 from __future__ import annotations
 
-from typing import Any, cast
-from uuid import UUID
+from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from cflib.config import IngestConfig
 from cflib.ingest import parallel, steps
+from tasks._progress import Progress
 from tasks._retry import io_task
 
 _PROGRESS_STEPS = 10
@@ -20,16 +19,12 @@ def _on_dask(address: str, what: str) -> parallel.Mapper:
     """A Dask mapper that logs progress about every tenth of the jobs and shows it in the
     Prefect UI as a progress artifact of the task run."""
     logger = get_run_logger()
-    artifact: list[UUID] = []
+    bar = Progress()
 
     def progress(done: int, total: int) -> None:
         if done == total or done % max(1, total // _PROGRESS_STEPS) == 0:
             logger.info("%s: %d/%d", what, done, total)
-            percent = 100.0 * done / total
-            if artifact:
-                update_progress_artifact(artifact[0], percent)
-            else:
-                artifact.append(cast(UUID, create_progress_artifact(percent, description=what)))
+            bar.set(100.0 * done / total, what)
 
     return parallel.dask_map(address, progress)
 

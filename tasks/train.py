@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, cast
-from uuid import UUID
+from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from cflib.config import TrainConfig
+from tasks._progress import Progress
 
 
 @task(name="train-model")
@@ -17,20 +16,16 @@ def train_model(data: str, out: str, config: TrainConfig, run_id: str | None) ->
     """Train one model on an ingested dataset; returns the run's train summary."""
     from cflib.train import train  # TensorFlow loads only in the process that trains.
 
-    artifact: list[UUID] = []
+    bar = Progress()
 
     def progress(done: int, most: int, logs: dict[str, float]) -> None:
-        """A progress artifact of the task run: epochs done out of the most it may run."""
-        percent = 100.0 * done / most
-        what = f"epochs ({done}: validation RMSE {logs.get('val_rmse', float('nan')):.4f})"
-        if artifact:
-            update_progress_artifact(artifact[0], percent, description=what)
-        else:
-            artifact.append(cast(UUID, create_progress_artifact(percent, description=what)))
+        """Epochs done out of the most the run may take."""
+        rmse = logs.get("val_rmse", float("nan"))
+        bar.set(100.0 * done / most, f"epochs ({done}: validation RMSE {rmse:.4f})")
 
     summary = train(Path(data), Path(out), config, run_id=run_id, on_epoch=progress)
-    if artifact:  # early stopping ends the run before the last epoch: it is complete
-        update_progress_artifact(artifact[0], 100.0, description="epochs (done)")
+    if bar.started:  # early stopping ends the run before the last epoch: it is complete
+        bar.set(100.0, "epochs (done)")
     get_run_logger().info(
         "%s: %s trained for %d epochs, validation RMSE %.4f",
         summary["run_id"],

@@ -197,7 +197,7 @@ def parse_shard(stage: str, index: int) -> dict[str, Any]:
     users = sorted_unique(table.column("raw_user").to_numpy())
     items = sorted_unique(table.column("raw_item").to_numpy())
     np.savez(raw / f"shard-{index:05d}.ids.npz", users=users, items=items)
-    return {"index": index, "rows": table.num_rows, "quarantined": len(report.bad)}
+    return {"index": index, "rows": table.num_rows}
 
 
 def _n_buckets(rows: int, bucket_rows: int) -> int:
@@ -381,8 +381,8 @@ def _accounting(plan: Plan, rows: int, moved: list[dict[str, int]]) -> list[File
     rating_files |= {shard.path for shard in plan.shards if shard.path is not None}
     quarantine.check_balanced(tallies, bad, rows, rating_files)
     source = Path(plan.source)
-    roles = {plan.probe: "probe", plan.qualifying: "qualifying", plan.items: "items"}
-    roles[plan.users] = "users"
+    side = (plan.probe, "probe"), (plan.qualifying, "qualifying"), (plan.items, "items")
+    roles = {path: role for path, role in (*side, (plan.users, "users")) if path is not None}
 
     def rel(path: str) -> str:
         return Path(path).relative_to(source).as_posix()

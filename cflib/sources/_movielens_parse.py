@@ -18,9 +18,16 @@ import pyarrow.csv as pacsv
 
 from cflib.errors import DataFormatError
 from cflib.schema import RAW_ITEMS_GENRES, RAW_RATINGS
-from cflib.sources._lines import CSV_ITEMS, TIMESTAMP_END, Layout, classify, raise_first_error
+from cflib.sources._lines import (
+    CSV_ITEMS,
+    TIMESTAMP_END,
+    Cleaned,
+    Layout,
+    classify,
+    raise_first_error,
+)
 from cflib.sources._ranges import check_range, first_lineno, read_range
-from cflib.sources.accounting import Report, Tally
+from cflib.sources.accounting import Report, Tally, count_lines
 
 logger = logging.getLogger(__name__)
 
@@ -138,9 +145,10 @@ def parse_ratings(
     header = layout.headers == "names" and start == 0
     # The range that starts at 0 always holds line 1, so it always checks the header.
     data, offset = read_range(path, start, max(end, 1) if header and end is not None else end)
-    lines = data.count(b"\n") + (data[-1:] not in (b"", b"\n"))
-    table = _fast_table(data, layout, names_line=header) if data or header else None
-    if table is None and not data and not header:
+    lines = count_lines(data)
+    if data or header:
+        table = _fast_table(data, layout, names_line=header)
+    else:
         table = RAW_RATINGS.empty_table()
     if table is None:
         if report is None or report.strict:
@@ -153,10 +161,18 @@ def parse_ratings(
     return table
 
 
+def classify_range(
+    path: Path, data: bytearray, offset: int, layout: Layout, report: Report
+) -> Cleaned:
+    """The lines of a range starting at byte ``offset``, sorted by ``classify`` and
+    numbered in the whole file."""
+    first = first_lineno(path, offset)
+    return classify(path, data.decode("latin-1"), layout, report, first_lineno=first)
+
+
 def _clean(path: Path, data: bytearray, offset: int, layout: Layout, report: Report) -> pa.Table:
     """Quarantine the bad lines of a range, then parse what is left."""
-    first = first_lineno(path, offset) if offset else 1
-    cleaned = classify(path, data.decode("latin-1"), layout, report, first_lineno=first)
+    cleaned = classify_range(path, data, offset, layout, report)
     report.count(path, cleaned.tally)
     names_line = bool(cleaned.numbers) and cleaned.numbers[0] == 1 and layout.headers == "names"
     kept = bytearray(cleaned.text().encode("latin-1"))

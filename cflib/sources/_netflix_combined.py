@@ -24,10 +24,18 @@ import pyarrow as pa
 
 from cflib.errors import DataFormatError
 from cflib.schema import RAW_RATINGS
-from cflib.sources._lines import BEFORE_HEADERS, COMBINED, IN_BLOCK, classify, header_id, scan
+from cflib.sources._lines import (
+    BEFORE_HEADERS,
+    COMBINED,
+    IN_BLOCK,
+    Cleaned,
+    classify,
+    header_id,
+    scan,
+)
 from cflib.sources._netflix_csv import MIN_DAY, read_rating_lines
 from cflib.sources._ranges import check_range, first_lineno, read_range
-from cflib.sources.accounting import Report, Tally
+from cflib.sources.accounting import Report, Tally, count_lines
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +61,7 @@ def parse_combined(
     path = Path(path)
     check_range(start, end)
     data, offset = read_range(path, start, end)
-    lines = data.count(b"\n") + (data[-1:] not in (b"", b"\n"))
+    lines = count_lines(data)
     found = None
     try:
         found = _fast_table(path, data, offset)
@@ -71,12 +79,20 @@ def parse_combined(
     return table
 
 
+def _classify(
+    path: Path, data: bytearray, offset: int, report: Report
+) -> tuple[Cleaned, int | None]:
+    """A range's lines sorted by ``classify``, and the movie of the block it starts inside
+    (None if it starts before any header or inside a bad header's block)."""
+    movie, state, _ = _start_state(path, offset) if offset else (None, BEFORE_HEADERS, "")
+    text = data.decode("latin-1")
+    first = first_lineno(path, offset)
+    return classify(path, text, COMBINED, report, first_lineno=first, block=state), movie
+
+
 def _clean(path: Path, data: bytearray, offset: int, report: Report) -> pa.Table:
     """Quarantine the bad lines of a range, then parse what is left."""
-    text = data.decode("latin-1")
-    state = _start_state(path, offset)[1] if offset else BEFORE_HEADERS
-    first = first_lineno(path, offset) if offset else 1
-    cleaned = classify(path, text, COMBINED, report, first_lineno=first, block=state)
+    cleaned, _ = _classify(path, data, offset, report)
     report.count(path, cleaned.tally)
     found = _fast_table(path, bytearray(cleaned.text().encode("latin-1")), offset)
     if found is None:
@@ -89,10 +105,7 @@ def combined_lines(
 ) -> Iterator[tuple[str, int, str, int, int]]:
     """(file, line number, line, customer, movie) of each rating line a read keeps."""
     data, offset = read_range(path, start, end)
-    movie, state, _ = _start_state(path, offset) if offset else (None, BEFORE_HEADERS, "")
-    first = first_lineno(path, offset) if offset else 1
-    text = data.decode("latin-1")
-    cleaned = classify(path, text, COMBINED, Report(), first_lineno=first, block=state)
+    cleaned, movie = _classify(path, data, offset, Report())
     for lineno, line in zip(cleaned.numbers, cleaned.lines, strict=True):
         if line.endswith(":"):
             movie = int(line[:-1])

@@ -50,6 +50,11 @@ class Tally:
         return self.lines == self.kept + self.headers + self.blank + self.quarantined
 
 
+def count_lines(data: bytes | bytearray) -> int:
+    """Lines in ``data``: its newlines, plus a last line that lacks one."""
+    return data.count(b"\n") + (data[-1:] not in (b"", b"\n"))
+
+
 def text_tally(text: str, *, kept: int, headers: int = 0) -> Tally:
     """The tally of a whole text whose non-blank lines are ``kept`` rows and ``headers``."""
     rows = text.split("\n")
@@ -104,11 +109,6 @@ class Report:
         if self.strict:
             raise DataFormatError(path, lineno, reason)
         self.bad.append(BadLine(str(path), lineno, raw_text(line), reason))
-
-    def merge(self, other: Report) -> None:
-        for path, tally in other.tallies.items():
-            self.count(path, tally)
-        self.bad.extend(other.bad)
 
     def bad_table(self) -> pa.Table:
         """The quarantined lines in ``QUARANTINE`` form, in the order they were found."""

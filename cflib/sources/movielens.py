@@ -30,6 +30,7 @@ from cflib.sources import _lines
 from cflib.sources._lines import ML100K_GENRES, parse_rows
 from cflib.sources._movielens_parse import (
     NO_GENRES,
+    classify_range,
     decode,
     genre_list,
     items_csv_table,
@@ -37,7 +38,7 @@ from cflib.sources._movielens_parse import (
     parse_ratings,
     title_year,
 )
-from cflib.sources._ranges import byte_ranges, first_lineno, read_range
+from cflib.sources._ranges import byte_ranges, read_range
 from cflib.sources.accounting import Report, text_tally
 
 __all__ = [
@@ -197,8 +198,7 @@ def rating_lines(
         "ml-csv": _lines.CSV_RATINGS,
     }[fmt]
     data, offset = read_range(path, start, end)
-    first = first_lineno(path, offset) if offset else 1
-    cleaned = _lines.classify(path, data.decode("latin-1"), layout, Report(), first_lineno=first)
+    cleaned = classify_range(path, data, offset, layout, Report())
     for lineno, line in zip(cleaned.numbers, cleaned.lines, strict=True):
         if not (lineno == 1 and layout.headers == "names"):
             parts = _lines.split_fields(line, layout)
