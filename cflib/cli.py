@@ -344,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(getattr(exc, "exit_code", 2))
     except OSError as exc:  # the machine, not the input: a full disk, a read-only mount
         where = f"{exc.filename}: " if exc.filename else ""
+        if exc.filename2:  # a copy or a rename: from where to where
+            where = f"{exc.filename} -> {exc.filename2}: "
         typer.echo(f"cfpipe: error: {where}{exc.strerror or exc}", err=True)
         return 1
     except (typer.Abort, KeyboardInterrupt):

@@ -117,6 +117,21 @@ def exclusive(target: Path, what: str) -> Iterator[None]:
         fh.close()
 
 
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """An ``OSError`` raised in the block without a file name gets ``path``'s.
+
+    pyarrow's write errors carry only an errno ("Error writing bytes to file. Detail:
+    [errno 28] ..."); a user needs to know which output filled the disk.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno:
+            raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from exc
+        raise
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes."""
     digest = hashlib.sha256()

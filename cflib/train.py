@@ -7,6 +7,7 @@ trains, ``checkpoints/`` holds what a restarted run resumes from (``cflib.checkp
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -45,6 +46,7 @@ from cflib.distribute import (
     device_names,
 )
 from cflib.errors import ConfigError, DatasetError
+from cflib.fsutil import exclusive, naming
 from cflib.models.losses import squared_error
 from cflib.models.registry import build_model, resolve
 from cflib.optim import make_optimizer
@@ -164,9 +166,10 @@ def train(
     Raises:
         DatasetError: the manifest is missing, the train or validation split is empty,
             or ``run_id`` is not a safe directory name.
-        ConfigError: ``out_dir`` holds other files or another run, the model does not
-            fit the dataset, the batch does not split over replicas, or ``cfg.replicas``
-            cannot be applied (see ``configure_devices``).
+        ConfigError: another process is training into ``out_dir`` (the chief holds a
+            lock on it for the whole run), ``out_dir`` holds other files or another
+            run, the model does not fit the dataset, the batch does not split over
+            replicas, or ``cfg.replicas`` cannot be applied (see ``configure_devices``).
     """
     start = time.perf_counter()
     data_dir = Path(data_dir).absolute()
@@ -176,11 +179,34 @@ def train(
         if split not in manifest.splits or manifest.splits[split].rows == 0:
             raise DatasetError(f"{data_dir}: the {split} split is empty; nothing to train on")
     cfg = resolve(cfg)
+    cluster = cluster_from_env()
+    # One writer per run directory: a second training into it would take the first
+    # one's checkpoints for an interrupted run and write over them.
+    lock = exclusive(out_dir.absolute(), "--out")
+    with lock if cluster is None or cluster.is_chief else contextlib.nullcontext(), naming(out_dir):
+        return _train(
+            data_dir, out_dir, cfg, manifest, cluster,
+            run_id=run_id, in_memory=in_memory, on_epoch=on_epoch, start=start,
+        )  # fmt: skip
+
+
+def _train(
+    data_dir: Path,
+    out_dir: Path,
+    cfg: TrainConfig,
+    manifest: Manifest,
+    cluster: Cluster | None,
+    *,
+    run_id: str | None,
+    in_memory: bool,
+    on_epoch: Callable[[int, int, dict[str, float]], None] | None,
+    start: float,
+) -> dict[str, Any]:
+    """``train`` once its inputs are checked, holding the run directory's lock."""
     assert cfg.batch_size is not None and cfg.learning_rate is not None
     side = None
     if cfg.model == "two-tower":
         side = load_side_features(data_dir, n_users=manifest.n_users, n_items=manifest.n_items)
-    cluster = cluster_from_env()
     chief = cluster is None or cluster.is_chief
     if chief:
         run_id, state = open_run_dir(

@@ -10,7 +10,7 @@ from prefect_dask import DaskTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
 from cflib.config import IngestConfig
-from cflib.fsutil import exclusive
+from cflib.fsutil import exclusive, naming
 from flows.runtime import dask_scheduler_address, dask_task_runner
 from tasks import ingest as t
 
@@ -33,7 +33,7 @@ def ingest_flow(params: IngestParams) -> dict[str, Any]:
     each stage is a task that fans its shards or buckets out on that cluster.
     """
     source, out, config = params.source, params.out, params.config
-    with exclusive(Path(out).resolve(), "--out"):  # one writer per dataset
+    with exclusive(Path(out).resolve(), "--out"), naming(Path(out)):  # one writer per dataset
         plan = t.plan_ingest(source, out, config)
         if plan["up_to_date"]:
             return {"up_to_date": True, "out": plan["out"], "fingerprint": plan["fingerprint"]}

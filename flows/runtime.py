@@ -1,12 +1,17 @@
-"""The Dask cluster a flow runs its parallel work on."""
+"""Where a flow's work runs: the Dask cluster of its parallel work, the child process of
+its training, and the Prefect API both report to."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any, cast
 
 from prefect import get_run_logger
 from prefect.context import FlowRunContext
-from prefect.task_runners import TaskRunner
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
+from prefect.tasks import Task
 from prefect_dask import DaskTaskRunner
 
 from cflib.config import IngestConfig
@@ -55,3 +60,35 @@ def dask_scheduler_address() -> str:
         client.dashboard_link if dashboard else "not running (it needs bokeh on the scheduler)",
     )
     return str(client.scheduler.address)
+
+
+@contextlib.contextmanager
+def shared_api() -> Iterator[None]:
+    """Within the block, tasks sent to other processes report to this process's API.
+
+    Without ``PREFECT_API_URL`` (``cfpipe`` run ad hoc, tests), Prefect starts a temporary
+    server for the process; a ``ProcessPoolTaskRunner`` child would start another one of
+    its own, and its logs, states and artifacts would never reach the flow run's. This
+    names the temporary server's URL in the settings the child receives.
+    """
+    from prefect.server.api.server import SubprocessASGIServer
+
+    ephemeral = SubprocessASGIServer._instances.get(None)  # the one get_client() started
+    if PREFECT_API_URL.value() or ephemeral is None or ephemeral.server_process is None:
+        yield
+        return
+    with temporary_settings(updates={PREFECT_API_URL: ephemeral.api_url}):
+        yield
+
+
+def run_in_child(task: Task[..., Any], parameters: dict[str, Any]) -> Any:
+    """Run ``task`` in a fresh child process (spawned) and return its result.
+
+    A task run of the calling flow run like any other (state, logs and artifacts in the
+    UI), through Prefect's ``ProcessPoolTaskRunner`` of one process, entered here rather
+    than as the flow's task runner: leaving the block waits until the child has exited
+    and every log line it sent is handed to this process's log worker, so none is lost
+    when the flow run ends right after.
+    """
+    with shared_api(), ProcessPoolTaskRunner(max_workers=1) as runner:
+        return runner.submit(task, parameters).result()

@@ -7,6 +7,7 @@ from typing import Any
 from prefect import flow
 
 from cflib.config import TrainConfig
+from flows.runtime import run_in_child
 from tasks.train import train_model
 
 
@@ -14,5 +15,12 @@ from tasks.train import train_model
 def train_flow(
     data: str, out: str, config: TrainConfig | None = None, run_id: str | None = None
 ) -> dict[str, Any]:
-    """Train one model on the dataset at ``data``; the run directory is ``out``."""
-    return train_model(data, out, config or TrainConfig(), run_id)
+    """Train one model on the dataset at ``data``; the run directory is ``out``.
+
+    The training runs in a child process of its own (see ``run_in_child``): TensorFlow's
+    native state (compiled kernels, the runtime's device set-up) goes with it, so a
+    long-lived process running flow after flow stays flat, and each run can choose its
+    own ``--replicas``, which TensorFlow fixes once per process.
+    """
+    parameters = {"data": data, "out": out, "config": config or TrainConfig(), "run_id": run_id}
+    return run_in_child(train_model, parameters)

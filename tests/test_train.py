@@ -290,7 +290,12 @@ def test_killed_run_resumes_from_its_last_checkpoint(planted: Path, tmp_path: Pa
                 break
         time.sleep(0.1)
     assert child.poll() is None, child.stderr.read() if child.stderr else ""
-    os.kill(child.pid, signal.SIGKILL)
+    # While it trains, a second training into the same directory is refused, naming it.
+    with pytest.raises(
+        ConfigError, match=rf"--out {out}: another cfpipe process .*pid {child.pid}"
+    ):
+        train(planted, out, cfg)
+    os.kill(child.pid, signal.SIGKILL)  # its lock dies with it: the rerun below takes it
     child.wait()
     assert not (out / schema.TRAIN_SUMMARY_FILE).exists()
     state = json.loads(state_file.read_text())

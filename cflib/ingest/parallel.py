@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cflib.config import IngestConfig
-from cflib.fsutil import exclusive
+from cflib.fsutil import exclusive, naming
 from cflib.ingest import assign, quarantine, steps
 
 Progress = Callable[[int, int], None]
@@ -96,7 +96,7 @@ def ingest_local(source: str | Path, out: str | Path, cfg: IngestConfig) -> dict
     The Prefect flow in ``flows/ingest.py`` runs the same stages with ``dask_map``.
     Returns the manifest as a dict, or ``{"up_to_date": True, ...}`` when ``out`` is.
     """
-    with exclusive(Path(out).resolve(), "--out"):
+    with exclusive(Path(out).resolve(), "--out"), naming(Path(out)):
         plan = steps.plan_ingest(source, out, cfg)
         if plan.up_to_date:
             return {"up_to_date": True, "out": plan.out, "fingerprint": plan.fingerprint}

@@ -27,7 +27,7 @@ from cflib import runs, schema
 from cflib.config import PublishConfig
 from cflib.dataset import Manifest, load_manifest
 from cflib.errors import ConfigError, DatasetError
-from cflib.fsutil import atomic_dir, sha256_file
+from cflib.fsutil import atomic_dir, naming, sha256_file
 from cflib.registry import promote
 from cflib.registry.artifact import (
     ARTIFACT_FILE,
@@ -210,7 +210,8 @@ def publish(run: Path, registry: str | Path, cfg: PublishConfig) -> dict[str, An
         cfg=cfg,
     )
     if root.local:
-        decision = _publish_local(Path(target.path), build, decide)
+        with naming(Path(target.path)):
+            decision = _publish_local(Path(target.path), build, decide)
     else:
         decision = _publish_remote(target, build, decide)
     latest = str(target.parent.join(LATEST)) if decision["promoted"] else None
