@@ -6,8 +6,9 @@ each time (one more malformed line, one more rating), for a configurable time.
 Each iteration edits the source, so every stage really runs (ingest, train, evaluate,
 publish); it then checks the accounting (every line of every file accounted for, the
 quarantine holding exactly the malformed lines written so far) and records the flow
-process's RSS and open file descriptors. Memory and descriptors should stay flat.
-Writes the "Soak" section of BENCHMARKS.md.
+process's RSS and open file descriptors, and the largest RSS any of its child processes
+reached (the TensorFlow stages run in children; sampled every 0.2 s). Memory and
+descriptors should stay flat. Writes the "Soak" section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import os
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -31,6 +33,25 @@ OUT = Path(__file__).resolve().parent / "out" / "soak"
 
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+class ChildPeak(threading.Thread):
+    """The largest RSS of any child process of this one but ``skip``, sampled in the
+    background."""
+
+    def __init__(self, me: psutil.Process, skip: int | None) -> None:
+        super().__init__(daemon=True)
+        self.me, self.skip, self.peak, self.stop = me, skip, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.2):
+            for child in self.me.children(recursive=True):
+                if child.pid == self.skip:
+                    continue
+                try:
+                    self.peak = max(self.peak, child.memory_info().rss)
+                except psutil.Error:  # it exited meanwhile
+                    pass
 
 
 def _edit(source: Path, i: int) -> None:
@@ -62,6 +83,8 @@ def main() -> None:
     server = SubprocessASGIServer()
     server.start(timeout=120)
     me = psutil.Process()
+    children = ChildPeak(me, skip=server.server_process.pid if server.server_process else None)
+    children.start()
     samples: list[tuple[float, int, int]] = []  # seconds, RSS, open fds after each run
     problems: list[str] = []
     start = time.monotonic()
@@ -109,7 +132,11 @@ def main() -> None:
         f"{(rss[-1] - rss[half]) if half else 0:+.0f} MiB |",
         f"| open file descriptors after run 1 / after the last run / max | {fds[0]} / "
         f"{fds[-1]} / {max(fds)} |",
+        f"| largest RSS of a child process (a TensorFlow stage or a Dask worker) | "
+        f"{children.peak / 2**20:.0f} MiB |",
         f"| runs whose accounting or quarantine did not hold | {len(problems)} |",
+        "",
+        "Flow process RSS after each run (MiB): " + ", ".join(f"{r:.0f}" for r in rss),
     ]
     write_section("Soak", "\n".join(lines))
     print("\n".join(lines))

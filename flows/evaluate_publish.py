@@ -7,19 +7,25 @@ from typing import Any
 from prefect import flow
 
 from cflib.config import EvaluateConfig, PublishConfig
+from flows.runtime import run_in_child
 from tasks.evaluate import evaluate_run, write_report
 from tasks.publish import publish_run
 
 
 @flow(name="evaluate", log_prints=True)
 def evaluate_flow(run: str, config: EvaluateConfig | None = None) -> dict[str, Any]:
-    """Score a trained run against the baselines and write its report."""
-    metrics = evaluate_run(run, config or EvaluateConfig())
+    """Score a trained run against the baselines and write its report.
+
+    The scoring loads TensorFlow, so it runs in a child process (see ``train_flow``).
+    """
+    metrics = run_in_child(evaluate_run, {"run": run, "config": config or EvaluateConfig()})
     write_report(run)
     return metrics
 
 
 @flow(name="publish", log_prints=True)
 def publish_flow(run: str, registry: str, config: PublishConfig | None = None) -> dict[str, Any]:
-    """Publish an evaluated run into the model registry."""
-    return publish_run(run, registry, config or PublishConfig())
+    """Publish an evaluated run into the model registry (in a child process: exporting the
+    SavedModel loads TensorFlow)."""
+    parameters = {"run": run, "registry_root": registry, "config": config or PublishConfig()}
+    return run_in_child(publish_run, parameters)

@@ -155,6 +155,7 @@ def test_cli_training_epochs_reach_the_prefect_run_logs(
     prefect_harness: None, synth_source: Path, tmp_path: Path
 ) -> None:
     import asyncio
+    import time
 
     from prefect import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterName
@@ -180,9 +181,16 @@ def test_cli_training_epochs_reach_the_prefect_run_logs(
             )
         return [log.message for log in logs]
 
-    messages = asyncio.run(cflib_logs())
-    assert any(m.startswith("epoch 1: loss") for m in messages)
-    assert any(m.startswith("logs-test: best epoch") for m in messages)
+    # The server stores logs a moment after it receives them (more under load): poll.
+    deadline = time.monotonic() + 30
+    while True:
+        messages = asyncio.run(cflib_logs())
+        epoch = any(m.startswith("epoch 1: loss") for m in messages)
+        best = any(m.startswith("logs-test: best epoch") for m in messages)
+        if epoch and best or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert epoch and best, messages
 
 
 def test_corrupt_part_fails_the_run_and_the_fixed_rerun_skips_ingest(
