@@ -1,10 +1,11 @@
-"""Where a flow's work runs: the Dask cluster of its parallel work, the child process of
-its training, and the Prefect API both report to."""
+"""Where a flow's work runs: the Dask cluster of its parallel work, the child processes
+of its TensorFlow stages, and the Prefect API they report to."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, cast
 
 from prefect import get_run_logger
@@ -89,6 +90,17 @@ def run_in_child(task: Task[..., Any], parameters: dict[str, Any]) -> Any:
     than as the flow's task runner: leaving the block waits until the child has exited
     and every log line it sent is handed to this process's log worker, so none is lost
     when the flow run ends right after.
+
+    Raises:
+        ChildProcessError: the child died without an answer (killed by a signal, such as
+            the kernel's out-of-memory killer); the task's own exceptions pass through.
     """
-    with shared_api(), ProcessPoolTaskRunner(max_workers=1) as runner:
-        return runner.submit(task, parameters).result()
+    try:
+        with shared_api(), ProcessPoolTaskRunner(max_workers=1) as runner:
+            return runner.submit(task, parameters).result()
+    except BrokenProcessPool:
+        raise ChildProcessError(
+            f"{task.name}: its process died without an answer (killed by a signal, e.g. "
+            "the out-of-memory killer: see `dmesg`); run it again, training resumes from "
+            "its last checkpoint"
+        ) from None
