@@ -288,3 +288,20 @@ def test_second_writer_to_the_same_output_is_refused(netflix_dir: Path, tmp_path
         holder.wait()
     ingest_local(netflix_dir, out, IngestConfig())  # the lock died with its process
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "netflix"]
+
+
+def test_os_errors_without_a_file_name_name_the_output(tmp_path: Path) -> None:
+    """pyarrow's write errors carry only an errno; ``naming`` gives them the output's path
+    (the CLI prints ``PATH: No space left on device``), and leaves named errors alone."""
+    import errno
+
+    from cflib.fsutil import naming
+
+    detail = "Error writing bytes to file. Detail: [errno 28] No space left on device"
+    with pytest.raises(OSError) as raised, naming(tmp_path / "data"):
+        raise OSError(errno.ENOSPC, detail)  # what pyarrow raises on a full disk
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(tmp_path / "data")
+    assert raised.value.strerror == "No space left on device"
+    with pytest.raises(FileNotFoundError) as named, naming(tmp_path / "data"):
+        open(tmp_path / "missing")  # noqa: SIM115 - raises before a file exists
+    assert named.value.filename == str(tmp_path / "missing")
