@@ -181,11 +181,7 @@ def read_shard(fmt: str, shard: Shard, report: Report | None = None) -> pa.Table
 
     assert shard.path is not None  # MovieLens shards are byte ranges of one file.
     path, start, end = Path(shard.path), shard.start, shard.end
-    if fmt == "ml-1m":
-        # The `::` layout is also ML-10M's, whose ratings are half stars.
-        return ml.read_ratings_1m(path, start=start, end=end, half_stars=True, report=report)
-    reader = {"ml-100k": ml.read_ratings_100k, "ml-csv": ml.read_ratings_csv}[fmt]
-    return reader(path, start=start, end=end, report=report)
+    return ml.read_ratings(fmt, path, start=start, end=end, report=report)
 
 
 #: A kept rating line: its file, line number, text, raw user id and raw item id.

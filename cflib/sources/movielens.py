@@ -109,6 +109,22 @@ def detect_variant(root: Path) -> str | None:
 
 # --- ratings -------------------------------------------------------------------------------
 
+#: The ratings layout each ``--format`` reads. ``ml-1m`` accepts half stars: the ``::``
+#: layout is also ML-10M's, whose ratings are 0.5..5.0.
+RATING_LAYOUTS = {
+    "ml-100k": _lines.ML100K_RATINGS,
+    "ml-1m": _lines.ML10M_RATINGS,
+    "ml-csv": _lines.CSV_RATINGS,
+}
+
+
+def read_ratings(
+    fmt: str, path: Path, *, start: int = 0, end: int | None = None, report: Report | None = None
+) -> pa.Table:
+    """The ratings of a byte range of ``path`` in format ``fmt``'s layout
+    (``RATING_LAYOUTS``), as the ``read_ratings_*`` functions below read them."""
+    return parse_ratings(Path(path), start, end, RATING_LAYOUTS[fmt], report)
+
 
 def read_ratings_100k(
     path: Path, *, start: int = 0, end: int | None = None, report: Report | None = None
@@ -192,11 +208,7 @@ def rating_lines(
 ) -> Iterator[tuple[str, int, str, int, int]]:
     """(file, line number, line, user, item) of each rating line a read of format ``fmt``
     (ml-100k, ml-1m, ml-csv) keeps from the range, line by line."""
-    layout = {
-        "ml-100k": _lines.ML100K_RATINGS,
-        "ml-1m": _lines.ML10M_RATINGS,
-        "ml-csv": _lines.CSV_RATINGS,
-    }[fmt]
+    layout = RATING_LAYOUTS[fmt]
     data, offset = read_range(path, start, end)
     cleaned = classify_range(path, data, offset, layout, Report())
     for lineno, line in zip(cleaned.numbers, cleaned.lines, strict=True):
