@@ -112,6 +112,7 @@ def main() -> None:
                 flush=True,
             )
     server.stop()
+    children.stop.set()
 
     rss = [s[1] / 2**20 for s in samples]
     fds = [s[2] for s in samples]
