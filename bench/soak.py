@@ -14,11 +14,13 @@ descriptors should stay flat. Writes the "Soak" section of BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import shutil
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import psutil
@@ -54,6 +56,49 @@ class ChildPeak(threading.Thread):
                     pass
 
 
+class Tracer:
+    """Where the flow process's memory goes between run 3 and the last run: Python
+    allocations by line (tracemalloc) and live objects by type."""
+
+    def __init__(self) -> None:
+        import tracemalloc
+
+        tracemalloc.start(12)
+        self.first: tracemalloc.Snapshot | None = None
+        self.types: Counter[str] = Counter()
+        self.last_run = 0
+
+    @staticmethod
+    def _types() -> Counter[str]:
+        gc.collect()
+        return Counter(type(o).__qualname__ for o in gc.get_objects())
+
+    def after_run(self, i: int) -> None:
+        import tracemalloc
+
+        self.last_run = i
+        if i == 3:
+            self.first, self.types = tracemalloc.take_snapshot(), self._types()
+
+    def report(self) -> None:
+        import tracemalloc
+
+        if self.first is None:
+            print("--trace needs at least 3 runs")
+            return
+        gc.collect()
+        last = tracemalloc.take_snapshot()
+        traced, peak = tracemalloc.get_traced_memory()
+        print(f"traced now {traced / 2**20:.1f} MiB (peak {peak / 2**20:.1f} MiB)")
+        print(f"allocation growth, run 3 -> run {self.last_run}, by traceback:")
+        for stat in last.compare_to(self.first, "traceback")[:12]:
+            print(f"  {stat.size_diff / 2**10:+.0f} KiB in {stat.count_diff:+d} blocks")
+            for line in stat.traceback.format(limit=8):
+                print("     ", line)
+        grown = self._types() - self.types
+        print("live objects grown, by type:", grown.most_common(25))
+
+
 def _edit(source: Path, i: int) -> None:
     """One malformed line and one new rating, in a different movie file each time."""
     files = sorted((source / "training_set").glob("mv_*.txt"))
@@ -66,6 +111,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--ratings", type=int, default=100_000)
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="diagnose growth: tracemalloc and live-object counts, run 3 against the last",
+    )
     args = parser.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
@@ -88,6 +138,7 @@ def main() -> None:
     samples: list[tuple[float, int, int]] = []  # seconds, RSS, open fds after each run
     problems: list[str] = []
     start = time.monotonic()
+    tracer = Tracer() if args.trace else None
     with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
         i = 0
         while time.monotonic() - start < args.minutes * 60:
@@ -106,6 +157,8 @@ def main() -> None:
             if kept != sum(s.rows for s in manifest.splits.values()):
                 problems.append(f"run {i}: kept {kept} != rows")
             samples.append((time.monotonic() - start, me.memory_info().rss, _open_fds()))
+            if args.trace:
+                tracer.after_run(i)
             print(
                 f"run {i}: {samples[-1][0]:.0f} s, RSS {samples[-1][1] / 2**20:.0f} MiB, "
                 f"{samples[-1][2]} fds, test RMSE {result['metrics']['rmse']:.4f}",
@@ -113,6 +166,9 @@ def main() -> None:
             )
     server.stop()
     children.stop.set()
+    if tracer is not None:
+        tracer.report()
+        return
 
     rss = [s[1] / 2**20 for s in samples]
     fds = [s[2] for s in samples]

@@ -15,6 +15,7 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 from prefect.tasks import Task
 from prefect_dask import DaskTaskRunner
 
+from cflib import daskleaks
 from cflib.config import IngestConfig
 
 
@@ -29,6 +30,7 @@ def dask_task_runner(cfg: IngestConfig) -> TaskRunner[Any]:
     # does not accept where Prefect's Flow expects TaskRunner[PrefectFuture].
     if cfg.dask_address:
         return cast("TaskRunner[Any]", DaskTaskRunner(address=cfg.dask_address))
+    daskleaks.plug()  # this process will hold the cluster's scheduler: let it go after
     runner = DaskTaskRunner(
         cluster_kwargs={
             "n_workers": cfg.n_workers,
