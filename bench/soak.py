@@ -14,6 +14,7 @@ descriptors should stay flat. Writes the "Soak" section of BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import os
 import shutil
@@ -35,6 +36,25 @@ OUT = Path(__file__).resolve().parent / "out" / "soak"
 
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks "
+        "keepcost".split()
+    ]
+
+
+def _heaps() -> tuple[int, int, int]:
+    """Bytes in use in glibc's heap, bytes it holds from the system, and bytes allocated
+    from Arrow's memory pool (its own allocator): which layer a growth of RSS is in."""
+    import pyarrow as pa
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = _MallInfo2
+    info = libc.mallinfo2()
+    return info.uordblks + info.hblkhd, info.arena + info.hblkhd, pa.total_allocated_bytes()
 
 
 class ChildPeak(threading.Thread):
@@ -136,6 +156,7 @@ def main() -> None:
     children = ChildPeak(me, skip=server.server_process.pid if server.server_process else None)
     children.start()
     samples: list[tuple[float, int, int]] = []  # seconds, RSS, open fds after each run
+    heaps: list[tuple[int, int, int]] = []  # glibc in use, glibc held, Arrow, after each run
     problems: list[str] = []
     start = time.monotonic()
     tracer = Tracer() if args.trace else None
@@ -157,11 +178,14 @@ def main() -> None:
             if kept != sum(s.rows for s in manifest.splits.values()):
                 problems.append(f"run {i}: kept {kept} != rows")
             samples.append((time.monotonic() - start, me.memory_info().rss, _open_fds()))
+            heaps.append(_heaps())
             if args.trace:
                 tracer.after_run(i)
             print(
                 f"run {i}: {samples[-1][0]:.0f} s, RSS {samples[-1][1] / 2**20:.0f} MiB, "
-                f"{samples[-1][2]} fds, test RMSE {result['metrics']['rmse']:.4f}",
+                f"{samples[-1][2]} fds, glibc heap {heaps[-1][0] / 2**20:.0f} of "
+                f"{heaps[-1][1] / 2**20:.0f} MiB in use, Arrow {heaps[-1][2] / 2**20:.1f} MiB, "
+                f"test RMSE {result['metrics']['rmse']:.4f}",
                 flush=True,
             )
     server.stop()
@@ -173,6 +197,10 @@ def main() -> None:
     rss = [s[1] / 2**20 for s in samples]
     fds = [s[2] for s in samples]
     half = len(samples) // 2
+
+    def mib(n: int) -> str:
+        return f"{n / 2**20:.0f}"
+
     lines = [
         f"Command: `python bench/soak.py {' '.join(sys.argv[1:])}`  ",
         f"Machine: {machine()}  ",
@@ -187,6 +215,12 @@ def main() -> None:
         f"{rss[-1]:.0f} / {max(rss):.0f} MiB |",
         f"| RSS growth over the second half of the runs | "
         f"{(rss[-1] - rss[half]) if half else 0:+.0f} MiB |",
+        f"| glibc heap in use after run 1 / after the last run | {mib(heaps[0][0])} / "
+        f"{mib(heaps[-1][0])} MiB |",
+        f"| glibc heap held from the system after run 1 / after the last run | "
+        f"{mib(heaps[0][1])} / {mib(heaps[-1][1])} MiB |",
+        f"| Arrow memory pool allocated after run 1 / after the last run | "
+        f"{mib(heaps[0][2])} / {mib(heaps[-1][2])} MiB |",
         f"| open file descriptors after run 1 / after the last run / max | {fds[0]} / "
         f"{fds[-1]} / {max(fds)} |",
         f"| largest RSS of a child process (a TensorFlow stage or a Dask worker) | "

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, cast
+from uuid import UUID
 
 from prefect import get_run_logger
 from prefect.context import FlowRunContext
@@ -97,12 +98,34 @@ def run_in_child(task: Task[..., Any], parameters: dict[str, Any]) -> Any:
         ChildProcessError: the child died without an answer (killed by a signal, such as
             the kernel's out-of-memory killer); the task's own exceptions pass through.
     """
+    task_run_id: UUID | None = None
     try:
         with shared_api(), ProcessPoolTaskRunner(max_workers=1) as runner:
-            return runner.submit(task, parameters).result()
+            future = runner.submit(task, parameters)
+            task_run_id = future.task_run_id
+            return future.result()
     except BrokenProcessPool:
-        raise ChildProcessError(
+        message = (
             f"{task.name}: its process died without an answer (killed by a signal, e.g. "
             "the out-of-memory killer: see `dmesg`); run it again, training resumes from "
             "its last checkpoint"
-        ) from None
+        )
+        if task_run_id is not None:
+            _mark_crashed(task_run_id, message)
+        raise ChildProcessError(message) from None
+
+
+def _mark_crashed(task_run_id: UUID, message: str) -> None:
+    """Set a dead child's task run Crashed, as its engine would have had it lived: else
+    the UI shows it Running for ever. A failure here is logged, not raised."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
+    from prefect.states import Crashed
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.set_task_run_state(task_run_id, Crashed(message=message), force=True)
+    except Exception as exc:  # the flow run fails anyway, with the message
+        # 404: it died before its task run was recorded, so no one will see it Running.
+        if not (isinstance(exc, PrefectHTTPStatusError) and exc.response.status_code == 404):
+            get_run_logger().warning("could not mark task run %s Crashed: %s", task_run_id, exc)
