@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import subprocess
+import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,6 +60,50 @@ def test_publish_copies_exports_verifies_and_points_latest(data: Path, tmp_path:
     assert out["latest"] is None and out["promotion"]["reason"] == "--no-promote"
     assert os.readlink(reg / "tiny" / "biased-mf" / "latest") == "r2"
     assert not [p for p in (reg / "tiny" / "biased-mf").iterdir() if p.name.startswith(".")]
+
+
+def test_a_second_publisher_waits_for_the_first(
+    data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While another process holds the registry's publish lock (a publish under way), a
+    publish writes nothing and waits; it completes once the lock is let go."""
+    reg = tmp_path / "reg"
+    registry.publish(make_run(tmp_path / "runs", data, "r1"), reg, PublishConfig())
+    model_dir = reg / "tiny" / "biased-mf"
+    before = sorted(p.name for p in model_dir.iterdir())
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time\n"
+            f"fh = open({str(reg / '.publish.lock')!r}, 'a')\n"
+            "fcntl.flock(fh, fcntl.LOCK_EX)\n"
+            "print('held', flush=True)\n"
+            "time.sleep(600)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        run2 = make_run(tmp_path / "runs", data, "r2")
+        done: list[dict[str, Any]] = []
+        second = threading.Thread(
+            target=lambda: done.append(registry.publish(run2, reg, PublishConfig()))
+        )
+        with caplog.at_level(logging.INFO, logger="cflib.registry.publish"):
+            second.start()
+            second.join(timeout=3)
+            assert second.is_alive() and not done
+            assert sorted(p.name for p in model_dir.iterdir()) == before  # nothing staged
+            assert "another publisher holds .publish.lock; waiting" in caplog.text
+    finally:
+        holder.kill()
+        holder.wait()
+    second.join(timeout=60)
+    assert done and done[0]["artifact"] == str(model_dir / "r2")
+    assert os.readlink(model_dir / "latest") == "r2"
+    registry.verify(model_dir / "r2")
 
 
 def test_republishing_a_run_is_refused(data: Path, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import fcntl
 import functools
 import importlib.metadata
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -64,6 +65,7 @@ VERSIONED = (
     "dask",
     "pydantic",
 )
+log = logging.getLogger(__name__)
 _LOCK_FILE = ".publish.lock"
 #: Dataset splits whose pairs go into ``seen.parquet`` (the test split stays unseen).
 SEEN_SPLITS = ("train", "validation")
@@ -85,7 +87,12 @@ def _registry_lock(registry: Path) -> Iterator[None]:
     """Serialize publishers on one machine: the promotion decision reads ``latest``."""
     registry.mkdir(parents=True, exist_ok=True)
     with open(registry / _LOCK_FILE, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # Released when the file closes, or the process dies.
+        # Released when the file closes, or the process dies.
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("%s: another publisher holds %s; waiting for it", registry, _LOCK_FILE)
+            fcntl.flock(fh, fcntl.LOCK_EX)
         yield
 
 
