@@ -5,7 +5,7 @@ caller of the flows) starts a fresh ``LocalCluster`` each time, whose scheduler 
 that process. Two module-level caches in ``distributed`` are keyed by the scheduler,
 so neither it nor anything it holds (its task state, its dashboard's Bokeh apps, the
 in-process workers' state) is ever freed after the cluster closes: about 0.35 MiB a
-cluster, measured by ``tests/test_daskleaks.py`` and ``bench/soak.py``.
+cluster (RELIABILITY.md, "Soak").
 
 - ``distributed.dashboard.scheduler.template_variables`` is memoized (``toolz.memoize``)
   in a plain dict keyed by the scheduler;
@@ -16,7 +16,8 @@ cluster, measured by ``tests/test_daskleaks.py`` and ``bench/soak.py``.
 mapping for the first (its values hold no reference back to the scheduler), and a key on
 the handler's underlying function for the second (a bound method's signature is the
 same for every instance of its class). It leaves a cache alone if distributed changed
-its shape; the test then fails, which is the signal to look again.
+its shape; ``tests/test_daskleaks.py`` fails if a closed cluster is still held, which is
+the signal to look again.
 """
 
 from __future__ import annotations
