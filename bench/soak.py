@@ -144,6 +144,7 @@ def main() -> None:
     generate_netflix(source, SynthConfig(movies=200, users=2_000, ratings=args.ratings))
     cfg = PipelineConfig(train=TrainConfig(epochs=2, batch_size=4096))
 
+    from prefect.logging.handlers import APILogHandler
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -188,6 +189,7 @@ def main() -> None:
                 f"test RMSE {result['metrics']['rmse']:.4f}",
                 flush=True,
             )
+        APILogHandler().flush()  # send the last runs' logs before the server goes
     server.stop()
     children.stop.set()
     if tracer is not None:
