@@ -72,8 +72,9 @@ def shared_api() -> Iterator[None]:
 
     Without ``PREFECT_API_URL`` (``cfpipe`` run ad hoc, tests), Prefect starts a temporary
     server for the process; a ``ProcessPoolTaskRunner`` child would start another one of
-    its own, and its logs, states and artifacts would never reach the flow run's. This
-    names the temporary server's URL in the settings the child receives.
+    its own, a second server process and its start-up for every TensorFlow stage (its
+    artifacts reach the flow run only because both servers use PREFECT_HOME's database).
+    This names the temporary server's URL in the settings the child receives.
     """
     from prefect.server.api.server import SubprocessASGIServer
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from prefect import flow, task
@@ -16,6 +19,8 @@ from prefect.runtime import task_run
 
 from cflib.errors import ConfigError
 from flows.runtime import run_in_child
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @task
@@ -72,3 +77,72 @@ def test_a_killed_child_fails_the_flow_run_with_a_message(prefect_harness: None)
         )
     assert [(r.name.split("-")[0], r.state_type) for r in runs] == [("die", StateType.CRASHED)]
     assert runs[0].state is not None and "died without an answer" in str(runs[0].state.message)
+
+
+_NO_API_URL_SCRIPT = """
+import os
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import LogFilterFlowRunId
+from prefect.logging.handlers import APILogHandler
+from flows.runtime import run_in_child
+
+@task
+def hello() -> tuple[int, str]:
+    get_run_logger().info("hello from pid %d", os.getpid())
+    create_markdown_artifact(f"written by pid {os.getpid()}", key="hello-child")
+    with get_client(sync_client=True) as client:
+        return os.getpid(), str(client.api_url)
+
+@flow
+def parent() -> tuple[int, str]:
+    return run_in_child(hello, {})
+
+if __name__ == "__main__":
+    state = parent(return_state=True)
+    child, child_api = state.result()
+    APILogHandler().flush()
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        print(f"apis={client.api_url} {child_api}")
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+        )
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["hello-child"]))
+        )
+    print(f"pids={os.getpid()} {child}")
+    print("logs=", [m.message for m in logs if m.message.startswith("hello")], sep="")
+    print("runs=", [(r.name.split("-")[0], r.state_type.value) for r in runs], sep="")
+    print("artifacts=", [(a.data, a.flow_run_id == run_id) for a in artifacts], sep="")
+"""
+
+
+def test_without_an_api_url_the_child_reports_to_the_parents_temporary_server(
+    tmp_path: Path,
+) -> None:
+    """`cfpipe` run ad hoc has no PREFECT_API_URL: the flow process starts a temporary
+    server, and the child must report there, not start one of its own. Logs and states
+    come back through the pool's message queue either way; artifacts (training's
+    progress) are written by the child's own API client, so they show which server the
+    child used."""
+    script = tmp_path / "no_api_url.py"
+    script.write_text(_NO_API_URL_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
+    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+    parent, child = out["pids"].split()
+    assert parent != child
+    parent_api, child_api = out["apis"].split()
+    assert parent_api.startswith("http://127.0.0.1:") and child_api == parent_api
+    assert out["logs"] == repr([f"hello from pid {child}"])
+    assert out["runs"] == repr([("hello", "COMPLETED")])
+    assert out["artifacts"] == repr([(f"written by pid {child}", True)])
