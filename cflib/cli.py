@@ -187,8 +187,8 @@ def publish(
     from cflib.registry.store import locate
     from flows.evaluate_publish import publish_flow
 
+    locate(registry)  # A bad URL fails here, before Prefect starts and records it.
     runs.metrics(run)
-    locate(registry)  # An unknown URL protocol fails here, before Prefect starts.
     result = publish_flow(str(run), str(registry), cfg)
     typer.echo(f"published {result['artifact']}")
     if result["latest"]:
@@ -202,6 +202,10 @@ def _run_pipeline(source: Path, work: Path, cfg: PipelineConfig, registry: str |
     from flows.pipeline import PipelineParams, pipeline_flow
 
     find_source(source, cfg.ingest.format)
+    if registry is not None:
+        from cflib.registry.store import locate
+
+        locate(registry)  # A bad URL fails here, before Prefect records it.
     params = PipelineParams(
         source=str(source),
         work=str(work),

@@ -149,6 +149,30 @@ def test_an_unknown_url_protocol_is_a_config_error() -> None:
         locate("nosuchfs://reg")
 
 
+def test_a_password_in_a_registry_url_is_refused_and_not_repeated(
+    netflix_dir: Path, tmp_path: Path
+) -> None:
+    """It would be recorded with the URL (the flow run's parameters, logs): refused
+    before any flow starts or anything connects, with the password masked."""
+    url = "ftp://cf:hunter2-SECRET@127.0.0.1:9/reg"
+    masked = "ftp://cf:***@127.0.0.1:9/reg"
+    commands = [
+        ["run", str(netflix_dir), "--out", str(tmp_path / "w"), "--registry", url],
+        ["publish", str(tmp_path), "--registry", url],
+        ["models", "list", "--registry", url],
+        ["predict", "--model", f"simplecache::{url}/tiny/biased-mf/latest", "30", "3"],
+    ]
+    for argv in commands:
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(argv)
+        line = err.getvalue().strip()
+        assert code == 2 and "\n" not in line, (argv, line)
+        assert masked in line and "a password in the URL" in line, (argv, line)
+        assert "hunter2" not in line
+    assert not (tmp_path / "w").exists()
+
+
 def test_find_published_in_memory(data: Path, mem: str, tmp_path: Path) -> None:
     assert registry.find_published(mem, "tiny", "biased-mf", "r1") is None
     registry.publish(make_run(tmp_path / "runs", data, "r1"), mem, PublishConfig())

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import posixpath
+import urllib.parse
 from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 
@@ -67,6 +68,7 @@ def locate(root: str | Path) -> Location:
     text = str(root)
     if "://" not in text:
         return Location(None, text)
+    _refuse_password(text)
     import fsspec
     from fsspec.implementations.local import LocalFileSystem
 
@@ -77,6 +79,23 @@ def locate(root: str | Path) -> Location:
     if isinstance(fs, LocalFileSystem):
         return Location(None, path)
     return Location(fs, path)
+
+
+def _refuse_password(url: str) -> None:
+    """A password inside a URL would be recorded wherever the URL is: the flow run's
+    parameters in Prefect, logs, messages. Refuse it, naming the URL without it."""
+    parts = url.split("::")  # fsspec chains: simplecache::sftp://user:pw@host/path
+    for i, part in enumerate(parts):
+        split = urllib.parse.urlsplit(part)
+        if split.password is not None:
+            userinfo, _, hostport = split.netloc.rpartition("@")
+            user = userinfo.split(":", 1)[0]
+            parts[i] = split._replace(netloc=f"{user}:***@{hostport}").geturl()
+            raise ConfigError(
+                f"{'::'.join(parts)}: a password in the URL would be recorded with it (in "
+                "the flow run's parameters and logs); give the credentials through the "
+                "filesystem's environment variables or fsspec's configuration instead"
+            )
 
 
 def _safe_name(value: str, what: str) -> str:
