@@ -10,7 +10,7 @@ DEMO_OUT ?= demo-work
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 export TF_CPP_MIN_LOG_LEVEL = 2
 
-.PHONY: install demo test lint typecheck fmt bench audit lock clean
+.PHONY: install demo test lint typecheck fmt bench audit audit-latest lock clean
 
 install: $(STAMP)
 
@@ -44,6 +44,10 @@ bench: $(STAMP)
 # package that cannot be checked fails the audit too. Needs https://pypi.org.
 audit: $(STAMP)
 	$(BIN)/pip-audit --strict --progress-spinner off -r constraints.txt --no-deps --disable-pip
+
+# Where pip-audit cannot run: the pins that are latest releases, against PyPI's advisories.
+audit-latest: $(STAMP)
+	$(BIN)/python .ci/audit_latest.py constraints.txt
 
 # Re-pin after changing dependencies in pyproject.toml (then commit constraints.txt).
 lock: $(STAMP)
