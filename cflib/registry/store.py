@@ -85,17 +85,20 @@ def _refuse_password(url: str) -> None:
     """A password inside a URL would be recorded wherever the URL is: the flow run's
     parameters in Prefect, logs, messages. Refuse it, naming the URL without it."""
     parts = url.split("::")  # fsspec chains: simplecache::sftp://user:pw@host/path
+    masked = False
     for i, part in enumerate(parts):
         split = urllib.parse.urlsplit(part)
         if split.password is not None:
             userinfo, _, hostport = split.netloc.rpartition("@")
             user = userinfo.split(":", 1)[0]
             parts[i] = split._replace(netloc=f"{user}:***@{hostport}").geturl()
-            raise ConfigError(
-                f"{'::'.join(parts)}: a password in the URL would be recorded with it (in "
-                "the flow run's parameters and logs); give the credentials through the "
-                "filesystem's environment variables or fsspec's configuration instead"
-            )
+            masked = True
+    if masked:
+        raise ConfigError(
+            f"{'::'.join(parts)}: a password in the URL would be recorded with it (in the "
+            "flow run's parameters and logs); give the credentials through the "
+            "filesystem's environment variables or fsspec's configuration instead"
+        )
 
 
 def _safe_name(value: str, what: str) -> str:
