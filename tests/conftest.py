@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +23,19 @@ MOVIES = {
 PROBE = {1: [20], 3: [50, 60]}
 QUALIFYING = {2: ["20,2005-10-01", "60,2005-11-11"], 3: ["10,2005-01-02"]}
 TITLES = ["1,2003,Dinosaur Planet", "2,NULL,Isle of Man TT, 2004 Review", "3,1997,Caf\xe9 Noir"]
+
+
+@contextlib.contextmanager
+def held_elsewhere(code: str) -> Iterator[subprocess.Popen[str]]:
+    """Run ``code`` in another Python process until the block ends (then kill it). The
+    code prints ``held`` once it holds what it takes (a lock); the block starts then."""
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def write_netflix(

@@ -15,7 +15,7 @@ from cflib.config import IngestConfig
 from cflib.dataset import load_manifest
 from cflib.errors import ConfigError, DataFormatError, DatasetError, SourceError
 from cflib.ingest.parallel import ingest_local
-from tests.conftest import MOVIES, PROBE, write_netflix
+from tests.conftest import MOVIES, PROBE, held_elsewhere, write_netflix
 
 N_RATINGS = sum(len(v) for v in MOVIES.values())
 
@@ -261,31 +261,17 @@ def test_corrupt_part_is_named_and_not_up_to_date(netflix_dir: Path, tmp_path: P
 
 def test_second_writer_to_the_same_output_is_refused(netflix_dir: Path, tmp_path: Path) -> None:
     """Another process writing DATA (here: holding its lock) makes ingest refuse, naming it."""
-    import subprocess
-    import sys
-
     out = tmp_path / "data"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from pathlib import Path; from cflib.fsutil import exclusive\n"
-            f"with exclusive(Path({str(out)!r}), '--out'):\n"
-            "    print('locked', flush=True); time.sleep(60)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    with held_elsewhere(
+        "import time; from pathlib import Path; from cflib.fsutil import exclusive\n"
+        f"with exclusive(Path({str(out)!r}), '--out'):\n"
+        "    print('held', flush=True); time.sleep(60)"
+    ) as holder:
         with pytest.raises(
             ConfigError, match=rf"--out {out}: another cfpipe process .*pid {holder.pid}"
         ):
             ingest_local(netflix_dir, out, IngestConfig())
         assert not out.exists()
-    finally:
-        holder.kill()
-        holder.wait()
     ingest_local(netflix_dir, out, IngestConfig())  # the lock died with its process
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "netflix"]
 

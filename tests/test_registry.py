@@ -6,8 +6,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from cflib.config import PublishConfig
 from cflib.errors import ConfigError, DatasetError
 from cflib.registry import ArtifactError, RefError
 from tests._artifacts import ingest_tiny, make_run
-from tests.conftest import write_netflix
+from tests.conftest import held_elsewhere, write_netflix
 
 
 @pytest.fixture
@@ -71,21 +69,13 @@ def test_a_second_publisher_waits_for_the_first(
     registry.publish(make_run(tmp_path / "runs", data, "r1"), reg, PublishConfig())
     model_dir = reg / "tiny" / "biased-mf"
     before = sorted(p.name for p in model_dir.iterdir())
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import fcntl, sys, time\n"
-            f"fh = open({str(reg / '.publish.lock')!r}, 'a')\n"
-            "fcntl.flock(fh, fcntl.LOCK_EX)\n"
-            "print('held', flush=True)\n"
-            "time.sleep(600)\n",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    with held_elsewhere(
+        "import fcntl, time\n"
+        f"fh = open({str(reg / '.publish.lock')!r}, 'a')\n"
+        "fcntl.flock(fh, fcntl.LOCK_EX)\n"
+        "print('held', flush=True)\n"
+        "time.sleep(600)\n"
+    ):
         run2 = make_run(tmp_path / "runs", data, "r2")
         done: list[dict[str, Any]] = []
         second = threading.Thread(
@@ -97,9 +87,6 @@ def test_a_second_publisher_waits_for_the_first(
             assert second.is_alive() and not done
             assert sorted(p.name for p in model_dir.iterdir()) == before  # nothing staged
             assert "another publisher holds .publish.lock; waiting" in caplog.text
-    finally:
-        holder.kill()
-        holder.wait()
     second.join(timeout=60)
     assert done and done[0]["artifact"] == str(model_dir / "r2")
     assert os.readlink(model_dir / "latest") == "r2"
