@@ -180,7 +180,7 @@ def main() -> None:
                 problems.append(f"run {i}: kept {kept} != rows")
             samples.append((time.monotonic() - start, me.memory_info().rss, _open_fds()))
             heaps.append(_heaps())
-            if args.trace:
+            if tracer is not None:
                 tracer.after_run(i)
             print(
                 f"run {i}: {samples[-1][0]:.0f} s, RSS {samples[-1][1] / 2**20:.0f} MiB, "
