@@ -29,8 +29,8 @@ import pyarrow.parquet as pq
 
 from cflib.errors import DataFormatError, DatasetError
 from cflib.ingest import splits as hashing
-from cflib.ingest.source import Shard, rating_lines
 from cflib.sources.accounting import QUARANTINE, BadLine, Report, Tally
+from cflib.sources.formats import Shard, SourceVariant
 
 REPEATS = "repeats"
 _REPEAT_SCHEMA = pa.schema(
@@ -89,7 +89,7 @@ def drop_repeats(
     table: pa.Table,
     shards: np.ndarray,
     *,
-    fmt: str,
+    variant: SourceVariant,
     plan_shards: Sequence[Shard],
     strict: bool,
     record: Path,
@@ -105,7 +105,7 @@ def drop_repeats(
     if not later.any():
         return table
     if strict:
-        _raise_first(fmt, plan_shards, raw_user, raw_item, shards, later)
+        _raise_first(variant, plan_shards, raw_user, raw_item, shards, later)
     keys = hashing.pair_keys(raw_item, raw_user)
     # Every copy of a repeated pair (and, were ids past 2**32, maybe a few others).
     rows = np.flatnonzero(np.isin(keys, np.unique(keys[later])))
@@ -127,7 +127,7 @@ def drop_repeats(
 
 
 def _raise_first(
-    fmt: str,
+    variant: SourceVariant,
     plan_shards: Sequence[Shard],
     raw_user: np.ndarray,
     raw_item: np.ndarray,
@@ -142,7 +142,7 @@ def _raise_first(
     for shard in sorted({int(shards[i]) for i in copies[:2]}):
         found += [
             (path, lineno)
-            for path, lineno, _, u, i in rating_lines(fmt, plan_shards[shard])
+            for path, lineno, _, u, i in variant.shard_lines(plan_shards[shard])
             if u == user and i == item
         ]
     (first_path, first_line), (path, lineno) = found[0], found[1]
@@ -161,7 +161,7 @@ def repeat_jobs(scratch: Path) -> list[tuple[int, pa.Table]]:
 
 
 def locate_repeats(
-    fmt: str, shard: Shard, index: int, repeats: pa.Table, scratch: Path
+    variant: SourceVariant, shard: Shard, index: int, repeats: pa.Table, scratch: Path
 ) -> dict[str, int]:
     """Find the lines of one shard's dropped copies; write them as quarantine rows.
 
@@ -177,7 +177,7 @@ def locate_repeats(
         wanted.setdefault((user, item), set()).add(rank)
     seen: dict[tuple[int, int], int] = {}
     bad: list[BadLine] = []
-    for path, lineno, line, user, item in rating_lines(fmt, shard):
+    for path, lineno, line, user, item in variant.shard_lines(shard):
         ranks = wanted.get((user, item))
         if ranks is None:
             continue

@@ -46,17 +46,10 @@ from cflib.fsutil import publish_dir, staging_dir
 from cflib.ingest import quarantine
 from cflib.ingest import splits as hashing
 from cflib.ingest.ids import DenseIds, sorted_unique, union_sorted
-from cflib.ingest.source import (
-    Shard,
-    find_source,
-    fingerprint,
-    plan_shards,
-    read_items,
-    read_shard,
-    read_users,
-)
+from cflib.ingest.source import Shard, find_source, fingerprint, plan_shards
 from cflib.sources import netflix
 from cflib.sources.accounting import Report
+from cflib.sources.formats import FORMATS, SourceVariant
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +81,7 @@ class Plan(BaseModel):
     out: str
     stage: str | None
     format: str
+    variant: str = Field(description="The source variant: its key in cflib.sources.FORMATS.")
     name: str
     split: str = Field(description="probe, random or temporal: how the test split is chosen.")
     shards: list[Shard]
@@ -100,6 +94,10 @@ class Plan(BaseModel):
     fingerprint: str
     up_to_date: bool
     config: IngestConfig
+
+    @property
+    def source_variant(self) -> SourceVariant:
+        return FORMATS[self.variant]
 
     @property
     def stage_path(self) -> Path:
@@ -164,6 +162,7 @@ def plan_ingest(source: str | Path, out: str | Path, cfg: IngestConfig) -> Plan:
         out=str(out),
         stage=None if stage is None else str(stage),
         format=files.format,
+        variant=files.variant,
         name=cfg.name or source.name,
         split=_split_mode(cfg.split, files.probe is not None),
         shards=shards,
@@ -190,7 +189,7 @@ def parse_shard(stage: str, index: int) -> dict[str, Any]:
     plan = load_plan(stage)
     shard = plan.shards[index]
     report = Report(strict=plan.config.strict)
-    table = read_shard(plan.format, shard, report)
+    table = plan.source_variant.read_shard(shard, report)
     raw = plan.stage_path / SCRATCH / "raw"
     write_scratch(table, raw / f"shard-{index:05d}.arrow")
     quarantine.save_report(report, raw, f"shard-{index:05d}")
@@ -219,8 +218,9 @@ def build_id_maps(stage: str, parsed: list[dict[str, Any]]) -> dict[str, Any]:
     np.save(scratch / "users.npy", users)
     np.save(scratch / "items.npy", items)
     report = Report(strict=plan.config.strict)
-    user_side = None if plan.users is None else read_users(plan.format, Path(plan.users), report)
-    item_side = None if plan.items is None else read_items(plan.format, Path(plan.items), report)
+    source = plan.source_variant
+    user_side = None if plan.users is None else source.read_users(Path(plan.users), report)
+    item_side = None if plan.items is None else source.read_items(Path(plan.items), report)
     user_map = _side_map(users, "raw_user", user_side, schema.USER_MAP)
     pq.write_table(user_map, root / schema.USER_MAP_FILE)
     pq.write_table(
@@ -330,7 +330,7 @@ def concat_pieces(plan: Plan, pieces: list[Path], record: Path) -> pa.Table:
     return quarantine.drop_repeats(
         table,
         quarantine.shard_of_rows(pieces, [t.num_rows for t in tables]),
-        fmt=plan.format,
+        variant=plan.source_variant,
         plan_shards=plan.shards,
         strict=plan.config.strict,
         record=record,
@@ -370,7 +370,9 @@ def locate_repeats(stage: str, shard: int, repeats: pa.Table) -> dict[str, int]:
     """Name the lines of one shard's dropped repeated ratings (see ``quarantine``)."""
     plan = load_plan(stage)
     scratch = plan.stage_path / SCRATCH
-    return quarantine.locate_repeats(plan.format, plan.shards[shard], shard, repeats, scratch)
+    return quarantine.locate_repeats(
+        plan.source_variant, plan.shards[shard], shard, repeats, scratch
+    )
 
 
 def _accounting(plan: Plan, rows: int, moved: list[dict[str, int]]) -> list[FileAccount]:

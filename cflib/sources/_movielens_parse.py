@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -18,7 +19,14 @@ import pyarrow.csv as pacsv
 
 from cflib.errors import DataFormatError
 from cflib.schema import RAW_ITEMS_GENRES, RAW_RATINGS
-from cflib.sources._lines import Cleaned, Layout, classify, fast_or_quarantine, raise_first_error
+from cflib.sources._lines import (
+    Cleaned,
+    Layout,
+    classify,
+    fast_or_quarantine,
+    raise_first_error,
+    split_fields,
+)
 from cflib.sources._movielens_rules import CSV_ITEMS, TIMESTAMP_END
 from cflib.sources._ranges import check_range, first_lineno, read_range
 from cflib.sources.accounting import Report, Tally, count_lines
@@ -169,6 +177,20 @@ def classify_range(
     numbered in the whole file; their tally goes to ``report``."""
     first = first_lineno(path, offset)
     return classify(path, data.decode("latin-1"), layout, report, first_lineno=first)
+
+
+def range_lines(
+    path: Path, start: int, end: int | None, layout: Layout
+) -> Iterator[tuple[str, int, str, int, int]]:
+    """(file, line number, line, user, item) of each rating line that ``parse_ratings``
+    keeps from the range, line by line."""
+    data, offset = read_range(path, start, end)
+    cleaned = classify_range(path, data, offset, layout, Report())
+    for lineno, line in zip(cleaned.numbers, cleaned.lines, strict=True):
+        if not (lineno == 1 and layout.headers == "names"):
+            parts = split_fields(line, layout)
+            assert not isinstance(parts, str)
+            yield str(path), lineno, line, int(parts[0]), int(parts[1])
 
 
 def _clean(path: Path, data: bytearray, offset: int, layout: Layout, report: Report) -> pa.Table:

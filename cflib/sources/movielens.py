@@ -12,7 +12,6 @@ numbered in the whole file.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -21,10 +20,9 @@ import pyarrow as pa
 from cflib.errors import DataFormatError
 from cflib.schema import RAW_USERS
 from cflib.sources import _movielens_rules as rules
-from cflib.sources._lines import fast_or_quarantine, parse_rows, split_fields
+from cflib.sources._lines import fast_or_quarantine, parse_rows
 from cflib.sources._movielens_parse import (
     NO_GENRES,
-    classify_range,
     decode,
     genre_list,
     items_csv_table,
@@ -33,7 +31,7 @@ from cflib.sources._movielens_parse import (
     title_year,
 )
 from cflib.sources._movielens_rules import ML100K_GENRES
-from cflib.sources._ranges import byte_ranges, read_range
+from cflib.sources._ranges import byte_ranges
 from cflib.sources.accounting import Report, Tally, text_tally
 
 __all__ = [
@@ -104,22 +102,6 @@ def detect_variant(root: Path) -> str | None:
 
 # --- ratings -------------------------------------------------------------------------------
 
-#: The ratings layout each ``--format`` reads. ``ml-1m`` accepts half stars: the ``::``
-#: layout is also ML-10M's, whose ratings are 0.5..5.0.
-RATING_LAYOUTS = {
-    "ml-100k": rules.ML100K_RATINGS,
-    "ml-1m": rules.ML10M_RATINGS,
-    "ml-csv": rules.CSV_RATINGS,
-}
-
-
-def read_ratings(
-    fmt: str, path: Path, *, start: int = 0, end: int | None = None, report: Report | None = None
-) -> pa.Table:
-    """The ratings of a byte range of ``path`` in format ``fmt``'s layout
-    (``RATING_LAYOUTS``), as the ``read_ratings_*`` functions below read them."""
-    return parse_ratings(Path(path), start, end, RATING_LAYOUTS[fmt], report)
-
 
 def read_ratings_100k(
     path: Path, *, start: int = 0, end: int | None = None, report: Report | None = None
@@ -154,11 +136,7 @@ def read_ratings_1m(
     """Parse ML-1M ``ratings.dat``: ``UserID::MovieID::Rating::Timestamp``, ratings 1..5.
 
     Args:
-        path: the ratings file.
-        start: first byte of the range; the range reads the lines that start in it.
-        end: end of the range (exclusive); None reads to the end of the file.
-        report: where the range's tally and (unless strict) its bad lines go. None:
-            raise at the first bad line.
+        path, start, end, report: as for ``read_ratings_100k``.
         half_stars: read ML-10M's ``ratings.dat`` instead: the same layout with
             ratings 0.5..5.0 in half stars.
 
@@ -166,8 +144,7 @@ def read_ratings_1m(
         A table with schema ``RAW_RATINGS``, in file order.
 
     Raises:
-        DataFormatError: a malformed line, numbered in the whole file.
-        ValueError: ``start`` or ``end`` name no range.
+        As ``read_ratings_100k``.
     """
     layout = rules.ML10M_RATINGS if half_stars else rules.ML1M_RATINGS
     return parse_ratings(Path(path), start, end, layout, report)
@@ -182,11 +159,7 @@ def read_ratings_csv(
     when ``end`` is 0), so that one range per file refuses a file without it.
 
     Args:
-        path: the ratings file.
-        start: first byte of the range; the range reads the lines that start in it.
-        end: end of the range (exclusive); None reads to the end of the file.
-        report: where the range's tally and (unless strict) its bad lines go. None:
-            raise at the first bad line.
+        path, start, end, report: as for ``read_ratings_100k``.
 
     Returns:
         A table with schema ``RAW_RATINGS``, in file order.
@@ -196,21 +169,6 @@ def read_ratings_csv(
         ValueError: ``start`` or ``end`` name no range.
     """
     return parse_ratings(Path(path), start, end, rules.CSV_RATINGS, report)
-
-
-def rating_lines(
-    path: Path, start: int, end: int | None, fmt: str
-) -> Iterator[tuple[str, int, str, int, int]]:
-    """(file, line number, line, user, item) of each rating line a read of format ``fmt``
-    (ml-100k, ml-1m, ml-csv) keeps from the range, line by line."""
-    layout = RATING_LAYOUTS[fmt]
-    data, offset = read_range(path, start, end)
-    cleaned = classify_range(path, data, offset, layout, Report())
-    for lineno, line in zip(cleaned.numbers, cleaned.lines, strict=True):
-        if not (lineno == 1 and layout.headers == "names"):
-            parts = split_fields(line, layout)
-            assert not isinstance(parts, str)
-            yield str(path), lineno, line, int(parts[0]), int(parts[1])
 
 
 # --- side tables: small files (< 100k lines), parsed line by line ---------------------------
