@@ -29,7 +29,7 @@ from cflib.sources._lines import (
 )
 from cflib.sources._movielens_rules import CSV_ITEMS, TIMESTAMP_END
 from cflib.sources._ranges import check_range, first_lineno, read_range
-from cflib.sources.accounting import Report, Tally, count_lines
+from cflib.sources.accounting import Report, Tally, count_lines, range_tally
 
 logger = logging.getLogger(__name__)
 
@@ -157,10 +157,7 @@ def parse_ratings(
         if table is None:
             return None
         headers = int(header and lines > 0)
-        blank = lines - headers - table.num_rows
-        return table, [
-            (path, Tally(lines=lines, kept=table.num_rows, headers=headers, blank=blank))
-        ]
+        return table, [(path, range_tally(lines, kept=table.num_rows, headers=headers))]
 
     return fast_or_quarantine(
         report,

@@ -37,7 +37,7 @@ from cflib.sources._lines import (
 from cflib.sources._netflix_csv import MIN_DAY, read_rating_lines
 from cflib.sources._netflix_rules import COMBINED
 from cflib.sources._ranges import check_range, first_lineno, read_range
-from cflib.sources.accounting import Report, Tally, count_lines
+from cflib.sources.accounting import Report, Tally, count_lines, range_tally
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +69,7 @@ def parse_combined(
         if found is None:
             return None
         table, headers = found
-        blank = lines - headers - table.num_rows
-        return table, [
-            (path, Tally(lines=lines, kept=table.num_rows, headers=headers, blank=blank))
-        ]
+        return table, [(path, range_tally(lines, kept=table.num_rows, headers=headers))]
 
     return fast_or_quarantine(
         report,

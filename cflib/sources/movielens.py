@@ -229,9 +229,7 @@ def read_items_1m(path: Path, report: Report | None = None) -> pa.Table:
     year comes from the title's trailing ``(YYYY)``, else it is null.
 
     Args:
-        path: the items file.
-        report: where the file's tally and (unless strict) its bad lines go; a
-            repeated id is quarantined too. None: raise at the first bad line.
+        path, report: as for ``read_items_100k``.
 
     Returns:
         A table with schema ``RAW_ITEMS_GENRES``, in file order.
