@@ -8,7 +8,15 @@ from typing import Any
 from prefect import get_run_logger, task
 
 from cflib.config import IngestConfig
-from cflib.ingest import parallel, steps
+from cflib.ingest import parallel
+from cflib.ingest import plan as plans
+from cflib.ingest.compact import Part
+from cflib.ingest.finalize import abort as abort_stage
+from cflib.ingest.finalize import finalize as finalize_stage
+from cflib.ingest.id_maps import IdMaps
+from cflib.ingest.id_maps import build_id_maps as build_maps
+from cflib.ingest.parse import ParsedShard
+from cflib.ingest.split import SplitDone
 from tasks._progress import Progress
 from tasks._retry import io_task
 
@@ -32,7 +40,7 @@ def _on_dask(address: str, what: str) -> parallel.Mapper:
 @task(name="plan-ingest")
 def plan_ingest(source: str, out: str, config: IngestConfig) -> dict[str, Any]:
     """Find and fingerprint the source files; stage a directory unless ``out`` is current."""
-    plan = steps.plan_ingest(source, out, config)
+    plan = plans.plan_ingest(source, out, config)
     logger = get_run_logger()
     if plan.up_to_date:
         logger.info("%s is up to date with %s; nothing to do", plan.out, plan.source)
@@ -54,29 +62,27 @@ def plan_ingest(source: str, out: str, config: IngestConfig) -> dict[str, Any]:
 
 
 @io_task("parse-shards")
-def parse_shards(stage: str, address: str) -> list[dict[str, Any]]:
+def parse_shards(stage: str, address: str) -> list[ParsedShard]:
     """Parse every shard of rating files to Arrow with raw ids, in parallel."""
     return parallel.parse_all(stage, _on_dask(address, "shards parsed"))
 
 
 @io_task("build-id-maps")
-def build_id_maps(stage: str, parsed: list[dict[str, Any]], address: str) -> dict[str, Any]:
+def build_id_maps(stage: str, parsed: list[ParsedShard], address: str) -> IdMaps:
     """Dense user and item indices, probe keys and the qualifying table (on a worker)."""
-    [ids] = parallel.dask_map(address)(steps.build_id_maps, [(stage, parsed)])
-    get_run_logger().info(
-        "%d ratings, %d users, %d items", ids["rows"], ids["n_users"], ids["n_items"]
-    )
+    [ids] = parallel.dask_map(address)(build_maps, [(stage, parsed)])
+    get_run_logger().info("%d ratings, %d users, %d items", ids.rows, ids.n_users, ids.n_items)
     return ids
 
 
 @io_task("split-shards")
-def split_shards(stage: str, ids: dict[str, Any], address: str) -> list[dict[str, Any]]:
+def split_shards(stage: str, ids: IdMaps, address: str) -> list[SplitDone]:
     """Assign every shard's ratings to splits and buckets, in parallel."""
     return parallel.split_all(stage, ids, _on_dask(address, "shards split"))
 
 
 @io_task("compact-buckets")
-def compact_buckets(stage: str, ids: dict[str, Any], address: str) -> list[dict[str, Any]]:
+def compact_buckets(stage: str, ids: IdMaps, address: str) -> list[Part]:
     """Write every shuffled Parquet part, in parallel."""
     return parallel.compact_all(stage, ids, _on_dask(address, "parts written"))
 
@@ -89,11 +95,11 @@ def locate_repeats(stage: str, address: str) -> list[dict[str, int]]:
 
 @task(name="finalize-dataset")
 def finalize(
-    stage: str, ids: dict[str, Any], parts: list[dict[str, Any]], moved: list[dict[str, int]]
+    stage: str, ids: IdMaps, parts: list[Part], moved: list[dict[str, int]]
 ) -> dict[str, Any]:
     """Write the manifest and the quarantine, and rename the finished dataset into place."""
-    out = steps.load_plan(stage).out
-    manifest = steps.finalize(stage, ids, parts, moved)
+    out = plans.load_plan(stage).out
+    manifest = finalize_stage(stage, ids, parts, moved)
     rows = {k: v["rows"] for k, v in manifest["splits"].items()}
     logger = get_run_logger()
     logger.info("wrote %s: %s", out, rows)
@@ -107,4 +113,4 @@ def finalize(
 @task(name="abort-ingest")
 def abort(stage: str) -> None:
     """Remove the staging directory of a failed ingest."""
-    steps.abort(stage)
+    abort_stage(stage)

@@ -224,7 +224,7 @@ def test_failure_mid_write_keeps_the_previous_dataset(
     netflix_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: BaseException
 ) -> None:
     """A crash or Ctrl-C while the parts are being written leaves the old dataset whole."""
-    from cflib.ingest import steps
+    from cflib.ingest import compact as steps
 
     out = tmp_path / "data"
     ingest_local(netflix_dir, out, IngestConfig(bucket_rows=3))

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from cflib.errors import DataFormatError
 from cflib.schema import RAW_ITEMS_GENRES, RAW_RATINGS, RAW_USERS
-from cflib.sources import _lines, movielens
+from cflib.sources import _lines, _movielens_rules, movielens
 
 CSV_HEADER = "userId,movieId,rating,timestamp"
 ITEMS_HEADER = "movieId,title,genres"
@@ -550,7 +550,11 @@ _READERS = {
     "1m": (movielens.read_ratings_1m, ""),
     "csv": (movielens.read_ratings_csv, CSV_HEADER + "\n"),
 }
-_LAYOUTS = {"100k": _lines.ML100K_RATINGS, "1m": _lines.ML1M_RATINGS, "csv": _lines.CSV_RATINGS}
+_LAYOUTS = {
+    "100k": _movielens_rules.ML100K_RATINGS,
+    "1m": _movielens_rules.ML1M_RATINGS,
+    "csv": _movielens_rules.CSV_RATINGS,
+}
 _VALID = {
     "100k": ["1\t2\t3\t4", "10\t20\t5\t86400", "07\t1\t1\t253402300799"],
     "1m": ["1::2::3::4", "10::20::5::86400", "7::1::1::0"],

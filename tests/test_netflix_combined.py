@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from cflib.errors import DataFormatError, SourceError
 from cflib.schema import RAW_RATINGS
 from cflib.sources import _netflix_combined, movielens, netflix
-from cflib.sources._lines import COMBINED, scan
+from cflib.sources._lines import scan
+from cflib.sources._netflix_rules import COMBINED
 
 # Three movies; movie 2 has no ratings, movie 3's block is long enough that ranges start
 # far from its header.

@@ -287,7 +287,7 @@ def test_cli_disk_full_is_one_line_and_keeps_the_previous_dataset(
 ) -> None:
     import errno
 
-    import cflib.ingest.steps as steps
+    import cflib.ingest.compact as steps
 
     src = write_netflix(tmp_path / "src")
     out = tmp_path / "data"

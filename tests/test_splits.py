@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cflib.ingest import splits
+from cflib.ingest import hashing as splits
 
 
 def test_uniform_is_deterministic_and_batch_independent() -> None:

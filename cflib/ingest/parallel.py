@@ -13,7 +13,13 @@ from typing import Any, Protocol
 
 from cflib.config import IngestConfig
 from cflib.fsutil import exclusive, naming
-from cflib.ingest import assign, quarantine, steps
+from cflib.ingest import quarantine
+from cflib.ingest.compact import Part, compact_bucket
+from cflib.ingest.finalize import abort, finalize
+from cflib.ingest.id_maps import IdMaps, build_id_maps
+from cflib.ingest.parse import ParsedShard, parse_shard
+from cflib.ingest.plan import load_plan, plan_ingest
+from cflib.ingest.split import SplitDone, assign_temporal, split_shard
 
 Progress = Callable[[int, int], None]
 
@@ -57,37 +63,37 @@ def dask_map(address: str, progress: Progress | None = None) -> Mapper:
     return run
 
 
-def parse_all(stage: str, mapper: Mapper) -> list[dict[str, Any]]:
+def parse_all(stage: str, mapper: Mapper) -> list[ParsedShard]:
     """Parse every shard of the plan."""
-    shards = len(steps.load_plan(stage).shards)
-    return mapper(steps.parse_shard, [(stage, i) for i in range(shards)])
+    shards = len(load_plan(stage).shards)
+    return mapper(parse_shard, [(stage, i) for i in range(shards)])
 
 
-def split_all(stage: str, ids: dict[str, Any], mapper: Mapper) -> list[dict[str, Any]]:
+def split_all(stage: str, ids: IdMaps, mapper: Mapper) -> list[SplitDone]:
     """Split every parsed shard into the buckets of each split.
 
     A temporal split takes a second round, over user buckets, once every shard has
     scattered its rows by user.
     """
-    plan = steps.load_plan(stage)
-    done = mapper(assign.split_shard, [(stage, i, ids) for i in range(len(plan.shards))])
+    plan = load_plan(stage)
+    done = mapper(split_shard, [(stage, i, ids) for i in range(len(plan.shards))])
     if plan.split == "temporal":
-        buckets = ids["buckets"]["users"]
-        done = mapper(assign.assign_temporal, [(stage, b, ids) for b in range(buckets)])
+        buckets = ids.buckets.users
+        done = mapper(assign_temporal, [(stage, b, ids) for b in range(buckets)])
     return done
 
 
-def compact_all(stage: str, ids: dict[str, Any], mapper: Mapper) -> list[dict[str, Any]]:
+def compact_all(stage: str, ids: IdMaps, mapper: Mapper) -> list[Part]:
     """Merge every bucket into one shuffled Parquet part."""
-    jobs = [(stage, split, bucket) for split, bucket in steps.bucket_jobs(ids)]
-    return mapper(steps.compact_bucket, jobs)
+    jobs = [(stage, split, bucket) for split, bucket in ids.buckets.jobs()]
+    return mapper(compact_bucket, jobs)
 
 
 def locate_all(stage: str, mapper: Mapper) -> list[dict[str, int]]:
     """Name the lines of every dropped repeated rating, one job per shard that has some."""
-    scratch = steps.load_plan(stage).stage_path / steps.SCRATCH
-    jobs = [(stage, shard, repeats) for shard, repeats in quarantine.repeat_jobs(scratch)]
-    return mapper(steps.locate_repeats, jobs) if jobs else []
+    layout = load_plan(stage).layout
+    jobs = [(stage, shard, repeats) for shard, repeats in quarantine.repeat_jobs(layout)]
+    return mapper(quarantine.locate_repeats, jobs) if jobs else []
 
 
 def ingest_local(source: str | Path, out: str | Path, cfg: IngestConfig) -> dict[str, Any]:
@@ -97,15 +103,15 @@ def ingest_local(source: str | Path, out: str | Path, cfg: IngestConfig) -> dict
     Returns the manifest as a dict, or ``{"up_to_date": True, ...}`` when ``out`` is.
     """
     with exclusive(Path(out).resolve(), "--out"), naming(Path(out)):
-        plan = steps.plan_ingest(source, out, cfg)
+        plan = plan_ingest(source, out, cfg)
         if plan.up_to_date:
             return {"up_to_date": True, "out": plan.out, "fingerprint": plan.fingerprint}
         stage = str(plan.stage_path)
         try:
-            ids = steps.build_id_maps(stage, parse_all(stage, serial_map))
+            ids = build_id_maps(stage, parse_all(stage, serial_map))
             split_all(stage, ids, serial_map)
             parts = compact_all(stage, ids, serial_map)
-            return steps.finalize(stage, ids, parts, locate_all(stage, serial_map))
+            return finalize(stage, ids, parts, locate_all(stage, serial_map))
         except BaseException:
-            steps.abort(stage)
+            abort(stage)
             raise

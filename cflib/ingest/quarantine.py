@@ -8,12 +8,9 @@ and records the later ones by shard; a later step re-reads only those shards lin
 line to name each dropped copy's file and line. With ``--strict`` the first repeat
 stops the ingest, naming both lines.
 
-Scratch files (under ``scratch/``)::
-
-    raw/shard-00000.tally.json, side.tally.json   tallies per file: what parse kept
-    raw/shard-00000.bad.parquet, side.bad.parquet  the lines the readers quarantined
-    repeats/<kind>-b00000.parquet                    dropped repeats: shard, pair, rank
-    repeats/located-shard-00000.parquet              their lines, as quarantine rows
+The scratch files (tallies, bad lines, repeats, located repeats) are named by
+``ScratchLayout``; ``accounting`` gathers them into ``quarantine.parquet`` and the
+manifest's per-file accounting.
 """
 
 from __future__ import annotations
@@ -27,12 +24,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cflib import schema
+from cflib.dataset import FileAccount
 from cflib.errors import DataFormatError, DatasetError
-from cflib.ingest import splits as hashing
-from cflib.ingest.source import Shard, rating_lines
+from cflib.ingest import hashing
+from cflib.ingest.plan import Plan, load_plan
+from cflib.ingest.scratch import ScratchLayout
 from cflib.sources.accounting import QUARANTINE, BadLine, Report, Tally
+from cflib.sources.formats import Shard, SourceVariant
 
-REPEATS = "repeats"
 _REPEAT_SCHEMA = pa.schema(
     [
         pa.field("shard", pa.int32()),
@@ -43,17 +43,17 @@ _REPEAT_SCHEMA = pa.schema(
 )
 
 
-def save_report(report: Report, scratch: Path, name: str) -> None:
-    """Write a report's tallies and bad lines as ``<name>.tally.json`` / ``<name>.bad.parquet``."""
+def save_report(report: Report, tally_file: Path, bad_file: Path) -> None:
+    """Write a report's tallies and (if any) its bad lines."""
     tallies = {path: vars(t) for path, t in report.tallies.items()}
-    (scratch / f"{name}.tally.json").write_text(json.dumps(tallies))
+    tally_file.write_text(json.dumps(tallies))
     if report.bad:
-        pq.write_table(report.bad_table(), scratch / f"{name}.bad.parquet")
+        pq.write_table(report.bad_table(), bad_file)
 
 
 def shard_of_rows(pieces: Sequence[Path], rows: Sequence[int]) -> np.ndarray:
-    """The shard index of each row of pieces ``shard-NNNNN.arrow`` concatenated in order."""
-    shards = [int(p.stem.removeprefix("shard-")) for p in pieces]
+    """The shard index of each row of shards' pieces concatenated in order."""
+    shards = [ScratchLayout.piece_shard(p) for p in pieces]
     return np.repeat(np.asarray(shards, np.int32), np.asarray(rows, np.int64))
 
 
@@ -89,7 +89,7 @@ def drop_repeats(
     table: pa.Table,
     shards: np.ndarray,
     *,
-    fmt: str,
+    variant: SourceVariant,
     plan_shards: Sequence[Shard],
     strict: bool,
     record: Path,
@@ -105,7 +105,7 @@ def drop_repeats(
     if not later.any():
         return table
     if strict:
-        _raise_first(fmt, plan_shards, raw_user, raw_item, shards, later)
+        _raise_first(variant, plan_shards, raw_user, raw_item, shards, later)
     keys = hashing.pair_keys(raw_item, raw_user)
     # Every copy of a repeated pair (and, were ids past 2**32, maybe a few others).
     rows = np.flatnonzero(np.isin(keys, np.unique(keys[later])))
@@ -127,7 +127,7 @@ def drop_repeats(
 
 
 def _raise_first(
-    fmt: str,
+    variant: SourceVariant,
     plan_shards: Sequence[Shard],
     raw_user: np.ndarray,
     raw_item: np.ndarray,
@@ -142,7 +142,7 @@ def _raise_first(
     for shard in sorted({int(shards[i]) for i in copies[:2]}):
         found += [
             (path, lineno)
-            for path, lineno, _, u, i in rating_lines(fmt, plan_shards[shard])
+            for path, lineno, _, u, i in variant.shard_lines(plan_shards[shard])
             if u == user and i == item
         ]
     (first_path, first_line), (path, lineno) = found[0], found[1]
@@ -150,9 +150,9 @@ def _raise_first(
     raise DataFormatError(path, lineno, f"user {user} already rated item {item} on {where}")
 
 
-def repeat_jobs(scratch: Path) -> list[tuple[int, pa.Table]]:
+def repeat_jobs(layout: ScratchLayout) -> list[tuple[int, pa.Table]]:
     """The recorded repeats grouped by shard: (shard, its repeats)."""
-    files = sorted((scratch / REPEATS).glob("*-b*.parquet"))
+    files = layout.repeat_files()
     if not files:
         return []
     table = pa.concat_tables(pq.read_table(f) for f in files)
@@ -160,13 +160,20 @@ def repeat_jobs(scratch: Path) -> list[tuple[int, pa.Table]]:
     return [(int(s), table.filter(pa.array(shards == s))) for s in np.unique(shards)]
 
 
-def locate_repeats(
-    fmt: str, shard: Shard, index: int, repeats: pa.Table, scratch: Path
-) -> dict[str, int]:
+def locate_repeats(stage: str, index: int, repeats: pa.Table) -> dict[str, int]:
     """Find the lines of one shard's dropped copies; write them as quarantine rows.
 
     Returns the number of dropped copies per file (they move from kept to quarantined).
     """
+    plan = load_plan(stage)
+    shard = plan.shards[index]
+    return _locate(plan.source_variant, shard, index, repeats, plan.layout)
+
+
+def _locate(
+    variant: SourceVariant, shard: Shard, index: int, repeats: pa.Table, layout: ScratchLayout
+) -> dict[str, int]:
+    """``locate_repeats`` of one shard with its plan read."""
     wanted: dict[tuple[int, int], set[int]] = {}
     for user, item, rank in zip(
         repeats.column("raw_user").to_pylist(),
@@ -177,7 +184,7 @@ def locate_repeats(
         wanted.setdefault((user, item), set()).add(rank)
     seen: dict[tuple[int, int], int] = {}
     bad: list[BadLine] = []
-    for path, lineno, line, user, item in rating_lines(fmt, shard):
+    for path, lineno, line, user, item in variant.shard_lines(shard):
         ranks = wanted.get((user, item))
         if ranks is None:
             continue
@@ -191,26 +198,26 @@ def locate_repeats(
             f"shard {index}: found {len(bad)} of {repeats.num_rows} repeated ratings' lines"
         )
     report = Report(bad=bad)
-    pq.write_table(report.bad_table(), scratch / REPEATS / f"located-shard-{index:05d}.parquet")
+    pq.write_table(report.bad_table(), layout.located(index))
     moved: dict[str, int] = {}
     for b in bad:
         moved[b.file] = moved.get(b.file, 0) + 1
     return moved
 
 
-def collect(scratch: Path, moved: Iterable[dict[str, int]]) -> tuple[dict[str, Tally], pa.Table]:
+def collect(
+    layout: ScratchLayout, moved: Iterable[dict[str, int]]
+) -> tuple[dict[str, Tally], pa.Table]:
     """Every file's final tally and the whole quarantine, sorted by file and line."""
     tallies: dict[str, Tally] = {}
-    for path in sorted(scratch.rglob("*.tally.json")):
+    for path in layout.tally_files():
         for file, counts in json.loads(path.read_text()).items():
             tallies.setdefault(file, Tally()).add(Tally(**counts))
     for counts in moved:
         for file, n in counts.items():
             tallies[file].kept -= n
             tallies[file].quarantined += n
-    bad_files = sorted(scratch.rglob("*.bad.parquet")) + sorted(
-        (scratch / REPEATS).glob("located-*.parquet")
-    )
+    bad_files = layout.bad_files()
     if bad_files:
         table = pa.concat_tables(pq.read_table(f) for f in bad_files)
         table = table.sort_by([("file", "ascending"), ("line", "ascending")])
@@ -231,3 +238,28 @@ def check_balanced(
     kept = sum(t.kept for f, t in tallies.items() if f in ratings)
     if kept != rows:
         raise DatasetError(f"ratings kept per file ({kept}) differ from the rows written ({rows})")
+
+
+def accounting(plan: Plan, rows: int, moved: list[dict[str, int]]) -> list[FileAccount]:
+    """Per-file tallies, checked against the ``rows`` written; writes ``quarantine.parquet``.
+
+    ``moved`` is what ``locate_repeats`` returned for each shard.
+    """
+    root = plan.stage_path
+    tallies, bad = collect(plan.layout, moved)
+    rating_files = {f for shard in plan.shards for f in shard.files}
+    rating_files |= {shard.path for shard in plan.shards if shard.path is not None}
+    check_balanced(tallies, bad, rows, rating_files)
+    source = Path(plan.source)
+    side = (plan.probe, "probe"), (plan.qualifying, "qualifying"), (plan.items, "items")
+    roles = {path: role for path, role in (*side, (plan.users, "users")) if path is not None}
+
+    def rel(path: str) -> str:
+        return Path(path).relative_to(source).as_posix()
+
+    bad = bad.set_column(0, "file", pa.array([rel(f) for f in bad.column("file").to_pylist()]))
+    pq.write_table(bad, root / schema.QUARANTINE_FILE)
+    return [
+        FileAccount(file=rel(path), role=roles.get(path, "ratings"), **vars(tally))
+        for path, tally in sorted(tallies.items(), key=lambda kv: rel(kv[0]))
+    ]

@@ -1,73 +1,67 @@
-"""The line-by-line checks shared by the source readers.
+"""The line mechanics shared by the source readers; each format's rules live with it.
 
-The readers' vectorized paths never call these on good input; when a fast path finds
-something wrong, ``raise_first_error`` re-scans the text and names the first bad line
-as ``DataFormatError(path, lineno, reason)``.
+A format describes its lines as a ``Layout`` (fields, their checkers, separators,
+headers). The readers' vectorized paths never call these on good input; when a fast
+path finds something wrong, ``fast_or_quarantine`` either raises the first bad line as
+``DataFormatError(path, lineno, reason)`` (``scan``, ``raise_first_error``) or, when
+the user chose to skip bad lines, quarantines them (``classify``) and reads the rest.
 """
 
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 from cflib.errors import DataFormatError
 from cflib.sources.accounting import Report, Tally
 
-_INT64_MAX = 2**63 - 1
-_ID_RE = re.compile(r"[0-9]+")
-_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-_YEAR_RE = re.compile(r"[0-9]{4}|NULL")
+INT64_MAX = 2**63 - 1
+ID_RE = re.compile(r"[0-9]+")
 # Bytes that did not decode, kept as lone surrogates by the "surrogateescape" handler.
 _SURROGATE = re.compile("[\udc80-\udcff]")
 
 
 # --- field checkers: each returns None when the field is valid, else a short reason -------
 
+#: A field checker: None when the field is valid, else a short reason.
+Check = Callable[[str], str | None]
 
-def _check_int(what: str, hi: int) -> Callable[[str], str | None]:
+
+def check_int(what: str, hi: int = INT64_MAX) -> Check:
     """A checker for a plain ASCII integer in 1..hi."""
-    span = "a positive integer" if hi == _INT64_MAX else f"an integer in 1..{hi}"
+    span = "a positive integer" if hi == INT64_MAX else f"an integer in 1..{hi}"
 
     def check(field: str) -> str | None:
-        ok = _ID_RE.fullmatch(field) is not None and 1 <= int(field) <= hi
+        ok = ID_RE.fullmatch(field) is not None and 1 <= int(field) <= hi
         return None if ok else f"{what} {field!r} is not {span}"
 
     return check
 
 
-def _check_date(field: str) -> str | None:
-    try:
-        if _DATE_RE.fullmatch(field) and dt.date.fromisoformat(field):
-            return None
-    except ValueError:
-        pass
-    return f"bad date {field!r}"
+def check_nonempty(what: str) -> Check:
+    """A checker for a field that must not be empty."""
+
+    def check(field: str) -> str | None:
+        return None if field else f"empty {what}"
+
+    return check
 
 
-def _check_year(field: str) -> str | None:
-    return None if _YEAR_RE.fullmatch(field) else f"year {field!r} is not 4 digits or NULL"
-
-
-def _check_title(field: str) -> str | None:
-    return None if field else "empty title"
-
-
-_check_customer = _check_int("customer id", _INT64_MAX)
+check_title = check_nonempty("title")
 
 
 def header_id(line: str, *, first: bool = False) -> tuple[int | None, str]:
     """The movie id of a ``MovieID:`` line, or None and the reason it is not one."""
     digits = line[:-1]
-    if not line.endswith(":") or not _ID_RE.fullmatch(digits):
+    if not line.endswith(":") or not ID_RE.fullmatch(digits):
         return None, (
             "first line should be" if first else "expected"
         ) + f" 'MovieID:', got {line!r}"
-    if not 1 <= int(digits) <= _INT64_MAX:
+    if not 1 <= int(digits) <= INT64_MAX:
         return None, f"movie id {digits!r} is not a positive integer"
     return int(digits), ""
 
@@ -80,7 +74,7 @@ class Layout:
     """How one file variant is laid out: its data fields and where headers go."""
 
     names: str  # the data line as documentation, e.g. "CustomerID,Rating,Date"
-    fields: tuple[Callable[[str], str | None], ...]
+    fields: tuple[Check, ...]
     # "first": a 'MovieID:' line 1 only; "blocks": 'MovieID:' lines anywhere;
     # "names": line 1 of the file is ``names`` itself (a CSV header); "none": no headers.
     headers: str
@@ -88,171 +82,6 @@ class Layout:
     sep: str = ","
     quoted: bool = False  # fields may be double-quoted, CSV style (the separator is ",")
 
-
-TRAINING = Layout(
-    "CustomerID,Rating,Date", (_check_customer, _check_int("rating", 5), _check_date), "first"
-)
-#: combined_data_*.txt: the training files concatenated, one 'MovieID:' line per block.
-COMBINED = Layout(
-    "CustomerID,Rating,Date", (_check_customer, _check_int("rating", 5), _check_date), "blocks"
-)
-PROBE = Layout("CustomerID", (_check_customer,), "blocks")
-QUALIFYING = Layout("CustomerID,Date", (_check_customer, _check_date), "blocks")
-TITLES = Layout(
-    "MovieID,Year,Title",
-    (_check_int("movie id", _INT64_MAX), _check_year, _check_title),
-    "none",
-    False,
-)
-
-
-# --- MovieLens ---------------------------------------------------------------------------
-
-#: Unix seconds of 10000-01-01 UTC: later dates do not fit Python's ``date``, and a
-#: millisecond timestamp (a common mix-up) lands far beyond it.
-TIMESTAMP_END = 253_402_300_800
-#: The 19 genre flags of ML-100K's u.item, in column order.
-ML100K_GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
-    "Romance", "Sci-Fi", "Thriller", "War", "Western",
-)  # fmt: skip
-#: ML-1M users.dat age buckets (the code is the bucket's lowest age).
-ML1M_AGES = frozenset({1, 18, 25, 35, 45, 50, 56})
-_DECIMAL_RE = re.compile(r"[0-9]+\.?[0-9]*|\.[0-9]+")  # what pyarrow reads from these bytes
-_RELEASE_RE = re.compile(r"[0-9]{2}-[A-Za-z]{3}-[0-9]{4}")
-
-
-def _check_stars(field: str) -> str | None:
-    ok = _ID_RE.fullmatch(field) is not None and 1 <= int(field) <= 5
-    return None if ok else f"rating {field!r} is not one of 1..5"
-
-
-def _check_half_stars(field: str) -> str | None:
-    ok = _DECIMAL_RE.fullmatch(field) is not None and 0.5 <= float(field) <= 5.0
-    if ok and (2 * float(field)).is_integer():
-        return None
-    return f"rating {field!r} is not a half star in 0.5..5.0"
-
-
-def _check_timestamp(field: str) -> str | None:
-    if _ID_RE.fullmatch(field) is None:
-        return f"timestamp {field!r} is not a non-negative integer"
-    return None if int(field) < TIMESTAMP_END else f"timestamp {field!r} is after the year 9999"
-
-
-def _check_release(field: str) -> str | None:
-    ok = not field or _RELEASE_RE.fullmatch(field) is not None
-    return None if ok else f"release date {field!r} is not empty or DD-Mon-YYYY"
-
-
-def _check_flag(genre: str) -> Callable[[str], str | None]:
-    def check(field: str) -> str | None:
-        return None if field in ("0", "1") else f"{genre} flag {field!r} is not 0 or 1"
-
-    return check
-
-
-def _check_genres(field: str) -> str | None:
-    if not field:
-        return "empty genres"
-    return None if "" not in field.split("|") else f"empty genre in {field!r}"
-
-
-def _check_gender(field: str) -> str | None:
-    return None if field in ("M", "F") else f"gender {field!r} is not M or F"
-
-
-def _check_age_code(field: str) -> str | None:
-    ok = _ID_RE.fullmatch(field) is not None and int(field) in ML1M_AGES
-    return None if ok else f"age {field!r} is not one of {', '.join(map(str, sorted(ML1M_AGES)))}"
-
-
-def _check_occupation_code(field: str) -> str | None:
-    ok = _ID_RE.fullmatch(field) is not None and int(field) <= 20
-    return None if ok else f"occupation {field!r} is not a code in 0..20"
-
-
-def _check_nonempty(what: str) -> Callable[[str], str | None]:
-    def check(field: str) -> str | None:
-        return None if field else f"empty {what}"
-
-    return check
-
-
-def _any(field: str) -> str | None:
-    return None
-
-
-_check_user = _check_int("user id", _INT64_MAX)
-_check_movie = _check_int("movie id", _INT64_MAX)
-
-ML100K_RATINGS = Layout(
-    "user id | item id | rating | timestamp",
-    (_check_user, _check_int("item id", _INT64_MAX), _check_stars, _check_timestamp),
-    "none",
-    sep="\t",
-)
-ML1M_RATINGS = Layout(
-    "UserID::MovieID::Rating::Timestamp",
-    (_check_user, _check_movie, _check_stars, _check_timestamp),
-    "none",
-    sep="::",
-)
-ML10M_RATINGS = Layout(
-    "UserID::MovieID::Rating::Timestamp",
-    (_check_user, _check_movie, _check_half_stars, _check_timestamp),
-    "none",
-    sep="::",
-)
-CSV_RATINGS = Layout(
-    "userId,movieId,rating,timestamp",
-    (_check_user, _check_movie, _check_half_stars, _check_timestamp),
-    "names",
-)
-ML100K_ITEMS = Layout(
-    "movie id | title | release date | video release date | IMDb URL | 19 genre flags",
-    (
-        _check_movie,
-        _check_title,
-        _check_release,
-        _any,  # video release date: empty throughout ML-100K and never used
-        _any,  # IMDb URL
-        *(_check_flag(genre) for genre in ML100K_GENRES),
-    ),
-    "none",
-    sep="|",
-)
-ML1M_ITEMS = Layout(
-    "MovieID::Title::Genres", (_check_movie, _check_title, _check_genres), "none", sep="::"
-)
-CSV_ITEMS = Layout(
-    "movieId,title,genres", (_check_movie, _check_title, _check_genres), "names", quoted=True
-)
-ML100K_USERS = Layout(
-    "user id | age | gender | occupation | zip code",
-    (
-        _check_user,
-        _check_int("age", 150),
-        _check_gender,
-        _check_nonempty("occupation"),
-        _check_nonempty("zip code"),
-    ),
-    "none",
-    sep="|",
-)
-ML1M_USERS = Layout(
-    "UserID::Gender::Age::Occupation::Zip-code",
-    (
-        _check_user,
-        _check_gender,
-        _check_age_code,
-        _check_occupation_code,
-        _check_nonempty("zip code"),
-    ),
-    "none",
-    sep="::",
-)
 
 _SEP_NOUNS = {",": "comma-separated", "\t": "tab-separated"}
 
@@ -365,7 +194,6 @@ def parse_rows(
         return None
 
     cleaned = classify(path, text, layout, report, check_line=repeated)
-    report.count(path, cleaned.tally)
     rows = []
     for lineno, line in zip(cleaned.numbers, cleaned.lines, strict=True):
         if not (lineno == 1 and layout.headers == "names"):
@@ -414,7 +242,8 @@ def classify(
 ) -> Cleaned:
     """Sort every line of ``text`` into kept, header, blank or quarantined.
 
-    Bad lines go to ``report`` (which raises at the first one when strict). A bad
+    Bad lines go to ``report`` (which raises at the first one when strict), and so does
+    the text's tally. A bad
     ``MovieID:`` header takes its whole block with it, since no line of that block has a
     movie. ``block`` is where ``text`` starts (``BEFORE_HEADERS``, ``IN_BLOCK`` or a bad
     header's line number). ``check_header`` vets a valid header's movie id further (a
@@ -466,4 +295,48 @@ def classify(
             tally.headers += 1
         else:
             tally.kept += 1
+    report.count(path, tally)
     return Cleaned(kept, numbers, tally)
+
+
+# --- the fast path first, then the line rules ----------------------------------------------
+
+T = TypeVar("T")
+#: What a fast path read: each file (or byte range) and its tally.
+Tallies = Sequence[tuple[str | Path, Tally]]
+
+
+def fast_or_quarantine(
+    report: Report | None,
+    fast: Callable[[], tuple[T, Tallies] | None],
+    *,
+    clean: Callable[[Report], T],
+    fail: Callable[[], NoReturn] | None = None,
+) -> T:
+    """A reader's vectorized path, with the line rules behind it.
+
+    ``fast()`` returns its result and the tallies of what it read, or refuses the input
+    (returns None, or raises ``DataFormatError``). Then, without a report or with a
+    strict one, the first bad line is raised: ``fail()`` names it (a ``DataFormatError``
+    from ``fast`` is raised as is). Otherwise ``clean(report)`` quarantines the bad
+    lines, counts what it read and parses the rest.
+    """
+    strict = report is None or report.strict
+    try:
+        found = fast()
+    except DataFormatError:
+        if strict:
+            raise
+        found = None
+    if found is None:
+        if not strict:
+            assert report is not None
+            return clean(report)
+        if fail is None:  # every fast path that can refuse without raising passes one
+            raise AssertionError("the fast path refused the input without naming a line")
+        fail()
+    result, tallies = found
+    if report is not None:
+        for path, tally in tallies:
+            report.count(path, tally)
+    return result

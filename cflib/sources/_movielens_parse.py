@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -19,15 +20,16 @@ import pyarrow.csv as pacsv
 from cflib.errors import DataFormatError
 from cflib.schema import RAW_ITEMS_GENRES, RAW_RATINGS
 from cflib.sources._lines import (
-    CSV_ITEMS,
-    TIMESTAMP_END,
     Cleaned,
     Layout,
     classify,
+    fast_or_quarantine,
     raise_first_error,
+    split_fields,
 )
+from cflib.sources._movielens_rules import CSV_ITEMS, TIMESTAMP_END
 from cflib.sources._ranges import check_range, first_lineno, read_range
-from cflib.sources.accounting import Report, Tally, count_lines
+from cflib.sources.accounting import Report, Tally, count_lines, range_tally
 
 logger = logging.getLogger(__name__)
 
@@ -145,35 +147,52 @@ def parse_ratings(
     header = layout.headers == "names" and start == 0
     # The range that starts at 0 always holds line 1, so it always checks the header.
     data, offset = read_range(path, start, max(end, 1) if header and end is not None else end)
-    lines = count_lines(data)
-    if data or header:
-        table = _fast_table(data, layout, names_line=header)
-    else:
-        table = RAW_RATINGS.empty_table()
-    if table is None:
-        if report is None or report.strict:
-            _fail(path, data, offset, layout)
-        return _clean(path, data, offset, layout, report)
-    if report is not None:
+
+    def fast() -> tuple[pa.Table, list[tuple[Path, Tally]]] | None:
+        lines = count_lines(data)
+        if data or header:
+            table = _fast_table(data, layout, names_line=header)
+        else:
+            table = RAW_RATINGS.empty_table()
+        if table is None:
+            return None
         headers = int(header and lines > 0)
-        blank = lines - headers - table.num_rows
-        report.count(path, Tally(lines=lines, kept=table.num_rows, headers=headers, blank=blank))
-    return table
+        return table, [(path, range_tally(lines, kept=table.num_rows, headers=headers))]
+
+    return fast_or_quarantine(
+        report,
+        fast,
+        clean=lambda report: _clean(path, data, offset, layout, report),
+        fail=lambda: _fail(path, data, offset, layout),
+    )
 
 
 def classify_range(
     path: Path, data: bytearray, offset: int, layout: Layout, report: Report
 ) -> Cleaned:
     """The lines of a range starting at byte ``offset``, sorted by ``classify`` and
-    numbered in the whole file."""
+    numbered in the whole file; their tally goes to ``report``."""
     first = first_lineno(path, offset)
     return classify(path, data.decode("latin-1"), layout, report, first_lineno=first)
+
+
+def range_lines(
+    path: Path, start: int, end: int | None, layout: Layout
+) -> Iterator[tuple[str, int, str, int, int]]:
+    """(file, line number, line, user, item) of each rating line that ``parse_ratings``
+    keeps from the range, line by line."""
+    data, offset = read_range(path, start, end)
+    cleaned = classify_range(path, data, offset, layout, Report())
+    for lineno, line in zip(cleaned.numbers, cleaned.lines, strict=True):
+        if not (lineno == 1 and layout.headers == "names"):
+            parts = split_fields(line, layout)
+            assert not isinstance(parts, str)
+            yield str(path), lineno, line, int(parts[0]), int(parts[1])
 
 
 def _clean(path: Path, data: bytearray, offset: int, layout: Layout, report: Report) -> pa.Table:
     """Quarantine the bad lines of a range, then parse what is left."""
     cleaned = classify_range(path, data, offset, layout, report)
-    report.count(path, cleaned.tally)
     names_line = bool(cleaned.numbers) and cleaned.numbers[0] == 1 and layout.headers == "names"
     kept = bytearray(cleaned.text().encode("latin-1"))
     table = _fast_table(kept, layout, names_line=names_line) if kept else RAW_RATINGS.empty_table()

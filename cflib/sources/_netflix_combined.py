@@ -26,16 +26,18 @@ from cflib.errors import DataFormatError
 from cflib.schema import RAW_RATINGS
 from cflib.sources._lines import (
     BEFORE_HEADERS,
-    COMBINED,
     IN_BLOCK,
+    INT64_MAX,
     Cleaned,
     classify,
+    fast_or_quarantine,
     header_id,
     scan,
 )
 from cflib.sources._netflix_csv import MIN_DAY, read_rating_lines
+from cflib.sources._netflix_rules import COMBINED
 from cflib.sources._ranges import check_range, first_lineno, read_range
-from cflib.sources.accounting import Report, Tally, count_lines
+from cflib.sources.accounting import Report, Tally, count_lines, range_tally
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +49,6 @@ _HEADER_RE = re.compile(rb"^([^\n]*?):\r?$", re.MULTILINE)
 # Bytes a range may hold once CRLF is folded: pyarrow would accept " 12" or "0x1f" as
 # numbers, so anything else goes to the line scan. Colons only appear in headers.
 _DATA_BYTES = b"0123456789,-\n:"
-_INT64_MAX = 2**63 - 1
 
 
 def parse_combined(
@@ -61,22 +62,21 @@ def parse_combined(
     path = Path(path)
     check_range(start, end)
     data, offset = read_range(path, start, end)
-    lines = count_lines(data)
-    found = None
-    try:
+
+    def fast() -> tuple[pa.Table, list[tuple[Path, Tally]]] | None:
+        lines = count_lines(data)
         found = _fast_table(path, data, offset)
-    except DataFormatError:
-        if report is None or report.strict:
-            raise
-    if found is None:
-        if report is None or report.strict:
-            _fail(path, data, offset)
-        return _clean(path, data, offset, report)
-    table, headers = found
-    if report is not None:
-        blank = lines - headers - table.num_rows
-        report.count(path, Tally(lines=lines, kept=table.num_rows, headers=headers, blank=blank))
-    return table
+        if found is None:
+            return None
+        table, headers = found
+        return table, [(path, range_tally(lines, kept=table.num_rows, headers=headers))]
+
+    return fast_or_quarantine(
+        report,
+        fast,
+        clean=lambda report: _clean(path, data, offset, report),
+        fail=lambda: _fail(path, data, offset),
+    )
 
 
 def _classify(
@@ -93,7 +93,6 @@ def _classify(
 def _clean(path: Path, data: bytearray, offset: int, report: Report) -> pa.Table:
     """Quarantine the bad lines of a range, then parse what is left."""
     cleaned, _ = _classify(path, data, offset, report)
-    report.count(path, cleaned.tally)
     found = _fast_table(path, bytearray(cleaned.text().encode("latin-1")), offset)
     if found is None:
         raise DataFormatError(path, None, "pyarrow refused lines that the format rules accept")
@@ -139,7 +138,7 @@ def _fast_table(path: Path, data: bytearray, offset: int) -> tuple[pa.Table, int
         if data[colon + 1 : colon + 2] != b"\n" or not digits.isdigit():
             return None
         movie = int(digits)
-        if not 1 <= movie <= _INT64_MAX:
+        if not 1 <= movie <= INT64_MAX:
             return None
         movies.append(movie)
         cuts += [line, colon + 2]

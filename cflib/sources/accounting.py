@@ -55,6 +55,11 @@ def count_lines(data: bytes | bytearray) -> int:
     return data.count(b"\n") + (data[-1:] not in (b"", b"\n"))
 
 
+def range_tally(lines: int, *, kept: int, headers: int) -> Tally:
+    """The tally of a read whose ``lines`` are ``kept`` rows, ``headers`` and blank lines."""
+    return Tally(lines=lines, kept=kept, headers=headers, blank=lines - kept - headers)
+
+
 def text_tally(text: str, *, kept: int, headers: int = 0) -> Tally:
     """The tally of a whole text whose non-blank lines are ``kept`` rows and ``headers``."""
     rows = text.split("\n")

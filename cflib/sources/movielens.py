@@ -1,36 +1,28 @@
 """Readers for the MovieLens releases: ML-100K, ML-1M (and ML-10M), and the CSV releases.
 
 One public reader per file and variant, over shared private parsers: ``_ranges`` (byte
-ranges), ``_movielens_parse`` (vectorized ratings) and ``_lines`` (the line rules).
+ranges), ``_movielens_parse`` (vectorized ratings), ``_movielens_rules`` (the line
+rules) and ``_lines`` (the line scanner and the quarantine).
 Ratings readers take a byte range so that Dask can parse one big file (ml-25m's
 ratings.csv is ~650 MB) in shards; see ``byte_ranges``. Like the Netflix readers they
 parse with one vectorized pyarrow call and, only when that fails, re-scan the range line
 by line to raise ``DataFormatError(path, lineno, reason)`` for the first bad line,
 numbered in the whole file.
-
-Line rules shared by all the files:
-
-* ``\\n`` or ``\\r\\n`` line endings; the last line may lack its newline.
-* Blank lines are skipped wherever they are; line numbers in errors still count them.
-* Ids are positive plain ASCII integers; timestamps are unix seconds (a non-negative
-  integer before the year 10000) and become their UTC calendar date.
-* Side tables (items, users) list each id once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pyarrow as pa
 
 from cflib.errors import DataFormatError
 from cflib.schema import RAW_USERS
-from cflib.sources import _lines
-from cflib.sources._lines import ML100K_GENRES, parse_rows
+from cflib.sources import _movielens_rules as rules
+from cflib.sources._lines import fast_or_quarantine, parse_rows
 from cflib.sources._movielens_parse import (
     NO_GENRES,
-    classify_range,
     decode,
     genre_list,
     items_csv_table,
@@ -38,8 +30,9 @@ from cflib.sources._movielens_parse import (
     parse_ratings,
     title_year,
 )
-from cflib.sources._ranges import byte_ranges, read_range
-from cflib.sources.accounting import Report, text_tally
+from cflib.sources._movielens_rules import ML100K_GENRES
+from cflib.sources._ranges import byte_ranges
+from cflib.sources.accounting import Report, Tally, text_tally
 
 __all__ = [
     "CSV_ITEMS",
@@ -109,22 +102,6 @@ def detect_variant(root: Path) -> str | None:
 
 # --- ratings -------------------------------------------------------------------------------
 
-#: The ratings layout each ``--format`` reads. ``ml-1m`` accepts half stars: the ``::``
-#: layout is also ML-10M's, whose ratings are 0.5..5.0.
-RATING_LAYOUTS = {
-    "ml-100k": _lines.ML100K_RATINGS,
-    "ml-1m": _lines.ML10M_RATINGS,
-    "ml-csv": _lines.CSV_RATINGS,
-}
-
-
-def read_ratings(
-    fmt: str, path: Path, *, start: int = 0, end: int | None = None, report: Report | None = None
-) -> pa.Table:
-    """The ratings of a byte range of ``path`` in format ``fmt``'s layout
-    (``RATING_LAYOUTS``), as the ``read_ratings_*`` functions below read them."""
-    return parse_ratings(Path(path), start, end, RATING_LAYOUTS[fmt], report)
-
 
 def read_ratings_100k(
     path: Path, *, start: int = 0, end: int | None = None, report: Report | None = None
@@ -145,7 +122,7 @@ def read_ratings_100k(
         DataFormatError: a malformed line, numbered in the whole file.
         ValueError: ``start`` or ``end`` name no range.
     """
-    return parse_ratings(Path(path), start, end, _lines.ML100K_RATINGS, report)
+    return parse_ratings(Path(path), start, end, rules.ML100K_RATINGS, report)
 
 
 def read_ratings_1m(
@@ -159,11 +136,7 @@ def read_ratings_1m(
     """Parse ML-1M ``ratings.dat``: ``UserID::MovieID::Rating::Timestamp``, ratings 1..5.
 
     Args:
-        path: the ratings file.
-        start: first byte of the range; the range reads the lines that start in it.
-        end: end of the range (exclusive); None reads to the end of the file.
-        report: where the range's tally and (unless strict) its bad lines go. None:
-            raise at the first bad line.
+        path, start, end, report: as for ``read_ratings_100k``.
         half_stars: read ML-10M's ``ratings.dat`` instead: the same layout with
             ratings 0.5..5.0 in half stars.
 
@@ -171,10 +144,9 @@ def read_ratings_1m(
         A table with schema ``RAW_RATINGS``, in file order.
 
     Raises:
-        DataFormatError: a malformed line, numbered in the whole file.
-        ValueError: ``start`` or ``end`` name no range.
+        As ``read_ratings_100k``.
     """
-    layout = _lines.ML10M_RATINGS if half_stars else _lines.ML1M_RATINGS
+    layout = rules.ML10M_RATINGS if half_stars else rules.ML1M_RATINGS
     return parse_ratings(Path(path), start, end, layout, report)
 
 
@@ -187,11 +159,7 @@ def read_ratings_csv(
     when ``end`` is 0), so that one range per file refuses a file without it.
 
     Args:
-        path: the ratings file.
-        start: first byte of the range; the range reads the lines that start in it.
-        end: end of the range (exclusive); None reads to the end of the file.
-        report: where the range's tally and (unless strict) its bad lines go. None:
-            raise at the first bad line.
+        path, start, end, report: as for ``read_ratings_100k``.
 
     Returns:
         A table with schema ``RAW_RATINGS``, in file order.
@@ -200,22 +168,7 @@ def read_ratings_csv(
         DataFormatError: a malformed line or a missing header, numbered in the whole file.
         ValueError: ``start`` or ``end`` name no range.
     """
-    return parse_ratings(Path(path), start, end, _lines.CSV_RATINGS, report)
-
-
-def rating_lines(
-    path: Path, start: int, end: int | None, fmt: str
-) -> Iterator[tuple[str, int, str, int, int]]:
-    """(file, line number, line, user, item) of each rating line a read of format ``fmt``
-    (ml-100k, ml-1m, ml-csv) keeps from the range, line by line."""
-    layout = RATING_LAYOUTS[fmt]
-    data, offset = read_range(path, start, end)
-    cleaned = classify_range(path, data, offset, layout, Report())
-    for lineno, line in zip(cleaned.numbers, cleaned.lines, strict=True):
-        if not (lineno == 1 and layout.headers == "names"):
-            parts = _lines.split_fields(line, layout)
-            assert not isinstance(parts, str)
-            yield str(path), lineno, line, int(parts[0]), int(parts[1])
+    return parse_ratings(Path(path), start, end, rules.CSV_RATINGS, report)
 
 
 # --- side tables: small files (< 100k lines), parsed line by line ---------------------------
@@ -243,7 +196,7 @@ def read_items_100k(path: Path, report: Report | None = None) -> pa.Table:
     """
     path = Path(path)
     text = decode(path, path.read_bytes(), ENCODING_LATIN1)
-    rows = parse_rows(path, text, _lines.ML100K_ITEMS, what="movie id", report=report)
+    rows = parse_rows(path, text, rules.ML100K_ITEMS, what="movie id", report=report)
     years = []
     for row in rows:
         year = title_year(row[1])
@@ -259,6 +212,16 @@ def read_items_100k(path: Path, report: Report | None = None) -> pa.Table:
     )
 
 
+def _genre_items(rows: list[list[str]]) -> pa.Table:
+    """Checked ``id, title, genres`` rows as a ``RAW_ITEMS_GENRES`` table."""
+    return items_table(
+        [int(row[0]) for row in rows],
+        [title_year(row[1]) for row in rows],
+        [row[1] for row in rows],
+        [genre_list(row[2]) for row in rows],
+    )
+
+
 def read_items_1m(path: Path, report: Report | None = None) -> pa.Table:
     """Parse ML-1M (or ML-10M) ``movies.dat``: ``MovieID::Title::Genres``, ISO-8859-1.
 
@@ -266,9 +229,7 @@ def read_items_1m(path: Path, report: Report | None = None) -> pa.Table:
     year comes from the title's trailing ``(YYYY)``, else it is null.
 
     Args:
-        path: the items file.
-        report: where the file's tally and (unless strict) its bad lines go; a
-            repeated id is quarantined too. None: raise at the first bad line.
+        path, report: as for ``read_items_100k``.
 
     Returns:
         A table with schema ``RAW_ITEMS_GENRES``, in file order.
@@ -278,13 +239,8 @@ def read_items_1m(path: Path, report: Report | None = None) -> pa.Table:
     """
     path = Path(path)
     text = decode(path, path.read_bytes(), ENCODING_LATIN1)
-    rows = parse_rows(path, text, _lines.ML1M_ITEMS, what="movie id", report=report)
-    return items_table(
-        [int(row[0]) for row in rows],
-        [title_year(row[1]) for row in rows],
-        [row[1] for row in rows],
-        [genre_list(row[2]) for row in rows],
-    )
+    rows = parse_rows(path, text, rules.ML1M_ITEMS, what="movie id", report=report)
+    return _genre_items(rows)
 
 
 def read_items_csv(path: Path, report: Report | None = None) -> pa.Table:
@@ -310,20 +266,22 @@ def read_items_csv(path: Path, report: Report | None = None) -> pa.Table:
     strict = report is None or report.strict
     # Lenient: keep undecodable bytes as surrogates, which the line rules refuse.
     text = decode(path, data, "utf-8") if strict else data.decode("utf-8", "surrogateescape")
-    table = items_csv_table(data, text)
-    if table is not None:
-        if report is not None:
-            report.count(path, text_tally(text, kept=table.num_rows, headers=1))
-        return table
-    rows = parse_rows(path, text, _lines.CSV_ITEMS, what="movie id", report=report)
-    if strict:
+
+    def fast() -> tuple[pa.Table, list[tuple[Path, Tally]]] | None:
+        table = items_csv_table(data, text)
+        if table is None:
+            return None
+        return table, [(path, text_tally(text, kept=table.num_rows, headers=1))]
+
+    def fail() -> NoReturn:
+        parse_rows(path, text, rules.CSV_ITEMS, what="movie id", report=report)
         raise DataFormatError(path, None, "pyarrow refused this file but no line breaks the rules")
-    return items_table(
-        [int(row[0]) for row in rows],
-        [title_year(row[1]) for row in rows],
-        [row[1] for row in rows],
-        [genre_list(row[2]) for row in rows],
-    )
+
+    def clean(report: Report) -> pa.Table:
+        rows = parse_rows(path, text, rules.CSV_ITEMS, what="movie id", report=report)
+        return _genre_items(rows)
+
+    return fast_or_quarantine(report, fast, clean=clean, fail=fail)
 
 
 # --- users ---------------------------------------------------------------------------------
@@ -359,7 +317,7 @@ def read_users_100k(path: Path, report: Report | None = None) -> pa.Table:
     """
     path = Path(path)
     text = decode(path, path.read_bytes(), ENCODING_LATIN1)
-    rows = parse_rows(path, text, _lines.ML100K_USERS, what="user id", report=report)
+    rows = parse_rows(path, text, rules.ML100K_USERS, what="user id", report=report)
     return _users(rows, 2, 1, [row[3] for row in rows])
 
 
@@ -382,5 +340,5 @@ def read_users_1m(path: Path, report: Report | None = None) -> pa.Table:
     """
     path = Path(path)
     text = decode(path, path.read_bytes(), ENCODING_LATIN1)
-    rows = parse_rows(path, text, _lines.ML1M_USERS, what="user id", report=report)
+    rows = parse_rows(path, text, rules.ML1M_USERS, what="user id", report=report)
     return _users(rows, 1, 2, [ML1M_OCCUPATIONS[int(row[3])] for row in rows])

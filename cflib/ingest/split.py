@@ -1,4 +1,5 @@
-"""Assigning ratings to the train, validation and test splits, and to shuffle buckets.
+"""The split step: assigning ratings to the train, validation and test splits, and to
+shuffle buckets. The seeded hashes it draws from are ``cflib.ingest.hashing``.
 
 Three ways to choose the test split (``Plan.split``):
 
@@ -14,39 +15,40 @@ Validation is carved from what is left the same way (hash, or a user's latest).
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
 
 from cflib import schema
-from cflib.ingest import quarantine
-from cflib.ingest import splits as hashing
+from cflib.ingest import hashing
+from cflib.ingest.compact import concat_pieces
+from cflib.ingest.id_maps import Buckets, IdMaps
 from cflib.ingest.ids import DenseIds
-from cflib.ingest.steps import (
-    SCRATCH,
-    Plan,
-    concat_pieces,
-    load_plan,
-    read_scratch,
-    write_scratch,
-)
-
-_BY_USER = "by-user"
+from cflib.ingest.plan import Plan, load_plan
+from cflib.ingest.scratch import BY_USER, ScratchLayout, read_scratch, write_scratch
 
 
-def split_shard(stage: str, index: int, ids: dict[str, Any]) -> dict[str, Any]:
+class SplitDone(BaseModel):
+    """What one split job wrote: its shard (or user bucket) and its rows."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    index: int
+    rows: int
+
+
+def split_shard(stage: str, index: int, ids: IdMaps) -> SplitDone:
     """Assign one parsed shard's ratings to splits and buckets, writing one piece per
     bucket (or, for a temporal split, per user bucket)."""
     plan = load_plan(stage)
-    scratch = plan.stage_path / SCRATCH
-    table = read_scratch(scratch / "raw" / f"shard-{index:05d}.arrow")
+    layout = plan.layout
+    table = read_scratch(layout.raw_table(index))
     raw_user = table.column("raw_user").to_numpy()
     raw_item = table.column("raw_item").to_numpy()
     dense = pa.table(
         {
-            "user": DenseIds(np.load(scratch / "users.npy"))(raw_user),
-            "item": DenseIds(np.load(scratch / "items.npy"))(raw_item),
+            "user": DenseIds(np.load(layout.users))(raw_user),
+            "item": DenseIds(np.load(layout.items))(raw_item),
             "rating": table.column("rating"),
             "date": table.column("date"),
             "raw_user": raw_user,
@@ -55,34 +57,33 @@ def split_shard(stage: str, index: int, ids: dict[str, Any]) -> dict[str, Any]:
         schema=schema.RATINGS,
     )
     keys = hashing.pair_keys(raw_item, raw_user)
-    name = f"shard-{index:05d}.arrow"
+    name = layout.shard_piece(index)
     if plan.split == "temporal":
         user_keys = raw_user.astype(np.uint64)
-        groups = hashing.buckets(user_keys, plan.config.seed, ids["buckets"]["users"])
-        _scatter(plan, dense, groups, ids["buckets"]["users"], _BY_USER, name)
-        return {"index": index, "rows": dense.num_rows}
+        groups = hashing.buckets(user_keys, plan.config.seed, ids.buckets.users)
+        _scatter(layout, dense, groups, ids.buckets.users, BY_USER, name)
+        return SplitDone(index=index, rows=dense.num_rows)
     cfg = plan.config
     if plan.split == "probe":
-        test = hashing.sorted_member(keys, np.load(scratch / "probe_keys.npy"))
+        test = hashing.sorted_member(keys, np.load(layout.probe_keys))
     else:
         test = hashing.uniform01(keys, cfg.seed, hashing.SALT_TEST) < cfg.test_fraction
     draw = hashing.uniform01(keys, cfg.seed, hashing.SALT_VALIDATION)
     val = ~test & (draw < cfg.validation_fraction)
-    _write_splits(plan, dense, keys, test, val, ids, name)
-    return {"index": index, "rows": dense.num_rows}
+    _write_splits(plan, dense, keys, test, val, ids.buckets, name)
+    return SplitDone(index=index, rows=dense.num_rows)
 
 
-def assign_temporal(stage: str, user_bucket: int, ids: dict[str, Any]) -> dict[str, Any]:
+def assign_temporal(stage: str, user_bucket: int, ids: IdMaps) -> SplitDone:
     """Split the ratings of one user bucket by time: each user's latest go to test."""
     plan = load_plan(stage)
     cfg = plan.config
-    where = plan.stage_path / SCRATCH / "pieces" / _BY_USER / f"b{user_bucket:05d}"
-    pieces = sorted(where.glob("shard-*.arrow")) if where.is_dir() else []
+    layout = plan.layout
+    pieces = layout.bucket_pieces(BY_USER, user_bucket, "shard-*.arrow")
     if not pieces:
-        return {"bucket": user_bucket, "rows": 0}
+        return SplitDone(index=user_bucket, rows=0)
     # All of a user's ratings are in this bucket.
-    repeats = plan.stage_path / SCRATCH / quarantine.REPEATS / f"users-b{user_bucket:05d}.parquet"
-    table = concat_pieces(plan, pieces, repeats)
+    table = concat_pieces(plan, pieces, layout.repeats("users", user_bucket))
     user = table.column("user").to_numpy()
     day = table.column("date").cast(pa.int32()).to_numpy()
     keys = hashing.pair_keys(
@@ -101,8 +102,9 @@ def assign_temporal(stage: str, user_bucket: int, ids: dict[str, Any]) -> dict[s
     val = np.empty(user.size, dtype=bool)
     test[order] = from_end < n_test
     val[order] = ~test[order] & (from_end < n_test + n_val)
-    _write_splits(plan, table, keys, test, val, ids, f"users-{user_bucket:05d}.arrow")
-    return {"bucket": user_bucket, "rows": table.num_rows}
+    name = layout.user_bucket_piece(user_bucket)
+    _write_splits(plan, table, keys, test, val, ids.buckets, name)
+    return SplitDone(index=user_bucket, rows=table.num_rows)
 
 
 def _write_splits(
@@ -111,20 +113,25 @@ def _write_splits(
     keys: np.ndarray,
     test: np.ndarray,
     val: np.ndarray,
-    ids: dict[str, Any],
+    buckets: Buckets,
     name: str,
 ) -> None:
     """Write the rows of each split into that split's hash buckets."""
     for split, mask in (("train", ~test & ~val), ("validation", val), ("test", test)):
         rows = np.nonzero(mask)[0]
         if rows.size:
-            n_buckets = ids["buckets"][split]
+            n_buckets = buckets.of(split)
             groups = hashing.buckets(keys[rows], plan.config.seed, n_buckets)
-            _scatter(plan, dense.take(pa.array(rows)), groups, n_buckets, split, name)
+            _scatter(plan.layout, dense.take(pa.array(rows)), groups, n_buckets, split, name)
 
 
 def _scatter(
-    plan: Plan, table: pa.Table, groups: np.ndarray, n_groups: int, kind: str, name: str
+    layout: ScratchLayout,
+    table: pa.Table,
+    groups: np.ndarray,
+    n_groups: int,
+    kind: str,
+    name: str,
 ) -> None:
     """Write the rows of each group g to ``pieces/<kind>/b<g>/<name>``, in table order."""
     order = np.argsort(groups, kind="stable")
@@ -132,6 +139,6 @@ def _scatter(
     for g in range(n_groups):
         rows = order[bounds[g] : bounds[g + 1]]
         if rows.size:
-            where = plan.stage_path / SCRATCH / "pieces" / kind / f"b{g:05d}"
+            where = layout.bucket_dir(kind, g)
             where.mkdir(parents=True, exist_ok=True)
             write_scratch(table.take(pa.array(rows)), where / name)

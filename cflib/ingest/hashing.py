@@ -1,4 +1,5 @@
-"""Seeded, stable split assignment by a hash of the (user, item) pair.
+"""Seeded, stable hashes of (user, item) pairs: the draws and buckets behind the split
+step (``cflib.ingest.split``) and the pair keys that find repeated ratings.
 
 A rating's split and bucket depend only on its raw ids and the seed, so they do not
 change with the number of shards, workers or machines.
