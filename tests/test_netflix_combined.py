@@ -192,7 +192,10 @@ _LINE = st.one_of(
 
 
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=150,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(lines=st.lists(_LINE, max_size=12), crlf=st.booleans(), chunk=st.integers(1, 40))
 def test_garbage_lines(tmp_path: Path, lines: list[str], crlf: bool, chunk: int) -> None:
