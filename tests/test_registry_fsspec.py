@@ -271,3 +271,17 @@ def test_a_corrupted_upload_fails_the_publish_and_keeps_latest(
     assert not fs.exists(f"{model_dir}/r2")
     assert fs.cat_file(f"{model_dir}/latest") == b"r1"
     assert [r["run_id"] for r in list_artifacts(mem)] == ["r1"]
+
+
+def test_a_chained_url_is_named_as_given() -> None:
+    """What publish and ``models list`` print for a chained URL opens again: the outer
+    filesystem's protocol alone (``simplecache://...``) names no target."""
+    from cflib.registry.store import locate
+
+    root = locate("simplecache::memory://reg-chain")
+    where = root.join("tiny", "biased-mf", "r1")
+    assert str(where) == "simplecache::memory:///reg-chain/tiny/biased-mf/r1"
+    again = locate(str(where))
+    assert (type(again.fs), again.path) == (type(root.fs), where.path)
+    assert str(where.parent) == "simplecache::memory:///reg-chain/tiny/biased-mf"
+    assert str(locate("memory://reg-chain").join("r1")) == "memory://reg-chain/r1"
