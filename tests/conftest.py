@@ -14,6 +14,9 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
+# Under CI=true a skipped @pytest.mark.required_in_ci test fails the run (tests/_ci_required.py).
+pytest_plugins = ["tests._ci_required"]
+
 # movie id -> lines after the "MovieID:" header
 MOVIES = {
     1: ["10,3,2005-09-06", "20,5,2005-05-13", "30,4,2004-10-19", "40,1,2005-12-26"],

@@ -105,6 +105,7 @@ def _can_mount(tmp: Path) -> bool:
     return probe.returncode == 0
 
 
+@pytest.mark.required_in_ci("the only test of publish and ingest on a real ENOSPC and EROFS")
 def test_full_disk_and_read_only_mount_keep_dataset_and_registry(
     prefect_harness: None, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

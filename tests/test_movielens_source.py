@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from cflib.errors import DataFormatError
 from cflib.schema import RAW_ITEMS_GENRES, RAW_RATINGS, RAW_USERS
-from cflib.sources import _lines, _movielens_rules, movielens
+from cflib.sources import movielens
+from tests import _reference_lines as reference
 
 CSV_HEADER = "userId,movieId,rating,timestamp"
 ITEMS_HEADER = "movieId,title,genres"
@@ -550,10 +551,17 @@ _READERS = {
     "1m": (movielens.read_ratings_1m, ""),
     "csv": (movielens.read_ratings_csv, CSV_HEADER + "\n"),
 }
-_LAYOUTS = {
-    "100k": _movielens_rules.ML100K_RATINGS,
-    "1m": _movielens_rules.ML1M_RATINGS,
-    "csv": _movielens_rules.CSV_RATINGS,
+_COMMON = {
+    "fields": "expected 4 ",
+    "user": "user id ",
+    "rating": "rating ",
+    "timestamp": "timestamp ",
+}
+#: How each reader's reason starts for each kind of fault the reference finds.
+_REASONS = {
+    "100k": {**_COMMON, "item": "item id "},
+    "1m": {**_COMMON, "item": "movie id "},
+    "csv": {**_COMMON, "item": "movie id ", "header": "first line should be the header "},
 }
 _VALID = {
     "100k": ["1\t2\t3\t4", "10\t20\t5\t86400", "07\t1\t1\t253402300799"],
@@ -587,14 +595,19 @@ def test_garbage_ratings(tmp_path: Path, case: tuple[str, str], cut: int) -> Non
     variant, content = case
     reader = _READERS[variant][0]
     path = _write(tmp_path / "ratings", content, "latin-1")
-    # The fast path and the line rules agree: a file parses iff no line breaks a rule.
-    expected = _lines.scan(content, _LAYOUTS[variant])
+    # Against a parser written from the README, not the line rules the reader calls.
+    expected = reference.movielens_ratings(content, variant)
     try:
         table = reader(path)
     except DataFormatError as err:
-        assert (err.path, err.lineno, err.reason) == (str(path), *expected)  # type: ignore[misc]
+        assert isinstance(expected, reference.Bad), (content, err)
+        assert (err.path, err.lineno) == (str(path), expected.lineno), (content, err)
+        prefixes = [_REASONS[variant][kind] for kind in expected.kinds]
+        assert err.reason.startswith(tuple(prefixes)), (content, err.reason, expected)
     else:
-        assert expected is None and table.schema == RAW_RATINGS
+        assert not isinstance(expected, reference.Bad), (content, expected)
+        assert table.schema == RAW_RATINGS
+        assert list(zip(*table.to_pydict().values(), strict=True)) == expected, content
         parts = [reader(path, start=0, end=cut), reader(path, start=cut)]
         assert pa.concat_tables(parts).equals(table)
 

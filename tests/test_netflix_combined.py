@@ -13,8 +13,7 @@ from hypothesis import strategies as st
 from cflib.errors import DataFormatError, SourceError
 from cflib.schema import RAW_RATINGS
 from cflib.sources import _netflix_combined, movielens, netflix
-from cflib.sources._lines import scan
-from cflib.sources._netflix_rules import COMBINED
+from tests import _reference_lines as reference
 
 # Three movies; movie 2 has no ratings, movie 3's block is long enough that ranges start
 # far from its header.
@@ -193,17 +192,36 @@ _LINE = st.one_of(
 
 
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=150,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(lines=st.lists(_LINE, max_size=12), crlf=st.booleans(), chunk=st.integers(1, 40))
 def test_garbage_lines(tmp_path: Path, lines: list[str], crlf: bool, chunk: int) -> None:
     text = ("\r\n" if crlf else "\n").join(lines)
     path = _write(tmp_path / "g.txt", text)
+    # Against a parser written from the README, not the line rules the reader calls.
+    expected = reference.netflix_combined(text)
     try:
         whole = netflix.read_combined_range(path)
     except DataFormatError as exc:
-        assert exc.lineno is not None
-        assert scan(text, COMBINED) == (exc.lineno, exc.reason)
+        assert isinstance(expected, reference.Bad), (text, exc)
+        assert (exc.path, exc.lineno) == (str(path), expected.lineno), (text, exc)
+        prefixes = [p for kind in expected.kinds for p in _REASONS[kind]]
+        assert exc.reason.startswith(tuple(prefixes)), (text, exc.reason, expected)
         return
-    assert scan(text, COMBINED) is None
+    assert not isinstance(expected, reference.Bad), (text, expected)
+    assert list(zip(*whole.to_pydict().values(), strict=True)) == expected, text
     assert _ranges(path, chunk).equals(whole)
+
+
+#: How the reader's reason starts for each kind of fault the reference finds.
+_REASONS = {
+    "header": ("expected 'MovieID:'", "movie id "),
+    "before": ("data line ",),
+    "fields": ("expected 3 comma-separated fields",),
+    "customer": ("customer id ",),
+    "rating": ("rating ",),
+    "date": ("bad date ",),
+}

@@ -15,9 +15,24 @@ import pytest
 from cflib import registry, schema
 from cflib.config import PublishConfig
 from cflib.errors import ConfigError, DatasetError
-from cflib.registry import ArtifactError, RefError
+from cflib.registry import ArtifactError, RefError, promote
 from tests._artifacts import ingest_tiny, make_run
 from tests.conftest import held_elsewhere, write_netflix
+
+
+class _LogSignal(logging.Handler):
+    """Sets an event when a log record containing ``text`` is emitted (from any thread)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.INFO)
+        self.text, self.seen = text, threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
+
+    def wait(self, timeout: float) -> bool:
+        return self.seen.wait(timeout)
 
 
 @pytest.fixture
@@ -61,7 +76,7 @@ def test_publish_copies_exports_verifies_and_points_latest(data: Path, tmp_path:
 
 
 def test_a_second_publisher_waits_for_the_first(
-    data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While another process holds the registry's publish lock (a publish under way), a
     publish writes nothing and waits; it completes once the lock is let go."""
@@ -69,6 +84,18 @@ def test_a_second_publisher_waits_for_the_first(
     registry.publish(make_run(tmp_path / "runs", data, "r1"), reg, PublishConfig())
     model_dir = reg / "tiny" / "biased-mf"
     before = sorted(p.name for p in model_dir.iterdir())
+    # The promotion decision is the first thing done under the lock: record whether the
+    # lock had been let go (``released`` is written just before the holder is killed).
+    released, decided = tmp_path / "released", threading.Event()
+    under_lock: list[bool] = []
+    real_decide = promote.decide
+
+    def decide(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        under_lock.append(released.exists())
+        decided.set()
+        return real_decide(*args, **kwargs)
+
+    monkeypatch.setattr(promote, "decide", decide)
     with held_elsewhere(
         "import fcntl, time\n"
         f"fh = open({str(reg / '.publish.lock')!r}, 'a')\n"
@@ -81,13 +108,26 @@ def test_a_second_publisher_waits_for_the_first(
         second = threading.Thread(
             target=lambda: done.append(registry.publish(run2, reg, PublishConfig()))
         )
-        with caplog.at_level(logging.INFO, logger="cflib.registry.publish"):
-            second.start()
-            second.join(timeout=3)
-            assert second.is_alive() and not done
-            assert sorted(p.name for p in model_dir.iterdir()) == before  # nothing staged
-            assert "another publisher holds .publish.lock; waiting" in caplog.text
-    second.join(timeout=60)
+        waiting = _LogSignal("another publisher holds .publish.lock; waiting")
+        logger = logging.getLogger("cflib.registry.publish")
+        logger.addHandler(waiting)
+        try:
+            with caplog.at_level(logging.INFO, logger="cflib.registry.publish"):
+                second.start()
+                # The signal, not a time window: it logs this just before it blocks on
+                # the lock, which the other process holds until the block ends.
+                assert waiting.wait(timeout=600), "the second publisher never said it waits"
+                assert second.is_alive() and not done
+                assert sorted(p.name for p in model_dir.iterdir()) == before  # nothing staged
+                # A chance for a publisher that does not wait to show it (a broken lock
+                # decides at once); a correct one cannot fail here, however slow.
+                decided.wait(timeout=2)
+                released.touch()
+        finally:
+            logger.removeHandler(waiting)
+    second.join(timeout=600)
+    assert not second.is_alive()
+    assert under_lock == [True], "the second publisher decided while the lock was held"
     assert done and done[0]["artifact"] == str(model_dir / "r2")
     assert os.readlink(model_dir / "latest") == "r2"
     registry.verify(model_dir / "r2")

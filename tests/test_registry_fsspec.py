@@ -182,3 +182,106 @@ def test_find_published_in_memory(data: Path, mem: str, tmp_path: Path) -> None:
     fs.pipe_file(mem.removeprefix("memory:/") + "/tiny/biased-mf/r1/report.md", b"x")
     with pytest.raises(ArtifactError, match="checksum mismatch"):
         registry.find_published(mem, "tiny", "biased-mf", "r1")
+
+
+def test_upload_order_artifact_json_last_then_read_back_then_latest(
+    data: Path, mem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every file is up before ``artifact.json`` (so a reader that finds it finds them
+    all, and one that comes earlier finds no artifact), each is read back after it, and
+    ``latest`` moves last."""
+    fs = fsspec.filesystem("memory")
+    cls = type(fs)
+    model_dir = mem.removeprefix("memory:/") + "/tiny/biased-mf"
+    artifact = f"{model_dir}/r1"
+    events: list[tuple[str, str]] = []
+    real_put, real_open, real_pipe = cls.put_file, cls.open, cls.pipe_file
+
+    def rel(path: str) -> str:
+        return path.removeprefix(f"{artifact}/") if path.startswith(artifact) else path
+
+    def put_file(self, lpath, rpath, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # What a reader arriving now would find: the files already up, and no artifact
+        # before artifact.json itself.
+        up = sorted(rel(p) for p in fs.find(artifact)) if fs.exists(artifact) else []
+        events.append(("put", rel(rpath)))
+        events.append(("there", ",".join(up)))
+        with pytest.raises(ArtifactError, match="not a published artifact"):
+            open_artifact(f"{mem}/tiny/biased-mf/r1")
+        return real_put(self, lpath, rpath, *args, **kwargs)
+
+    def open_(self, path, mode="rb", *args, **kwargs):  # type: ignore[no-untyped-def]
+        if mode == "rb" and path.startswith(f"{artifact}/"):
+            events.append(("read", rel(path)))
+        return real_open(self, path, mode, *args, **kwargs)
+
+    def pipe_file(self, path, value, *args, **kwargs):  # type: ignore[no-untyped-def]
+        events.append(("pipe", rel(path)))
+        return real_pipe(self, path, value, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "put_file", put_file)
+    monkeypatch.setattr(cls, "open", open_)
+    monkeypatch.setattr(cls, "pipe_file", pipe_file)
+    registry.publish(make_run(tmp_path / "runs", data, "r1"), mem, PublishConfig())
+    monkeypatch.undo()
+
+    info = json.loads(fs.cat_file(f"{artifact}/artifact.json"))
+    listed = sorted(info["files"])
+    puts = [name for kind, name in events if kind == "put"]
+    assert puts[-1] == "artifact.json" and sorted(puts[:-1]) == listed
+    # When artifact.json went up, every file it lists was there already.
+    [there] = [events[i + 1][1] for i, e in enumerate(events) if e == ("put", "artifact.json")]
+    assert there.split(",") == listed
+    # The read-back covers every listed file, after the whole upload; then latest.
+    last_put = events.index(("put", "artifact.json"))
+    reads = [i for i, (kind, _) in enumerate(events) if kind == "read"]
+    assert reads and min(reads) > last_put
+    assert sorted(events[i][1] for i in reads) == listed
+    pipes = [i for i, (kind, _) in enumerate(events) if kind == "pipe"]
+    assert [events[i] for i in pipes] == [("pipe", f"{model_dir}/latest")]
+    assert pipes[0] > max(reads)
+    assert fs.cat_file(f"{model_dir}/latest") == b"r1"
+
+
+def test_a_corrupted_upload_fails_the_publish_and_keeps_latest(
+    data: Path, mem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read-back checksum: a file changed on its way up (here one flipped byte of
+    the model) fails the publish naming the file, removes the partial artifact and
+    leaves ``latest`` where it was."""
+    fs = fsspec.filesystem("memory")
+    registry.publish(make_run(tmp_path / "runs", data, "r1", rmse=0.9), mem, PublishConfig())
+    real_put = type(fs).put_file
+
+    def damaging_put(self, lpath, rpath, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if not rpath.endswith("/model.keras"):
+            return real_put(self, lpath, rpath, *args, **kwargs)
+        damaged = bytearray(Path(lpath).read_bytes())
+        damaged[len(damaged) // 2] ^= 0x01
+        self.pipe_file(rpath, bytes(damaged))
+
+    monkeypatch.setattr(type(fs), "put_file", damaging_put)
+    run2 = make_run(tmp_path / "runs", data, "r2", rmse=0.5)  # better: it would be promoted
+    with pytest.raises(ArtifactError) as caught:
+        registry.publish(run2, mem, PublishConfig())
+    assert str(caught.value) == (
+        f"{mem}/tiny/biased-mf/r2/model.keras: checksum mismatch after upload"
+    )
+    model_dir = mem.removeprefix("memory:/") + "/tiny/biased-mf"
+    assert not fs.exists(f"{model_dir}/r2")
+    assert fs.cat_file(f"{model_dir}/latest") == b"r1"
+    assert [r["run_id"] for r in list_artifacts(mem)] == ["r1"]
+
+
+def test_a_chained_url_is_named_as_given() -> None:
+    """What publish and ``models list`` print for a chained URL opens again: the outer
+    filesystem's protocol alone (``simplecache://...``) names no target."""
+    from cflib.registry.store import locate
+
+    root = locate("simplecache::memory://reg-chain")
+    where = root.join("tiny", "biased-mf", "r1")
+    assert str(where) == "simplecache::memory:///reg-chain/tiny/biased-mf/r1"
+    again = locate(str(where))
+    assert (type(again.fs), again.path) == (type(root.fs), where.path)
+    assert str(where.parent) == "simplecache::memory:///reg-chain/tiny/biased-mf"
+    assert str(locate("memory://reg-chain").join("r1")) == "memory://reg-chain/r1"

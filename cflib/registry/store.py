@@ -32,10 +32,15 @@ from cflib.registry.artifact import (
 
 
 class Location(NamedTuple):
-    """A path on a filesystem: ``fs`` is None for the local filesystem."""
+    """A path on a filesystem: ``fs`` is None for the local filesystem.
+
+    ``chain`` is what a chained URL (``simplecache::s3://...``) puts before the path, so
+    that ``str()`` names a URL fsspec opens again; empty for a plain URL.
+    """
 
     fs: Any
     path: str
+    chain: str = ""
 
     @property
     def local(self) -> bool:
@@ -44,13 +49,13 @@ class Location(NamedTuple):
     def join(self, *parts: str) -> Location:
         if self.fs is None:
             return Location(None, str(Path(self.path).joinpath(*parts)))
-        return Location(self.fs, posixpath.join(self.path, *parts))
+        return self._replace(path=posixpath.join(self.path, *parts))
 
     @property
     def parent(self) -> Location:
         if self.fs is None:
             return Location(None, str(Path(self.path).parent))
-        return Location(self.fs, posixpath.dirname(self.path.rstrip("/")))
+        return self._replace(path=posixpath.dirname(self.path.rstrip("/")))
 
     @property
     def name(self) -> str:
@@ -59,6 +64,8 @@ class Location(NamedTuple):
     def __str__(self) -> str:
         if self.fs is None:
             return self.path
+        if self.chain:
+            return self.chain + self.path
         protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
         return f"{protocol}://{self.path.lstrip('/')}"
 
@@ -78,7 +85,10 @@ def locate(root: str | Path) -> Location:
         raise ConfigError(f"{text}: not a usable filesystem URL ({exc})") from None
     if isinstance(fs, LocalFileSystem):
         return Location(None, path)
-    return Location(fs, path)
+    outer, _, inner = text.rpartition("::")
+    # The outer filesystem's protocol alone ("simplecache://...") names no target.
+    chain = f"{outer}::{inner.split('://', 1)[0]}://" if outer else ""
+    return Location(fs, path, chain)
 
 
 def _refuse_password(url: str) -> None:
