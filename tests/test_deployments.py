@@ -76,7 +76,7 @@ def test_bad_deployment_files(tmp_path: Path, text: str, message: str) -> None:
 # --- a real server ------------------------------------------------------------------------
 
 
-def _wait(what: str, check: Any, timeout: float = 120) -> Any:
+def _wait(what: str, check: Any, timeout: float = 300) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
