@@ -71,3 +71,14 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every subprocess a test starts (`cfpipe` commands, servers, scripts) inherits a
+    PREFECT_HOME of the session's, never the user's ``~/.prefect`` (its profiles, its
+    database); a test that needs one of its own sets it in the child's environment."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect-home")))
+    yield
+    patch.undo()

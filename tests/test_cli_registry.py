@@ -17,6 +17,7 @@ from cflib.cli import main
 from cflib.config import PublishConfig
 from cflib.serving import open_artifact
 from tests._artifacts import ingest_tiny, make_run
+from tests._prefect_api import cli_env
 from tests.conftest import write_netflix
 
 
@@ -135,9 +136,9 @@ def test_tampered_artifact_and_escaping_link_exit_2(reg: Path, tmp_path: Path) -
     assert code == 2 and "outside" in err and len(err.strip().splitlines()) == 1
 
 
-def test_cli_error_is_one_line_in_a_fresh_process(reg: Path) -> None:
+def test_cli_error_is_one_line_in_a_fresh_process(reg: Path, tmp_path: Path) -> None:
     argv = ["predict", "--model", str(reg / "tiny" / "biased-mf" / "latest"), "77", "1"]
-    env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}  # Never reached.
+    env = cli_env(tmp_path, "http://127.0.0.1:9/api")  # Never reached.
     proc = subprocess.run(
         [sys.executable, "-m", "cflib.cli", *argv], capture_output=True, text=True, env=env
     )

@@ -36,15 +36,17 @@ def refuse() -> None:
 @task
 def die() -> None:
     # As a training would be when the out-of-memory killer comes: recorded as Running.
+    # No fixed window: on a loaded machine the state may take long to be recorded.
+    deadline = time.monotonic() + 300
     with get_client(sync_client=True) as client:
-        for _ in range(300):
+        while time.monotonic() < deadline:
             try:
                 if client.read_task_run(task_run.id).state_type == StateType.RUNNING:
-                    break
+                    os.kill(os.getpid(), signal.SIGKILL)
             except ObjectNotFound:
                 pass
             time.sleep(0.1)
-    os.kill(os.getpid(), signal.SIGKILL)
+    raise TimeoutError("the task run was never recorded as Running")
 
 
 @flow
