@@ -148,3 +148,18 @@ def quality_bar(root: Path, seed: int = 0) -> float:
     floor = bias_only_floor(*read_split(root, "validation"))
     planted = planted_rmse(seed)
     return planted + 0.5 * (floor - planted)
+
+
+def fit_biases(
+    user: np.ndarray, item: np.ndarray, rating: np.ndarray, n_users: int, n_items: int
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Least-squares ``mu + b_u + b_i`` on these ratings (alternating exact updates, to
+    convergence); users and items without ratings get 0."""
+    mu = float(rating.mean())
+    b_u, b_i = np.zeros(n_users), np.zeros(n_items)
+    n_u = np.maximum(np.bincount(user, minlength=n_users), 1)
+    n_i = np.maximum(np.bincount(item, minlength=n_items), 1)
+    for _ in range(100):
+        b_i = np.bincount(item, rating - mu - b_u[user], n_items) / n_i
+        b_u = np.bincount(user, rating - mu - b_i[item], n_users) / n_u
+    return mu, b_u, b_i
