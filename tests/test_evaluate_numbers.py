@@ -4,6 +4,10 @@ from the Parquet files and the model's weights (not through cflib's metrics)."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -166,3 +170,29 @@ def test_baselines(run: Path, metrics: dict[str, Any]) -> None:
     assert base["random"]["rmse"] == pytest.approx(uniform, rel=0.08)
     assert base["weighted_sampling"]["rmse"] == pytest.approx(weighted, rel=0.08)
     assert abs(uniform - weighted) > 0.25  # far enough apart to tell which is which
+
+
+@pytest.mark.slow
+def test_cli_evaluate_exits_1_on_a_full_disk(
+    prefect_harness: None, run: Path, tmp_path: Path
+) -> None:
+    """metrics.json is written through a file that is /dev/full: a real ENOSPC in the
+    evaluation child, one line, exit status 1, and no metrics.json."""
+    from prefect.settings import get_current_settings
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / schema.METRICS_FILE).unlink(missing_ok=True)
+    (copy / f".{schema.METRICS_FILE}.tmp").symlink_to("/dev/full")
+    env = {
+        **os.environ, "PREFECT_API_URL": str(get_current_settings().api.url),
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+    }  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "cflib.cli", "evaluate", str(copy)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    said = [line for line in proc.stderr.splitlines() if line.startswith("cfpipe: ")]
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert len(said) == 1 and "No space left on device" in said[0], said
+    assert not (copy / schema.METRICS_FILE).exists()

@@ -223,3 +223,36 @@ def test_interrupted_run_refuses_other_options_or_data(
     # Nothing was resumed, written or removed.
     assert sorted(p.name for p in (interrupted / checkpoint.CHECKPOINT_DIR).iterdir()) == before
     assert not (interrupted / schema.TRAIN_SUMMARY_FILE).exists()
+
+
+def _cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    """``cfpipe ARGS`` in a fresh process, on the session's Prefect server."""
+    from prefect.settings import get_current_settings
+
+    env = {
+        **os.environ, "PREFECT_API_URL": str(get_current_settings().api.url),
+        "PREFECT_HOME": str(home), "CUDA_VISIBLE_DEVICES": "",
+    }  # fmt: skip
+    cmd = [sys.executable, "-m", "cflib.cli", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_cli_train_exits_1_on_a_full_disk(
+    prefect_harness: None, planted: Path, interrupted: Path, tmp_path: Path
+) -> None:
+    """The resumed run's first checkpoint (step 15) writes state.json through a file that
+    is /dev/full: a real ENOSPC in the training child, one line and exit status 1."""
+    ckpt = interrupted / checkpoint.CHECKPOINT_DIR
+    (ckpt / f".{checkpoint.STATE_FILE}.tmp").symlink_to("/dev/full")
+    options = [
+        (f"--{name.replace('_', '-')}", str(value))
+        for name, value in RESUME.model_dump(exclude_defaults=True).items()
+    ]
+    proc = _cli("train", str(planted), "--out", str(interrupted), *sum(options, ()), home=tmp_path)
+    said = [line for line in proc.stderr.splitlines() if line.startswith("cfpipe: ")]
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert len(said) == 1 and "No space left on device" in said[0], said
+    # Still an interrupted run, resumable from the checkpoint before the failed one.
+    assert not (interrupted / schema.TRAIN_SUMMARY_FILE).exists()
+    state = checkpoint.read_state(ckpt)
+    assert state is not None and state.steps == 10 and (ckpt / str(state.weights)).is_file()
