@@ -8,12 +8,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import tensorflow as tf
 
-tf = pytest.importorskip("tensorflow")
-
-from cflib import schema  # noqa: E402
-from cflib.data import tfdata  # noqa: E402
-from cflib.errors import ConfigError, DatasetError  # noqa: E402
+from cflib import schema
+from cflib.data import tfdata
+from cflib.errors import ConfigError, DatasetError
 
 PART_ROWS = (700, 1000, 333)  # 2033 rows: with batch 256, 7 full batches and 241 left
 

@@ -7,84 +7,33 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import tensorflow as tf
 
-tf = pytest.importorskip("tensorflow")
+from cflib import schema
+from cflib.config import TrainConfig
+from cflib.errors import ConfigError, DatasetError
+from cflib.models import resolve
+from cflib.train import configure_devices, load_model, train
+from tests._planted import (
+    N_ITEMS,
+    N_USERS,
+    baseline_rmse,
+    bias_only_floor,
+    planted_rmse,
+    quality_bar,
+    read_split,
+    write_planted,
+)
 
-from cflib import schema  # noqa: E402
-from cflib.config import TrainConfig  # noqa: E402
-from cflib.dataset import Manifest, SourceInfo, SplitInfo, schema_fields, write_manifest  # noqa: E402
-from cflib.errors import ConfigError, DatasetError  # noqa: E402
-from cflib.models import resolve  # noqa: E402
-from cflib.train import configure_devices, load_model, train  # noqa: E402
-
-N_USERS, N_ITEMS, N_RATINGS, RANK = 300, 200, 30_000, 4
 # Fast settings that still learn the planted biases and factors.
 CFG = TrainConfig(
     embedding_dim=8, learning_rate=0.1, batch_size=2000, epochs=4, patience=1, l2=0.0, l2_bias=0.0
 )
-
-
-def write_planted(root: Path, *, seed: int = 0) -> Path:
-    """``rating = 3.5 + b_u + b_i + p_u.q_i + noise`` in the ingest layout, with a manifest."""
-    rng = np.random.default_rng(seed)
-    user = rng.integers(0, N_USERS, N_RATINGS).astype(np.int32)
-    item = rng.integers(0, N_ITEMS, N_RATINGS).astype(np.int32)
-    b_u, b_i = rng.normal(0, 0.5, N_USERS), rng.normal(0, 0.5, N_ITEMS)
-    p, q = rng.normal(0, 0.5, (N_USERS, RANK)), rng.normal(0, 0.5, (N_ITEMS, RANK))
-    noise = rng.normal(0, 0.3, N_RATINGS)
-    rating = (3.5 + b_u[user] + b_i[item] + (p[user] * q[item]).sum(1) + noise).astype(np.float32)
-    which = rng.choice(3, N_RATINGS, p=[0.8, 0.1, 0.1])
-    splits = {}
-    for code, split in enumerate(schema.SPLITS):
-        rows = np.flatnonzero(which == code)
-        files = []
-        for k, part in enumerate(np.array_split(rows, 2 if split == "train" else 1)):
-            rel = f"{schema.split_dir(split)}/part-{k:05d}.parquet"
-            table = pa.table(
-                {
-                    "user": user[part],
-                    "item": item[part],
-                    "rating": rating[part],
-                    "date": pa.array(np.zeros(len(part), "datetime64[D]"), pa.date32()),
-                    "raw_user": user[part].astype(np.int64) + 1000,
-                    "raw_item": item[part].astype(np.int64) + 1,
-                },
-                schema=schema.RATINGS,
-            )
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table, root / rel)
-            files.append(rel)
-        total = float(rating[rows].astype(np.float64).sum())
-        splits[split] = SplitInfo(rows=len(rows), rating_sum=total, files=files)
-    manifest = Manifest(
-        name="planted",
-        created_at="2026-11-23T21:22:33Z",
-        source=SourceInfo(path="memory", format="netflix", fingerprint="src", files=0, bytes=0),
-        ingest_config={},
-        n_users=N_USERS,
-        n_items=N_ITEMS,
-        splits=splits,
-        split="random",
-        schema=schema_fields(schema.RATINGS),
-        fingerprint="planted-0",
-    )
-    write_manifest(root, manifest)
-    return root
-
-
-def baseline_rmse(root: Path, split: str = "validation") -> float:
-    """RMSE of predicting the training mean for every rating of ``split``."""
-    manifest = json.loads((root / schema.MANIFEST_FILE).read_text())
-    mean = manifest["splits"]["train"]["rating_sum"] / manifest["splits"]["train"]["rows"]
-    table = pq.read_table(root / schema.split_dir(split))
-    rating = table["rating"].to_numpy().astype(np.float64)
-    return float(np.sqrt(np.mean((rating - mean) ** 2)))
 
 
 @pytest.fixture(scope="module")
@@ -98,15 +47,29 @@ def trained(planted: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
     return out, train(planted, out, CFG, run_id="test-run")
 
 
-def test_biased_mf_beats_the_global_mean(planted: Path, trained: tuple[Path, dict]) -> None:
+def test_biased_mf_learns_the_planted_factors(planted: Path, trained: tuple[Path, dict]) -> None:
     _, summary = trained
-    baseline = baseline_rmse(planted)
-    assert baseline > 0.8  # the planted structure is there to be learned
-    assert summary["val_rmse"] < 0.7 * baseline
+    floor = bias_only_floor(*read_split(planted, "validation"))
+    assert baseline_rmse(planted) > 0.8 > floor + 0.2  # biases and factors to be learned
+    # Below the best that biases alone can do (by a wide margin), near the planted model.
+    assert summary["val_rmse"] < quality_bar(planted) < floor - 0.1
+    assert summary["val_rmse"] < 1.25 * planted_rmse()
     history = summary["history"]
     assert history["val_rmse"][-1] < history["val_rmse"][0]
     # The reported loss is the mean squared error (the L2 term is negligible here).
     assert history["loss"][-1] == pytest.approx(history["rmse"][-1] ** 2, rel=1e-3)
+
+
+def test_biases_alone_fail_the_quality_bar(planted: Path, trained: tuple[Path, dict]) -> None:
+    """The trained model with its factors zeroed keeps only its biases: above the bar."""
+    out, summary = trained
+    model = load_model(out / schema.MODEL_FILE)
+    for table in (model.user_embedding, model.item_embedding):
+        table.set_weights([np.zeros_like(w) for w in table.get_weights()])
+    user, item, rating = read_split(planted, "validation")
+    pred = model.predict_on_batch({"user": user, "item": item})
+    biases_only = float(np.sqrt(np.mean((pred - rating) ** 2)))
+    assert biases_only > quality_bar(planted) > summary["val_rmse"]
 
 
 def test_train_json(planted: Path, trained: tuple[Path, dict]) -> None:
@@ -211,7 +174,7 @@ def test_two_replicas_in_a_fresh_process(planted: Path, tmp_path: Path) -> None:
     history = summary["history"]
     assert history["loss"][-1] == pytest.approx(history["rmse"][-1] ** 2, rel=1e-3)
     assert history["val_loss"][-1] == pytest.approx(history["val_rmse"][-1] ** 2, rel=1e-3)
-    assert summary["val_rmse"] < 0.7 * baseline_rmse(planted)
+    assert summary["val_rmse"] < quality_bar(planted)
     assert summary["loaded_shape"] == [2]
     assert "auto_shard" not in proc.stderr.lower()
 
@@ -247,72 +210,13 @@ def test_two_tower_trains_on_item_side_features(planted: Path, tmp_path: Path) -
         schema=schema.ITEM_MAP,
     )
     pq.write_table(items, data / schema.ITEM_MAP_FILE)
-    cfg = CFG.model_copy(update={"model": "two-tower", "epochs": 3, "l2_bias": None})
-    summary = train(data, tmp_path / "run", cfg)
-    assert summary["val_rmse"] < 0.9 * baseline_rmse(planted)
+    # Its MLP learns at 1% of the rate (see README, Design): a high rate, a few epochs more.
+    update = {"model": "two-tower", "epochs": 10, "patience": 3, "learning_rate": 0.5}
+    summary = train(data, tmp_path / "run", CFG.model_copy(update={**update, "l2_bias": None}))
+    # Better than any model of biases alone: the towers' product has learned something.
+    assert summary["val_rmse"] < bias_only_floor(*read_split(planted, "validation")) - 0.02
     model = load_model(tmp_path / "run" / schema.MODEL_FILE)
     assert model.get_config()["n_genres"] == 3 and model.get_config()["n_years"] == 20
-
-
-# The child trains with a pause after each batch, so that the test can kill it mid-run.
-SLOW_TRAIN = """
-import sys, time
-from pathlib import Path
-from cflib import checkpoint
-from cflib.config import TrainConfig
-from cflib.train import train
-original = checkpoint.Checkpointer.on_train_batch_end
-def slow(self, batch, logs=None):
-    original(self, batch, logs)
-    time.sleep(float(sys.argv[4]))
-checkpoint.Checkpointer.on_train_batch_end = slow
-train(Path(sys.argv[1]), Path(sys.argv[2]), TrainConfig.model_validate_json(sys.argv[3]))
-"""
-
-
-@pytest.mark.slow
-def test_killed_run_resumes_from_its_last_checkpoint(planted: Path, tmp_path: Path) -> None:
-    import signal
-    import time
-
-    cfg = CFG.model_copy(update={"epochs": 3, "patience": 3, "checkpoint_steps": 5})
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-    out = tmp_path / "run"
-    args = [sys.executable, "-c", SLOW_TRAIN, str(planted), str(out), cfg.model_dump_json()]
-    child = subprocess.Popen([*args, "0.3"], env=env, stderr=subprocess.PIPE, text=True)
-    state_file = out / "checkpoints" / "state.json"
-    deadline = time.monotonic() + 240
-    state: dict = {}
-    while time.monotonic() < deadline and child.poll() is None:
-        if state_file.is_file():
-            state = json.loads(state_file.read_text())
-            if state["epoch"] == 1 and state["batch"] >= 5:  # mid-way through epoch 2
-                break
-        time.sleep(0.1)
-    assert child.poll() is None, child.stderr.read() if child.stderr else ""
-    # While it trains, a second training into the same directory is refused, naming it.
-    with pytest.raises(
-        ConfigError, match=rf"--out {out}: another cfpipe process .*pid {child.pid}"
-    ):
-        train(planted, out, cfg)
-    os.kill(child.pid, signal.SIGKILL)  # its lock dies with it: the rerun below takes it
-    child.wait()
-    assert not (out / schema.TRAIN_SUMMARY_FILE).exists()
-    state = json.loads(state_file.read_text())
-    assert (out / "checkpoints" / state["weights"]).is_file()
-
-    resumed = subprocess.run([*args, "0"], env=env, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    summary = json.loads((out / schema.TRAIN_SUMMARY_FILE).read_text())
-    assert summary["resumed"] == {"epoch": state["epoch"] + 1, "batch": state["batch"]}
-    assert summary["epochs_run"] == 3 and len(summary["history"]["val_rmse"]) == 3
-    assert not (out / "checkpoints").exists()
-    # The same quality as a run that was never interrupted.
-    whole = train(planted, tmp_path / "whole", cfg)
-    assert summary["val_rmse"] == pytest.approx(whole["val_rmse"], rel=0.02)
-    # A finished run is not trained again.
-    with pytest.raises(ConfigError, match="already holds a finished run"):
-        train(planted, out, cfg)
 
 
 MULTI_WORKER = """
@@ -337,30 +241,69 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
+def _two_workers(planted: Path, out: Path, cfg: TrainConfig) -> list[tuple[int, str, str]]:
+    """Run the two workers to the end; (exit status, stdout, stderr) of each.
+
+    TensorFlow binds each worker's port itself (without SO_REUSEPORT), so the test cannot
+    hold the ports for it: a port taken meanwhile fails that worker at once ("Could not
+    start gRPC server"), and the pair is started again on other ports.
+    """
+    import shutil
+    import time
+
+    for _attempt in range(3):
+        workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+        procs, logs = [], []
+        for index in range(2):
+            tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+            env = {
+                **os.environ, "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "2",
+                "CUDA_VISIBLE_DEVICES": "",
+            }  # fmt: skip
+            args = [sys.executable, "-c", MULTI_WORKER, str(planted), str(out)]
+            files = [out.parent.parent / f"worker{index}.{s}" for s in ("out", "err")]
+            with files[0].open("w") as stdout, files[1].open("w") as stderr:
+                proc = subprocess.Popen(
+                    [*args, cfg.model_dump_json()], env=env, stdout=stdout, stderr=stderr
+                )
+            procs.append(proc)
+            logs.append(files)
+        deadline, bind_failed = time.monotonic() + 400, False
+        try:
+            while any(p.poll() is None for p in procs):
+                assert time.monotonic() < deadline, "the workers did not finish in 400 s"
+                bind_failed = any(
+                    p.returncode and "Could not start gRPC server" in err.read_text()
+                    for p, (_, err) in zip(procs, logs, strict=True)
+                )
+                if bind_failed:
+                    break
+                time.sleep(0.5)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                p.wait()
+        if not bind_failed:
+            return [
+                (p.returncode, o.read_text(), e.read_text())
+                for p, (o, e) in zip(procs, logs, strict=True)
+            ]
+        shutil.rmtree(out, ignore_errors=True)
+    raise AssertionError("could not start the two workers on free ports in 3 attempts")
+
+
 @pytest.mark.slow
 def test_two_workers_on_localhost(planted: Path, tmp_path: Path) -> None:
     cfg = CFG.model_copy(update={"epochs": 3, "checkpoint_steps": 0})
-    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
-    out = tmp_path / "run"
-    procs = []
-    for index in range(2):
-        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        env = {
-            **os.environ, "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "2",
-            "CUDA_VISIBLE_DEVICES": "",
-        }  # fmt: skip
-        args = [sys.executable, "-c", MULTI_WORKER, str(planted), str(out), cfg.model_dump_json()]
-        procs.append(
-            subprocess.Popen(
-                args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
-        )
-    outputs = [p.communicate(timeout=400) for p in procs]
-    for proc, (_, err) in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, err[-3000:]
+    (tmp_path / "work").mkdir()
+    out = tmp_path / "work" / "run"
+    outputs = _two_workers(planted, out, cfg)
+    for status, _, err in outputs:
+        assert status == 0, err[-3000:]
     summaries = [
         json.loads(next(x for x in o.splitlines() if x.startswith("SUMMARY "))[8:])
-        for o, _ in outputs
+        for _, o, _ in outputs
     ]
     chief = json.loads((out / schema.TRAIN_SUMMARY_FILE).read_text())
     assert chief["run_id"] == summaries[0]["run_id"]
@@ -368,45 +311,8 @@ def test_two_workers_on_localhost(planted: Path, tmp_path: Path) -> None:
     assert chief["workers"] == 2 and chief["replicas"] == 2
     # Both workers took the same steps on their shards and agree on the result.
     assert summaries[1]["history"]["loss"] == pytest.approx(chief["history"]["loss"], rel=1e-5)
-    assert chief["val_rmse"] < 0.7 * baseline_rmse(planted)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # worker 1 wrote nothing
+    assert chief["val_rmse"] < quality_bar(planted)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["run"]  # worker 1 wrote nothing
     assert load_model(out / schema.MODEL_FILE).predict_on_batch(
         {"user": np.array([0, 1], np.int32), "item": np.array([1, 2], np.int32)}
     ).shape == (2,)
-
-
-@pytest.mark.slow
-def test_damaged_last_checkpoint_falls_back_to_the_one_before(
-    planted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A run stopped after step 12 (checkpoints at steps 5 and 10) whose last weights file
-    is then truncated resumes from step 5, with a warning, and finishes as well."""
-    from cflib import checkpoint
-
-    cfg = CFG.model_copy(update={"epochs": 2, "patience": 2, "checkpoint_steps": 5})
-    out = tmp_path / "run"
-    original = checkpoint.Checkpointer.on_train_batch_end
-
-    def crash_after_12(self: Any, batch: int, logs: Any = None) -> None:
-        original(self, batch, logs)
-        if self.state.steps == 12:
-            raise KeyboardInterrupt  # as a crash: nothing after this step is written
-
-    monkeypatch.setattr(checkpoint.Checkpointer, "on_train_batch_end", crash_after_12)
-    with pytest.raises(KeyboardInterrupt):
-        train(planted, out, cfg)
-    monkeypatch.setattr(checkpoint.Checkpointer, "on_train_batch_end", original)
-    ckpt = out / "checkpoints"
-    last = json.loads((ckpt / "state.json").read_text())
-    before = json.loads((ckpt / "state.prev.json").read_text())
-    assert (last["steps"], before["steps"]) == (10, 5)
-    weights = ckpt / last["weights"]
-    weights.write_bytes(weights.read_bytes()[:200])  # truncated
-
-    with caplog.at_level("WARNING", logger="cflib.checkpoint"):
-        summary = train(planted, out, cfg)
-    assert any(f"checkpoint {last['weights']} is unreadable" in r.message for r in caplog.records)
-    assert summary["resumed"] == {"epoch": before["epoch"] + 1, "batch": before["batch"]}
-    assert summary["epochs_run"] == 2
-    whole = train(planted, tmp_path / "whole", cfg)
-    assert summary["val_rmse"] == pytest.approx(whole["val_rmse"], rel=0.02)
