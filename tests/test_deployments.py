@@ -18,8 +18,9 @@ import httpx
 import pytest
 import yaml
 
-from cflib import deployments, registry
+from cflib import registry
 from cflib.errors import ConfigError
+from flows.app import deployments
 from tests.conftest import write_netflix
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,7 +171,7 @@ def served(
     path.write_text(yaml.safe_dump(spec))
     log = (tmp / "serve.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cflib.cli", "deploy", "serve", "--prefect-file", str(path)]
+        [sys.executable, "-m", "flows.app", "deploy", "serve", "--prefect-file", str(path)]
         + ["--limit", "2"],
         env=server,
         stdout=log,

@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from cflib import registry, schema
-from cflib.cli import main
 from cflib.config import IngestConfig, PipelineConfig, SynthConfig, TrainConfig
 from cflib.errors import DataFormatError
+from flows.app.cli import main
 from tests.conftest import MOVIES, write_netflix
 
 pytestmark = pytest.mark.slow
@@ -143,7 +143,7 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, args: list[str], ne
     argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
     env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}  # Never reached.
     proc = subprocess.run(
-        [sys.executable, "-m", "cflib.cli", *argv], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "flows.app", *argv], capture_output=True, text=True, env=env
     )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -170,7 +170,7 @@ def test_cli_training_epochs_reach_the_prefect_run_logs(
     env = {**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url)}
     argv = ["train", str(data), "--out", str(run), "--epochs", "2", "--run-id", "logs-test"]
     proc = subprocess.run(
-        [sys.executable, "-m", "cflib.cli", *argv], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "flows.app", *argv], env=env, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
 
@@ -180,7 +180,11 @@ def test_cli_training_epochs_reach_the_prefect_run_logs(
             logs = await client.read_logs(
                 LogFilter(timestamp=LogFilterTimestamp(after_=start)), limit=200, offset=0
             )
-        return [log.message for log in logs if log.name in ("cflib.train", "cflib.checkpoint")]
+        return [
+            log.message
+            for log in logs
+            if log.name in ("cflib.train.loop", "cflib.train.checkpoint")
+        ]
 
     # The server stores logs a moment after it receives them (more under load): poll.
     deadline = time.monotonic() + 30
@@ -313,7 +317,7 @@ def test_cli_model_incompatible_with_the_dataset(tmp_path: Path) -> None:
     env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}  # Never reached.
     argv = ["train", str(data), "--out", str(tmp_path / "run"), "--model", "two-tower"]
     proc = subprocess.run(
-        [sys.executable, "-m", "cflib.cli", *argv], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "flows.app", *argv], capture_output=True, text=True, env=env
     )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -321,6 +325,6 @@ def test_cli_model_incompatible_with_the_dataset(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
     argv = ["train", str(data), "--out", str(tmp_path / "run"), "--dropout", "0.2"]
     proc = subprocess.run(
-        [sys.executable, "-m", "cflib.cli", *argv], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "flows.app", *argv], capture_output=True, text=True, env=env
     )
     assert proc.returncode == 2 and "--dropout does not apply to --model biased-mf" in proc.stderr

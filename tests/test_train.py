@@ -18,10 +18,12 @@ tf = pytest.importorskip("tensorflow")
 
 from cflib import schema  # noqa: E402
 from cflib.config import TrainConfig  # noqa: E402
-from cflib.dataset import Manifest, SourceInfo, SplitInfo, schema_fields, write_manifest  # noqa: E402
+from cflib.data.manifest import Manifest, SourceInfo, SplitInfo, schema_fields, write_manifest  # noqa: E402
 from cflib.errors import ConfigError, DatasetError  # noqa: E402
-from cflib.models import resolve  # noqa: E402
-from cflib.train import configure_devices, load_model, train  # noqa: E402
+from cflib.models.catalog import resolve  # noqa: E402
+from cflib.models.io import load_model  # noqa: E402
+from cflib.train.distribute import configure_devices  # noqa: E402
+from cflib.train.loop import train  # noqa: E402
 
 N_USERS, N_ITEMS, N_RATINGS, RANK = 300, 200, 30_000, 4
 # Fast settings that still learn the planted biases and factors.
@@ -184,7 +186,8 @@ import json, sys
 from pathlib import Path
 import numpy as np
 from cflib.config import TrainConfig
-from cflib.train import load_model, train
+from cflib.models.io import load_model
+from cflib.train.loop import train
 cfg = TrainConfig.model_validate_json(sys.argv[3])
 summary = train(Path(sys.argv[1]), Path(sys.argv[2]), cfg)
 model = load_model(Path(sys.argv[2]) / "model.keras")
@@ -258,9 +261,9 @@ def test_two_tower_trains_on_item_side_features(planted: Path, tmp_path: Path) -
 SLOW_TRAIN = """
 import sys, time
 from pathlib import Path
-from cflib import checkpoint
+from cflib.train import checkpoint
 from cflib.config import TrainConfig
-from cflib.train import train
+from cflib.train.loop import train
 original = checkpoint.Checkpointer.on_train_batch_end
 def slow(self, batch, logs=None):
     original(self, batch, logs)
@@ -319,7 +322,7 @@ MULTI_WORKER = """
 import json, os, sys
 from pathlib import Path
 from cflib.config import TrainConfig
-from cflib.train import train
+from cflib.train.loop import train
 summary = train(Path(sys.argv[1]), Path(sys.argv[2]), TrainConfig.model_validate_json(sys.argv[3]))
 print("SUMMARY " + json.dumps(summary))
 """
@@ -381,7 +384,7 @@ def test_damaged_last_checkpoint_falls_back_to_the_one_before(
 ) -> None:
     """A run stopped after step 12 (checkpoints at steps 5 and 10) whose last weights file
     is then truncated resumes from step 5, with a warning, and finishes as well."""
-    from cflib import checkpoint
+    from cflib.train import checkpoint
 
     cfg = CFG.model_copy(update={"epochs": 2, "patience": 2, "checkpoint_steps": 5})
     out = tmp_path / "run"
@@ -403,7 +406,7 @@ def test_damaged_last_checkpoint_falls_back_to_the_one_before(
     weights = ckpt / last["weights"]
     weights.write_bytes(weights.read_bytes()[:200])  # truncated
 
-    with caplog.at_level("WARNING", logger="cflib.checkpoint"):
+    with caplog.at_level("WARNING", logger="cflib.train.checkpoint"):
         summary = train(planted, out, cfg)
     assert any(f"checkpoint {last['weights']} is unreadable" in r.message for r in caplog.records)
     assert summary["resumed"] == {"epoch": before["epoch"] + 1, "batch": before["batch"]}

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cflib import schema
 from cflib.config import IngestConfig
-from cflib.dataset import (
+from cflib.data.manifest import (
     FileAccount,
     Manifest,
     SourceInfo,

@@ -20,9 +20,10 @@ from typing import Any
 
 import keras
 
-from cflib import runs, schema
+from cflib import schema
 from cflib.config import TrainConfig
 from cflib.errors import ConfigError
+from cflib.train import runs
 
 log = logging.getLogger(__name__)
 
