@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from cflib.config import TrainConfig
     from cflib.data.side import SideFeatures
+    from cflib.models.dot import DotModel
 
 #: Options that only some models read; setting one for another model is an error.
 _MLP_OPTIONS = ("hidden", "dropout")
@@ -45,10 +46,10 @@ class ModelSpec:
     defaults: Mapping[str, Any]
     side_features: bool = False
 
-    def model_class(self) -> type[keras.Model]:
+    def model_class(self) -> type[DotModel]:
         """The Keras class (importing it registers it with Keras for loading)."""
         module, _, name = self.cls.partition(":")
-        model_class: type[keras.Model] = getattr(importlib.import_module(module), name)
+        model_class: type[DotModel] = getattr(importlib.import_module(module), name)
         return model_class
 
 
@@ -153,10 +154,10 @@ def build_model(
             ``side`` is None.
     """
     cfg = resolve(cfg)
-    model: keras.Model = (
+    return (
         spec_of(cfg.model)
         .model_class()
-        .from_train_config(cfg, n_users=n_users, n_items=n_items, global_mean=global_mean,
-                           side=side)
-    )  # fmt: skip
-    return model
+        .from_train_config(
+            cfg, n_users=n_users, n_items=n_items, global_mean=global_mean, side=side
+        )
+    )
