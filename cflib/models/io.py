@@ -1,7 +1,8 @@
 """Saving and loading models: a ``model.keras`` file, loaded in Keras' safe mode.
 
-Evaluation, publishing and serving load a trained model from here, without importing
-the training code.
+Evaluation, publishing and serving load a trained model from here to score with it,
+without importing the training code: the file's training configuration (the optimizer,
+``cflib.train.optim.SparseAdagrad``, and the loss) is left unread.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from pathlib import Path
 import keras
 
 from cflib.errors import DatasetError
-from cflib.models import losses  # noqa: F401  (registers squared_error for compile())
 from cflib.models.catalog import MODELS
 
 
@@ -31,9 +31,11 @@ def save_model(model: keras.Model, path: Path) -> None:
 
 
 def load_model(path: Path) -> keras.Model:
-    """Load a saved ``model.keras`` in safe mode (no arbitrary code).
+    """Load a saved ``model.keras`` in safe mode (no arbitrary code), for scoring.
 
-    The loaded model's ``predict_on_batch({"user": int32[B], "item": int32[B]})``
+    The model comes back uncompiled (see above): the weights and the architecture, not
+    the optimizer's state, which only a training resumed from its checkpoints reads. The
+    loaded model's ``predict_on_batch({"user": int32[B], "item": int32[B]})``
     returns a float32 array of shape ``[B]``, not clipped to the rating scale.
 
     Raises:
@@ -43,4 +45,4 @@ def load_model(path: Path) -> keras.Model:
     if not path.is_file():
         raise DatasetError(f"{path}: no saved model; is it the --out of `cfpipe train`?")
     register_models()
-    return keras.saving.load_model(path, safe_mode=True)
+    return keras.saving.load_model(path, compile=False, safe_mode=True)
