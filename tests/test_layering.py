@@ -7,6 +7,9 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 # Every module of cflib, imported in a fresh interpreter where prefect, flows and tasks
 # cannot be imported.
@@ -40,9 +43,20 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflo
 """
 
 
-def _run(code: str) -> list[str]:
+# Scoring a saved model, as evaluation, publishing and serving do: no training code.
+SCORING_LOAD = r"""
+import json, sys
+import numpy as np
+from cflib.models.io import load_model
+model = load_model(sys.argv[1])
+model.predict_on_batch({"user": np.array([0], np.int32), "item": np.array([1], np.int32)})
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("cflib.train"))))
+"""
+
+
+def _run(code: str, *args: str) -> list[str]:
     proc = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", code, *args],
         capture_output=True,
         text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
@@ -63,3 +77,20 @@ def test_cflib_imports_without_prefect_flows_or_tasks() -> None:
 
 def test_the_cli_and_the_flows_load_no_tensorflow() -> None:
     assert _run(APP_IMPORTS) == []
+
+
+def test_a_trained_model_loads_for_scoring_without_the_training_code(tmp_path: Path) -> None:
+    pytest.importorskip("keras")
+    from cflib.config import TrainConfig
+    from cflib.models.catalog import build_model, resolve
+    from cflib.models.io import save_model
+    from cflib.models.losses import squared_error
+    from cflib.train.optim import make_optimizer
+
+    cfg = resolve(TrainConfig(embedding_dim=2))
+    model = build_model(cfg, n_users=3, n_items=2, global_mean=3.5)
+    assert cfg.learning_rate is not None
+    # Its compile config names SparseAdagrad, which only the training code registers.
+    model.compile(optimizer=make_optimizer(cfg, cfg.learning_rate, 1), loss=squared_error)
+    save_model(model, tmp_path / "model.keras")
+    assert _run(SCORING_LOAD, str(tmp_path / "model.keras")) == []
