@@ -148,7 +148,7 @@ def main() -> None:
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from cflib.dataset import load_manifest
+    from cflib.data.manifest import load_manifest
     from flows.pipeline import PipelineParams, pipeline_flow
 
     server = SubprocessASGIServer()

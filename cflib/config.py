@@ -6,12 +6,17 @@ from these models, and every artifact stores ``model_dump_json()`` of the one it
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-ModelName = Literal["dot", "biased-mf", "deep", "residual", "two-tower"]
-MODEL_NAMES: tuple[str, ...] = ("dot", "biased-mf", "deep", "residual", "two-tower")
+from cflib.models.catalog import MODEL_NAMES
+
+if TYPE_CHECKING:  # a Literal built at run time is opaque to type checkers
+    ModelName = str
+else:
+    #: The ``--model`` values, from the model catalogue (``cflib.models.catalog``).
+    ModelName = Literal[MODEL_NAMES]
 OptimizerName = Literal["adagrad", "adam"]
 LRSchedule = Literal["constant", "cosine", "exponential"]
 TextEncoderName = Literal["mean-tokens"]
@@ -83,8 +88,8 @@ class IngestConfig(_Stage):
 class TrainConfig(_Stage):
     """Training one model on an ingested dataset.
 
-    Fields left at ``None`` take the model's default (``cflib.models.registry.DEFAULTS``);
-    ``cflib.models.registry.resolve`` fills them in before training, and the run stores
+    Fields left at ``None`` take the model's default (``cflib.models.catalog.MODELS``);
+    ``cflib.models.catalog.resolve`` fills them in before training, and the run stores
     the resolved values.
     """
 

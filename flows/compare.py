@@ -10,7 +10,7 @@ from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
 from cflib.config import MODEL_NAMES, ModelName, PipelineConfig
-from cflib.runs import new_run_id
+from cflib.train.runs import new_run_id
 from flows.evaluate_publish import evaluate_flow, publish_flow
 from flows.ingest import run_ingest
 from flows.pipeline import DATA_DIR, REGISTRY_DIR, RUNS_DIR

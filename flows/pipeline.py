@@ -15,10 +15,11 @@ from typing import Any
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
-from cflib import registry, runs
+from cflib import registry
 from cflib.config import PipelineConfig
-from cflib.dataset import load_manifest
-from cflib.defaults import resolve
+from cflib.data.manifest import load_manifest
+from cflib.models.catalog import resolve
+from cflib.train import runs
 from flows.evaluate_publish import evaluate_flow, publish_flow
 from flows.ingest import run_ingest
 from flows.train import train_flow
@@ -48,12 +49,12 @@ def pipeline_flow(params: PipelineParams) -> dict[str, Any]:
     data = str(root / DATA_DIR)
     run_ingest(params.source, data, config.ingest)
     fingerprint = load_manifest(data).fingerprint
-    train_cfg = resolve(config.train).model_dump()  # train.json records the resolved config
-    done = runs.find_trained(root / RUNS_DIR, fingerprint, train_cfg)
+    train_cfg = resolve(config.train)  # once: train.json records the resolved config
+    done = runs.find_trained(root / RUNS_DIR, fingerprint, train_cfg.model_dump())
     if done is None:
         run_id = runs.new_run_id()
         run = str(root / RUNS_DIR / run_id)
-        train_flow(data, run, config.train, run_id)
+        train_flow(data, run, train_cfg, run_id)
     else:
         run = str(done)
         logger.info("training skipped: %s was trained on the same data and config", run)

@@ -16,8 +16,9 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 from prefect.tasks import Task
 from prefect_dask import DaskTaskRunner
 
-from cflib import daskleaks
 from cflib.config import IngestConfig
+from flows.patches import dask_caches
+from flows.patches.prefect_server import ephemeral_api_url
 
 
 def dask_task_runner(cfg: IngestConfig) -> TaskRunner[Any]:
@@ -31,7 +32,7 @@ def dask_task_runner(cfg: IngestConfig) -> TaskRunner[Any]:
     # does not accept where Prefect's Flow expects TaskRunner[PrefectFuture].
     if cfg.dask_address:
         return cast("TaskRunner[Any]", DaskTaskRunner(address=cfg.dask_address))
-    daskleaks.plug()  # this process will hold the cluster's scheduler: let it go after
+    dask_caches.plug()  # this process will hold the cluster's scheduler: let it go after
     runner = DaskTaskRunner(
         cluster_kwargs={
             "n_workers": cfg.n_workers,
@@ -76,13 +77,11 @@ def shared_api() -> Iterator[None]:
     artifacts reach the flow run only because both servers use PREFECT_HOME's database).
     This names the temporary server's URL in the settings the child receives.
     """
-    from prefect.server.api.server import SubprocessASGIServer
-
-    ephemeral = SubprocessASGIServer._instances.get(None)  # the one get_client() started
-    if PREFECT_API_URL.value() or ephemeral is None or ephemeral.server_process is None:
+    ephemeral = None if PREFECT_API_URL.value() else ephemeral_api_url()
+    if ephemeral is None:
         yield
         return
-    with temporary_settings(updates={PREFECT_API_URL: ephemeral.api_url}):
+    with temporary_settings(updates={PREFECT_API_URL: ephemeral}):
         yield
 
 

@@ -12,14 +12,16 @@ from prefect.artifacts import (
     create_table_artifact,
 )
 
-from cflib import evaluate, report, runs, schema
+from cflib import schema
 from cflib.config import EvaluateConfig
+from cflib.evaluate import report, scoring
+from cflib.train import runs
 
 
 @task(name="evaluate-run")
 def evaluate_run(run: str, config: EvaluateConfig) -> dict[str, Any]:
     """Score the run's model and the baselines on the test split."""
-    metrics = evaluate.evaluate(Path(run), config)
+    metrics = scoring.evaluate(Path(run), config)
     get_run_logger().info("test RMSE %.4f over %d ratings", metrics["rmse"], metrics["n_test"])
     return metrics
 

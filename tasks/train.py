@@ -14,7 +14,7 @@ from tasks._progress import Progress
 @task(name="train-model")
 def train_model(data: str, out: str, config: TrainConfig, run_id: str | None) -> dict[str, Any]:
     """Train one model on an ingested dataset; returns the run's train summary."""
-    from cflib.train import train  # TensorFlow loads only in the process that trains.
+    from cflib.train.loop import train  # TensorFlow loads only in the process that trains.
 
     bar = Progress()
 

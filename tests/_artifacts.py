@@ -9,7 +9,7 @@ import numpy as np
 
 from cflib import schema
 from cflib.config import IngestConfig, TrainConfig
-from cflib.dataset import load_manifest
+from cflib.data.manifest import load_manifest
 from cflib.ingest.parallel import ingest_local
 
 
@@ -31,7 +31,8 @@ def make_run(
     """A run directory as train + evaluate leave it, with a real model of random weights."""
     import keras
 
-    from cflib.models import BiasedMF, DotModel
+    from cflib.models.biased_mf import BiasedMF
+    from cflib.models.dot import DotModel
 
     manifest = load_manifest(data)
     cfg = TrainConfig(model=model, embedding_dim=4)  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cflib import schema
-from cflib.dataset import Manifest, SourceInfo, SplitInfo, schema_fields, write_manifest
+from cflib.data.manifest import Manifest, SourceInfo, SplitInfo, schema_fields, write_manifest
 
 N_USERS, N_ITEMS, N_RATINGS, RANK = 300, 200, 30_000, 4
 NOISE = 0.3

@@ -11,7 +11,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from cflib import checkpoint
+from cflib.train import checkpoint
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Commands run as a user runs them (`python -m cflib.cli` subprocesses, a PREFECT_HOME of
+"""Commands run as a user runs them (`python -m flows.app` subprocesses, a PREFECT_HOME of
 their own): `synth`, `evaluate`'s printed table, `server` and its warning, and the exit
 status of a command whose child process is killed."""
 
@@ -22,7 +22,7 @@ from cflib.config import IngestConfig, SynthConfig
 from tests import _prefect_api as api
 from tests import _servers as servers
 
-CLI = [sys.executable, "-m", "cflib.cli"]
+CLI = [sys.executable, "-m", "flows.app"]
 SMALL = SynthConfig(movies=30, users=200, ratings=6_000, probe_fraction=0.05, seed=5)
 
 
@@ -101,7 +101,7 @@ def test_evaluate_prints_the_metrics_it_wrote(
     prefect_harness: None, small_data: Path, tmp_path: Path
 ) -> None:
     from cflib.config import TrainConfig
-    from cflib.train import train
+    from cflib.train.loop import train
 
     run = tmp_path / "run"
     train(small_data, run, TrainConfig(epochs=2, batch_size=1024), run_id="eval-cli")

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from cflib import cli
 from cflib.config import PipelineConfig
+from flows.app import cli
 
 
 @pytest.fixture

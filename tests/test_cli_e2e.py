@@ -15,7 +15,7 @@ from tests import _prefect_api as api
 
 pytestmark = pytest.mark.slow
 
-CLI = [sys.executable, "-m", "cflib.cli"]
+CLI = [sys.executable, "-m", "flows.app"]
 # Small enough for a quick demo; `cfpipe demo` generates its data only when
 # OUT/source/truth.json is missing, so the test writes it first.
 TINY = SynthConfig(movies=40, users=300, ratings=12_000, probe_fraction=0.05, seed=11)

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from cflib import registry, schema
-from cflib.cli import main
 from cflib.config import PublishConfig
-from cflib.serving import open_artifact
+from cflib.registry.serving import open_artifact
+from flows.app.cli import main
 from tests._artifacts import ingest_tiny, make_run
 from tests._prefect_api import cli_env
 from tests.conftest import write_netflix
@@ -140,7 +140,7 @@ def test_cli_error_is_one_line_in_a_fresh_process(reg: Path, tmp_path: Path) -> 
     argv = ["predict", "--model", str(reg / "tiny" / "biased-mf" / "latest"), "77", "1"]
     env = cli_env(tmp_path, "http://127.0.0.1:9/api")  # Never reached.
     proc = subprocess.run(
-        [sys.executable, "-m", "cflib.cli", *argv], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "flows.app", *argv], capture_output=True, text=True, env=env
     )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [

@@ -1,4 +1,4 @@
-"""A closed in-process Dask cluster is freed (cflib.daskleaks)."""
+"""A closed in-process Dask cluster is freed (flows.patches.dask_caches)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import weakref
 
 from distributed import Client, LocalCluster
 
-from cflib import daskleaks
+from flows.patches import dask_caches
 
 
 def _one_cluster() -> list[weakref.ref[object]]:
@@ -31,8 +31,8 @@ def _one_cluster() -> list[weakref.ref[object]]:
 
 
 def test_closed_cluster_scheduler_and_workers_are_freed() -> None:
-    daskleaks.plug()
-    daskleaks.plug()  # idempotent
+    dask_caches.plug()
+    dask_caches.plug()  # idempotent
     refs = _one_cluster() + _one_cluster()
     gc.collect()
     assert len(refs) == 4

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from cflib.cli import DEMO_SYNTH
 from cflib.config import EvaluateConfig, IngestConfig, TrainConfig
 from cflib.evaluate import evaluate
 from cflib.ingest.parallel import ingest_local
 from cflib.synth import generate_netflix
-from cflib.train import train
+from cflib.train.loop import train
+from flows.app.cli import DEMO_SYNTH
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

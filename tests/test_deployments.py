@@ -17,8 +17,9 @@ import pytest
 import yaml
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-from cflib import deployments, registry
+from cflib import registry
 from cflib.errors import ConfigError
+from flows.app import deployments
 from tests import _servers as servers
 from tests.conftest import write_netflix
 
@@ -144,7 +145,7 @@ def served(
     path.write_text(yaml.safe_dump(spec))
     log = (tmp / "serve.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cflib.cli", "deploy", "serve", "--prefect-file", str(path)]
+        [sys.executable, "-m", "flows.app", "deploy", "serve", "--prefect-file", str(path)]
         + ["--limit", "2"],
         env=server,
         stdout=log,
@@ -293,7 +294,7 @@ def test_ctrl_c_pauses_the_served_deployments(
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cflib.cli", "deploy", "serve", "--prefect-file", str(path)],
+            [sys.executable, "-m", "flows.app", "deploy", "serve", "--prefect-file", str(path)],
             env=server,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -22,7 +22,7 @@ from cflib.config import (
     SynthConfig,
     TrainConfig,
 )
-from cflib.defaults import resolve
+from cflib.models.catalog import resolve
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 SECTIONS: dict[str, type[BaseModel]] = {

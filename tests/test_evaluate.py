@@ -8,9 +8,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from cflib import evaluate, metrics, report
 from cflib.config import IngestConfig
-from cflib.dataset import load_manifest
+from cflib.data.manifest import load_manifest
+from cflib.evaluate import metrics, report
+from cflib.evaluate import scoring as evaluate
 from cflib.ingest.parallel import ingest_local
 
 
@@ -125,7 +126,7 @@ def _netflix_with_unknowns(root: Path) -> Path:
 @pytest.mark.slow
 def test_evaluate_writes_every_metric_and_the_submission(tmp_path: Path) -> None:
     from cflib.config import EvaluateConfig, TrainConfig
-    from cflib.train import train
+    from cflib.train.loop import train
 
     src = _netflix_with_unknowns(tmp_path / "src")
     data = tmp_path / "data"

@@ -19,7 +19,7 @@ import pytest
 from cflib import schema
 from cflib.config import EvaluateConfig, TrainConfig
 from cflib.evaluate import ITEM_DAMPING, USER_DAMPING, evaluate
-from cflib.models import build_model
+from cflib.models.catalog import build_model
 from tests._planted import write_dataset
 
 N_USERS, N_ITEMS, DIM = 40, 25, 3
@@ -189,7 +189,7 @@ def test_cli_evaluate_exits_1_on_a_full_disk(
         "PREFECT_HOME": str(tmp_path / "prefect"),
     }  # fmt: skip
     proc = subprocess.run(
-        [sys.executable, "-m", "cflib.cli", "evaluate", str(copy)],
+        [sys.executable, "-m", "flows.app", "evaluate", str(copy)],
         env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     said = [line for line in proc.stderr.splitlines() if line.startswith("cfpipe: ")]

@@ -42,7 +42,7 @@ def mount(*options):
 
 
 def cfpipe(*args):
-    proc = subprocess.run([sys.executable, "-m", "cflib.cli", *map(str, args)],
+    proc = subprocess.run([sys.executable, "-m", "flows.app", *map(str, args)],
                           capture_output=True, text=True)
     said = [line for line in proc.stderr.splitlines() if line.startswith("cfpipe: ")]
     return {"rc": proc.returncode, "said": said}

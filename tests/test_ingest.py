@@ -12,7 +12,7 @@ import pytest
 
 from cflib import schema
 from cflib.config import IngestConfig
-from cflib.dataset import load_manifest
+from cflib.data.manifest import load_manifest
 from cflib.errors import ConfigError, DataFormatError, DatasetError, SourceError
 from cflib.ingest.parallel import ingest_local
 from tests.conftest import MOVIES, PROBE, held_elsewhere, write_netflix

@@ -10,7 +10,9 @@ import pytest
 
 from cflib.config import MODEL_NAMES, TrainConfig
 from cflib.errors import ConfigError
-from cflib.models import MODELS, BiasedMF, DotModel, build_model
+from cflib.models.biased_mf import BiasedMF
+from cflib.models.catalog import MODELS, build_model
+from cflib.models.dot import DotModel
 
 P = np.array([[1.0, 2.0], [0.0, 1.0], [1.0, 1.0]], np.float32)  # 3 users, dim 2
 Q = np.array([[1.0, 0.0], [0.5, 2.0]], np.float32)  # 2 items
@@ -235,7 +237,7 @@ def test_tokenize_counts_and_pads() -> None:
 
 
 def test_resolve_fills_the_model_defaults() -> None:
-    from cflib.models import DEFAULTS, resolve
+    from cflib.models.catalog import DEFAULTS, resolve
 
     cfg = resolve(TrainConfig(model="deep", l2=0.3))
     assert cfg.embedding_dim == DEFAULTS["deep"]["embedding_dim"]
@@ -249,7 +251,7 @@ def test_resolve_fills_the_model_defaults() -> None:
 
 
 def test_mlp_options_for_a_model_without_mlp() -> None:
-    from cflib.models import resolve
+    from cflib.models.catalog import resolve
 
     with pytest.raises(ConfigError, match="--dropout does not apply to --model biased-mf"):
         resolve(TrainConfig(dropout=0.2))
@@ -266,7 +268,7 @@ def test_hidden_sizes_are_validated(value: str) -> None:
 def test_sparse_adagrad_touches_only_the_looked_up_rows() -> None:
     import tensorflow as tf
 
-    from cflib.optim import SparseAdagrad
+    from cflib.train.optim import SparseAdagrad
 
     table = keras.Variable(np.ones((4, 2), np.float32), name="embeddings")
     dense = keras.Variable(np.ones(3, np.float32), name="kernel")
@@ -296,7 +298,7 @@ def test_sparse_adagrad_touches_only_the_looked_up_rows() -> None:
 def test_learning_rate_schedules(
     schedule: str, after_one_epoch: float | None, at_the_end: float
 ) -> None:
-    from cflib.optim import SparseAdagrad, learning_rate, make_optimizer
+    from cflib.train.optim import SparseAdagrad, learning_rate, make_optimizer
 
     cfg = TrainConfig(epochs=4, lr_schedule=schedule, lr_decay=0.5)
     rate = learning_rate(cfg, 0.1, steps_per_epoch=10)

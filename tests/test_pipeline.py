@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from cflib import registry, schema
-from cflib.cli import main
 from cflib.config import IngestConfig, PipelineConfig, SynthConfig, TrainConfig
 from cflib.errors import DataFormatError
+from flows.app.cli import main
 from tests import _prefect_api as api
 from tests.conftest import MOVIES, write_netflix
 
@@ -162,7 +162,7 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, args: list[str], ne
     argv = [a.replace("{tmp}", str(tmp)) for a in args]
     env = api.cli_env(tmp_path, "http://127.0.0.1:9/api")  # Never reached.
     proc = subprocess.run(
-        [sys.executable, "-m", "cflib.cli", *argv], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "flows.app", *argv], capture_output=True, text=True, env=env
     )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -183,7 +183,7 @@ def test_cli_training_epochs_reach_the_prefect_run_logs(
     env = api.cli_env(tmp_path, api.harness_api_url())
     argv = ["train", str(data), "--out", str(run), "--epochs", "2", "--run-id", run_id]
     proc = subprocess.run(
-        [sys.executable, "-m", "cflib.cli", *argv], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "flows.app", *argv], env=env, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
 
@@ -290,7 +290,7 @@ def test_cli_model_incompatible_with_the_dataset(tmp_path: Path) -> None:
     env = api.cli_env(tmp_path, "http://127.0.0.1:9/api")  # Never reached.
     argv = ["train", str(data), "--out", str(tmp_path / "run"), "--model", "two-tower"]
     proc = subprocess.run(
-        [sys.executable, "-m", "cflib.cli", *argv], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "flows.app", *argv], capture_output=True, text=True, env=env
     )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -298,6 +298,6 @@ def test_cli_model_incompatible_with_the_dataset(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
     argv = ["train", str(data), "--out", str(tmp_path / "run"), "--dropout", "0.2"]
     proc = subprocess.run(
-        [sys.executable, "-m", "cflib.cli", *argv], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "flows.app", *argv], capture_output=True, text=True, env=env
     )
     assert proc.returncode == 2 and "--dropout does not apply to --model biased-mf" in proc.stderr

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cflib.cli import app
+from flows.app.cli import app
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

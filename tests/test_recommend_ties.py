@@ -7,7 +7,7 @@ import pytest
 
 from cflib import registry
 from cflib.config import PublishConfig
-from cflib.serving import Artifact, open_artifact
+from cflib.registry.serving import Artifact, open_artifact
 from tests._artifacts import ingest_tiny, make_run
 from tests.conftest import write_netflix
 

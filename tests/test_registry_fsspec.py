@@ -14,12 +14,12 @@ import fsspec
 import pytest
 
 from cflib import registry
-from cflib.cli import main
 from cflib.config import PublishConfig
 from cflib.errors import ConfigError
 from cflib.registry import ArtifactError, RefError
-from cflib.registry.catalog import list_artifacts
-from cflib.serving import open_artifact
+from cflib.registry.listing import list_artifacts
+from cflib.registry.serving import open_artifact
+from flows.app.cli import main
 from tests._artifacts import ingest_tiny, make_run
 from tests.conftest import write_netflix
 

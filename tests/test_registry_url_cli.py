@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from cflib.registry import find_published
-from cflib.registry.catalog import list_artifacts
-from cflib.serving import open_artifact
+from cflib.registry.listing import list_artifacts
+from cflib.registry.serving import open_artifact
 from tests._artifacts import ingest_tiny, make_run
 from tests.conftest import write_netflix
 
@@ -30,7 +30,7 @@ def _cfpipe(*args: object) -> subprocess.CompletedProcess[str]:
 
     env = {**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url)}
     return subprocess.run(
-        [sys.executable, "-m", "cflib.cli", *map(str, args)],
+        [sys.executable, "-m", "flows.app", *map(str, args)],
         capture_output=True,
         text=True,
         env=env,

@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cflib import runs, schema
+from cflib import schema
 from cflib.config import EvaluateConfig, TrainConfig
-from cflib.defaults import resolve
+from cflib.models.catalog import resolve
+from cflib.train import runs
 
 CONFIG = resolve(TrainConfig()).model_dump()
 OTHER = resolve(TrainConfig(learning_rate=0.01)).model_dump()

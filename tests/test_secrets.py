@@ -31,7 +31,7 @@ def test_cli_run_writes_no_secret_from_its_environment(tmp_path: Path) -> None:
     env |= SECRETS | {"PREFECT_HOME": str(home)}  # the temporary server's database here
     argv = ["run", str(source), "--out", str(work), "--epochs", "1"]
     done = subprocess.run(
-        [sys.executable, "-m", "cflib.cli", *argv], env=env, capture_output=True, timeout=600
+        [sys.executable, "-m", "flows.app", *argv], env=env, capture_output=True, timeout=600
     )
     assert done.returncode == 0, done.stderr[-2000:]
     written = [p for root in (work, home) for p in root.rglob("*") if p.is_file()]

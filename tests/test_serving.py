@@ -15,7 +15,7 @@ from cflib.config import PublishConfig
 from cflib.registry import ArtifactError
 from cflib.registry.export import load_signature
 from cflib.registry.seen import SEEN, row_groups_of, seen_items, write_seen
-from cflib.serving import UnknownIdError, open_artifact
+from cflib.registry.serving import UnknownIdError, open_artifact
 from tests._artifacts import ingest_tiny, make_run
 from tests.conftest import write_netflix
 
@@ -185,10 +185,10 @@ def test_trained_model_end_to_end(tmp_path: Path) -> None:
     import json
 
     from cflib.config import IngestConfig, SynthConfig, TrainConfig
-    from cflib.dataset import load_manifest
+    from cflib.data.manifest import load_manifest
     from cflib.ingest.parallel import ingest_local
     from cflib.synth import generate_netflix
-    from cflib.train import train
+    from cflib.train.loop import train
     from tests._planted import fit_biases
 
     src = tmp_path / "src"

@@ -17,8 +17,10 @@ import tensorflow as tf
 from cflib import schema
 from cflib.config import TrainConfig
 from cflib.errors import ConfigError, DatasetError
-from cflib.models import resolve
-from cflib.train import configure_devices, load_model, train
+from cflib.models.catalog import resolve
+from cflib.models.io import load_model
+from cflib.train.distribute import configure_devices
+from cflib.train.loop import train
 from tests._planted import (
     N_ITEMS,
     N_USERS,
@@ -147,7 +149,8 @@ import json, sys
 from pathlib import Path
 import numpy as np
 from cflib.config import TrainConfig
-from cflib.train import load_model, train
+from cflib.models.io import load_model
+from cflib.train.loop import train
 cfg = TrainConfig.model_validate_json(sys.argv[3])
 summary = train(Path(sys.argv[1]), Path(sys.argv[2]), cfg)
 model = load_model(Path(sys.argv[2]) / "model.keras")
@@ -223,7 +226,7 @@ MULTI_WORKER = """
 import json, os, sys
 from pathlib import Path
 from cflib.config import TrainConfig
-from cflib.train import train
+from cflib.train.loop import train
 summary = train(Path(sys.argv[1]), Path(sys.argv[2]), TrainConfig.model_validate_json(sys.argv[3]))
 print("SUMMARY " + json.dumps(summary))
 """

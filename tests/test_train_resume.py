@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cflib import checkpoint, schema
+from cflib import schema
 from cflib.errors import ConfigError
-from cflib.train import train
+from cflib.train import checkpoint
+from cflib.train.loop import train
 from tests._planted import write_planted
 from tests._training import Start, checkpoint_arrays, record_starts, same_arrays
 from tests.test_train import CFG
@@ -87,9 +88,9 @@ def test_whole_run_takes_every_batch_of_every_epoch(whole: tuple[dict, Start]) -
 HOLD_AT = """
 import sys, threading
 from pathlib import Path
-from cflib import checkpoint
+from cflib.train import checkpoint
 from cflib.config import TrainConfig
-from cflib.train import train
+from cflib.train.loop import train
 stop, signal_file = int(sys.argv[4]), Path(sys.argv[5])
 save = checkpoint.Checkpointer.save
 def save_then_hold(self):
@@ -173,7 +174,7 @@ def test_damaged_last_checkpoint_falls_back_to_the_one_before(
     weights = ckpt / last["weights"]
     weights.write_bytes(weights.read_bytes()[:200])  # truncated
 
-    with caplog.at_level("WARNING", logger="cflib.checkpoint"), record_starts() as starts:
+    with caplog.at_level("WARNING", logger="cflib.train.checkpoint"), record_starts() as starts:
         summary = train(planted, interrupted, RESUME)
     assert any(f"checkpoint {last['weights']} is unreadable" in r.message for r in caplog.records)
     assert summary["resumed"] == {"epoch": 1, "batch": 5}
@@ -191,7 +192,7 @@ def test_no_readable_checkpoint_starts_over(
     for state in _states(ckpt):
         (ckpt / state["weights"]).write_bytes(b"not an HDF5 file")
 
-    with caplog.at_level("WARNING", logger="cflib.checkpoint"), record_starts() as starts:
+    with caplog.at_level("WARNING", logger="cflib.train.checkpoint"), record_starts() as starts:
         summary = train(planted, interrupted, RESUME)
     assert any("no readable checkpoint" in r.message for r in caplog.records)
     assert summary["resumed"] is None
@@ -233,7 +234,7 @@ def _cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
         **os.environ, "PREFECT_API_URL": str(get_current_settings().api.url),
         "PREFECT_HOME": str(home), "CUDA_VISIBLE_DEVICES": "",
     }  # fmt: skip
-    cmd = [sys.executable, "-m", "cflib.cli", *args]
+    cmd = [sys.executable, "-m", "flows.app", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cflib import schema
-from cflib.dataset import Manifest, SourceInfo, SplitInfo, schema_fields, write_manifest
+from cflib.data.manifest import Manifest, SourceInfo, SplitInfo, schema_fields, write_manifest
 from cflib.errors import DatasetError
 from cflib.fsutil import publish_dir
 from cflib.ingest import quarantine

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cflib import schema
 from cflib.config import IngestConfig
-from cflib.dataset import load_manifest
+from cflib.data.manifest import load_manifest
 from cflib.errors import DatasetError
 from cflib.fsutil import staging_dir
 from cflib.ingest.scratch import ScratchLayout

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cflib import schema
-from cflib.dataset import FileAccount
+from cflib.data.manifest import FileAccount
 from cflib.errors import DataFormatError, DatasetError
 from cflib.ingest import hashing
 from cflib.ingest.plan import Plan, load_plan

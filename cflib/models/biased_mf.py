@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 from keras import ops
 
 from cflib.models.dot import INIT_STD, DotModel, check_l2, embedding
+
+if TYPE_CHECKING:
+    from cflib.config import TrainConfig
 
 
 @keras.saving.register_keras_serializable(package="cfpipe")
@@ -42,6 +45,13 @@ class BiasedMF(DotModel):
         self.user_bias = embedding(n_users, 1, "user_bias", 0.0)
         self.item_bias = embedding(n_items, 1, "item_bias", 0.0)
         self.l2_weights.update({"user_bias": self.l2_bias, "item_bias": self.l2_bias})
+
+    @classmethod
+    def train_config_args(
+        cls, cfg: TrainConfig, *, global_mean: float, side: Any
+    ) -> dict[str, Any]:
+        args = super().train_config_args(cfg, global_mean=global_mean, side=side)
+        return {**args, "global_mean": global_mean, "l2_bias": float(cfg.l2_bias or 0.0)}
 
     def lookup(self, inputs: dict[str, Any]) -> dict[str, Any]:
         rows = super().lookup(inputs)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 from keras import ops
 
 from cflib.models.dot import DotModel
-from cflib.models.mlp import check_mlp, mlp
+from cflib.models.mlp import check_mlp, mlp, mlp_args
+
+if TYPE_CHECKING:
+    from cflib.config import TrainConfig
 
 #: Initial spread of the deep models' embeddings: wider than MF's, so that the MLP's
 #: inputs (and its gradients) are not all near zero at the start.
@@ -46,6 +49,13 @@ class DeepModel(DotModel):
         self.dropout = float(dropout)
         self.global_mean = float(global_mean)
         self.mlp = mlp(self.hidden, self.dropout, name="mlp")
+
+    @classmethod
+    def train_config_args(
+        cls, cfg: TrainConfig, *, global_mean: float, side: Any
+    ) -> dict[str, Any]:
+        args = super().train_config_args(cfg, global_mean=global_mean, side=side)
+        return {**args, "global_mean": global_mean, **mlp_args(cfg)}
 
     def build_dense(self) -> None:
         self.mlp.build((None, 2 * self.embedding_dim))

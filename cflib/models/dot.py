@@ -6,11 +6,14 @@ the L2 penalty on the rows of each batch and the ``get_config`` of the shared si
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 import keras
 import tensorflow as tf
 from keras import ops
+
+if TYPE_CHECKING:
+    from cflib.config import TrainConfig
 
 #: Standard deviation of the embeddings' initial values; small, so that the first
 #: predictions are close to the biases (or zero) and the first steps are stable.
@@ -113,6 +116,42 @@ class DotModel(keras.Model):
     #: Return the training logs with shape ``[1]``: Keras 3.15 reduces them across the
     #: workers of a ``MultiWorkerMirroredStrategy`` along axis 0, which scalars lack.
     vector_logs = False
+
+    @classmethod
+    def from_train_config(
+        cls,
+        cfg: TrainConfig,
+        *,
+        n_users: int,
+        n_items: int,
+        global_mean: float,
+        side: Any = None,
+    ) -> Self:
+        """The built model of a resolved ``cfg`` for a dataset's sizes.
+
+        ``cflib.models.catalog.build_model`` calls it; not ``from_config``, which is
+        Keras' own constructor from a saved ``get_config``.
+        """
+        model = cls(
+            n_users=n_users,
+            n_items=n_items,
+            name=cfg.model.replace("-", "_"),
+            **cls.train_config_args(cfg, global_mean=global_mean, side=side),
+        )
+        model.build({"user": (None,), "item": (None,)})
+        if side is not None:
+            model.set_side_features(side)
+        return model
+
+    @classmethod
+    def train_config_args(
+        cls, cfg: TrainConfig, *, global_mean: float, side: Any
+    ) -> dict[str, Any]:
+        """The constructor's arguments that a resolved ``cfg`` (and the data) sets."""
+        return {"embedding_dim": cfg.embedding_dim, "l2_user": cfg.l2_user, "l2_item": cfg.l2_item}
+
+    def set_side_features(self, side: Any) -> None:
+        """Copy the dataset's side features into the model (models that read them)."""
 
     def train_step(self, data: Any) -> Any:
         logs = super().train_step(data)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import keras
+
+if TYPE_CHECKING:
+    from cflib.config import TrainConfig
 
 
 def check_mlp(hidden: Sequence[int], dropout: float) -> tuple[int, ...]:
@@ -38,3 +42,8 @@ def mlp(
     init = "zeros" if zero_output else "glorot_uniform"
     layers.append(keras.layers.Dense(1, kernel_initializer=init, name=f"{name}_out"))
     return keras.Sequential(layers, name=name)
+
+
+def mlp_args(cfg: TrainConfig) -> dict[str, Any]:
+    """The MLP's constructor arguments (``hidden``, ``dropout``) of a resolved config."""
+    return {"hidden": cfg.hidden_sizes(), "dropout": float(cfg.dropout or 0.0)}

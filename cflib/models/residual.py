@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 from keras import ops
 
 from cflib.models.biased_mf import BiasedMF
 from cflib.models.dot import INIT_STD
-from cflib.models.mlp import check_mlp, mlp
+from cflib.models.mlp import check_mlp, mlp, mlp_args
+
+if TYPE_CHECKING:
+    from cflib.config import TrainConfig
 
 
 @keras.saving.register_keras_serializable(package="cfpipe")
@@ -42,6 +45,13 @@ class ResidualModel(BiasedMF):
         self.hidden = check_mlp(hidden, dropout)
         self.dropout = float(dropout)
         self.mlp = mlp(self.hidden, self.dropout, name="mlp", zero_output=True)
+
+    @classmethod
+    def train_config_args(
+        cls, cfg: TrainConfig, *, global_mean: float, side: Any
+    ) -> dict[str, Any]:
+        args = super().train_config_args(cfg, global_mean=global_mean, side=side)
+        return {**args, **mlp_args(cfg)}
 
     def build_dense(self) -> None:
         self.mlp.build((None, 2 * self.embedding_dim))

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from cflib.errors import ConfigError
 from cflib.models.biased_mf import BiasedMF
 from cflib.models.deep import DEEP_INIT_STD
 from cflib.models.dot import embedding
-from cflib.models.mlp import check_mlp, mlp
+from cflib.models.mlp import check_mlp, mlp, mlp_args
 from cflib.models.text import TEXT_ENCODERS
+
+if TYPE_CHECKING:
+    from cflib.config import TrainConfig
 
 #: Side features of users, in the order of the tower's inputs.
 USER_FEATURES = ("gender", "age", "occupation")
@@ -108,6 +112,18 @@ class TwoTowerModel(BiasedMF):
         self.user_tower = _tower(max(self.hidden, default=dim), dim, "user_tower")
         self.item_tower = _tower(max(self.hidden, default=dim), dim, "item_tower")
         self.mlp = mlp(self.hidden, self.dropout, name="mlp")
+
+    @classmethod
+    def train_config_args(
+        cls, cfg: TrainConfig, *, global_mean: float, side: Any
+    ) -> dict[str, Any]:
+        if side is None:
+            raise ConfigError("--model two-tower needs the dataset's side features")
+        args = super().train_config_args(cfg, global_mean=global_mean, side=side)
+        return {
+            **args, **mlp_args(cfg), "text_encoder": cfg.text_encoder,
+            "title_tokens": side.title.shape[1], **side.sizes(),
+        }  # fmt: skip
 
     def side_weight(self, name: str, shape: tuple[int, ...], dtype: str) -> Any:
         """A non-trainable weight holding side-feature codes."""

@@ -13,9 +13,9 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from cflib import runs
 from cflib.errors import ConfigError, DatasetError
 from cflib.fsutil import sha256_file
+from cflib.train import runs
 
 ARTIFACT_FILE = "artifact.json"
 LATEST = "latest"

@@ -24,9 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cflib import runs, schema
+from cflib import schema
 from cflib.config import PublishConfig
-from cflib.dataset import Manifest, load_manifest
+from cflib.data.manifest import Manifest, load_manifest
 from cflib.errors import ConfigError, DatasetError
 from cflib.fsutil import atomic_dir, naming, sha256_file
 from cflib.registry import promote
@@ -43,6 +43,7 @@ from cflib.registry.artifact import (
     write_info,
 )
 from cflib.registry.store import Location, latest_name, locate, upload, verify_remote
+from cflib.train import runs
 
 _RUN_FILES = (
     schema.MODEL_FILE,
@@ -105,8 +106,8 @@ def _point_latest(model_dir: Path, run_id: str) -> None:
 
 def _export(staged: Path, global_mean: float) -> dict[str, Any]:
     """The SavedModel, from the staged (already copied) Keras model and id maps."""
+    from cflib.models.io import load_model
     from cflib.registry.export import export_saved_model
-    from cflib.train import load_model
 
     model = load_model(staged / schema.MODEL_FILE)
     return export_saved_model(

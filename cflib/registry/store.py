@@ -112,7 +112,7 @@ def _refuse_password(url: str) -> None:
 
 
 def _safe_name(value: str, what: str) -> str:
-    from cflib import runs
+    from cflib.train import runs
 
     try:
         return runs.check_name(value, what)

@@ -10,10 +10,7 @@ from typing import Any
 
 import typer
 
-from cflib import report, schema
-from cflib.cli_deploy import deploy_app, server
-from cflib.cli_registry import models_app, predict, recommend
-from cflib.cliopts import config_options, given_on_command_line, load_config_file
+from cflib import schema
 from cflib.config import (
     EvaluateConfig,
     IngestConfig,
@@ -23,16 +20,10 @@ from cflib.config import (
     TrainConfig,
 )
 from cflib.errors import CfpipeError
-
-# Quiet TensorFlow's C++ start-up logs (a CUDA build logs cuInit errors on CPU machines).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-# Dask's per-worker start/stop chatter at INFO would bury the flow's own progress.
-os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
-# cflib's progress lines (training epochs, ...) go to the flow runs' logs in the Prefect
-# UI too; outside a run they stay on the console only. Read when Prefect is imported.
-os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "cflib")
-os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+from cflib.evaluate import report
+from flows.app.deploy_commands import deploy_app, server
+from flows.app.options import config_options, given_on_command_line, load_config_file
+from flows.app.registry_commands import models_app, predict, recommend
 
 app = typer.Typer(
     name="cfpipe",
@@ -139,10 +130,10 @@ def train(
     cfg: TrainConfig,
 ) -> None:
     """Train a model on an ingested dataset (one device, MirroredStrategy or multi-worker)."""
-    from cflib.defaults import check_inputs
+    from cflib.train.preflight import check_inputs
     from flows.train import train_flow
 
-    check_inputs(data, cfg)  # Fail fast, before a Prefect server starts.
+    cfg = check_inputs(data, cfg)  # Fail fast, before a Prefect server starts; resolved.
     summary = train_flow(str(data), str(out), cfg, run_id)
     _echo_kv(
         f"run {summary['run_id']} in {out}",
@@ -163,7 +154,7 @@ def evaluate(
     cfg: EvaluateConfig,
 ) -> None:
     """Score a run on the test split against the baselines; write metrics.json and reports."""
-    from cflib import runs
+    from cflib.train import runs
     from flows.evaluate_publish import evaluate_flow
 
     runs.train_summary(run)
@@ -183,8 +174,8 @@ def publish(
     cfg: PublishConfig,
 ) -> None:
     """Copy an evaluated run into the registry atomically; move `latest` if it passes the gate."""
-    from cflib import runs
     from cflib.registry.store import locate
+    from cflib.train import runs
     from flows.evaluate_publish import publish_flow
 
     locate(registry)  # A bad URL fails here, before Prefect starts and records it.
@@ -292,6 +283,22 @@ def demo(
     _run_pipeline(source, out, PipelineConfig(ingest=IngestConfig(name="netflix-demo")), None)
 
 
+def _set_process_defaults() -> None:
+    """Environment defaults of a ``cfpipe`` process, set before TensorFlow or Prefect load.
+
+    Each is a default: a value already in the environment wins.
+    """
+    # Quiet TensorFlow's C++ start-up logs (a CUDA build logs cuInit errors on CPU machines).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Dask's per-worker start/stop chatter at INFO would bury the flow's own progress.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    # cflib's progress lines (training epochs, ...) go to the flow runs' logs in the Prefect
+    # UI too; outside a run they stay on the console only. Read when Prefect is imported.
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "cflib")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+
+
 def _log_cflib_info() -> None:
     """Show cflib's INFO progress lines; other libraries keep their own logging set-up."""
     logger = logging.getLogger("cflib")
@@ -333,6 +340,7 @@ def _quiet_prefect_console() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI; user errors print one line and exit with status 2, system
     errors (a full disk, a read-only directory) one line and status 1."""
+    _set_process_defaults()
     _log_cflib_info()
     _quiet_prefect_console()
     try:

@@ -8,7 +8,7 @@ from typing import Any
 
 from cflib.errors import ConfigError
 
-DEFAULT_FILE = Path(__file__).resolve().parents[1] / "deploy" / "prefect.yaml"
+DEFAULT_FILE = Path(__file__).resolve().parents[2] / "deploy" / "prefect.yaml"
 
 
 def load_spec(path: Path) -> list[dict[str, Any]]:

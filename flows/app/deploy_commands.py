@@ -58,7 +58,7 @@ def serve(
     """
     from prefect import serve as prefect_serve
 
-    from cflib import deployments
+    from flows.app import deployments
 
     if not os.environ.get("PREFECT_API_URL"):
         raise ConfigError(

@@ -26,7 +26,7 @@ def models_list(
     registry: str = typer.Option(..., "--registry", help="Registry root: a path or fsspec URL."),
 ) -> None:
     """List every published artifact: dataset, model, run id, test RMSE, which is latest."""
-    from cflib.registry.catalog import list_artifacts
+    from cflib.registry.listing import list_artifacts
 
     rows = list_artifacts(registry)
     if not rows:
@@ -55,8 +55,8 @@ def models_show(
     registry: str | None = typer.Option(None, "--registry", help=_REGISTRY_HELP),
 ) -> None:
     """Verify one artifact's checksums and print what it holds."""
+    from cflib.registry.serving import open_artifact
     from cflib.registry.store import latest_name, locate_artifact
-    from cflib.serving import open_artifact
 
     where = locate_artifact(ref, registry)
     with open_artifact(str(where), for_scoring=False) as artifact:
@@ -90,7 +90,7 @@ def predict(
     registry: str | None = typer.Option(None, "--registry", help=_REGISTRY_HELP),
 ) -> None:
     """Print the predicted rating of raw user USER for raw item ITEM."""
-    from cflib.serving import open_artifact
+    from cflib.registry.serving import open_artifact
 
     with open_artifact(model, registry) as artifact:
         typer.echo(f"{artifact.predict(user, item):.4f}")
@@ -103,7 +103,7 @@ def recommend(
     registry: str | None = typer.Option(None, "--registry", help=_REGISTRY_HELP),
 ) -> None:
     """List the K items with the highest predicted rating that USER has not rated."""
-    from cflib.serving import open_artifact
+    from cflib.registry.serving import open_artifact
 
     if k <= 0:
         raise ConfigError(f"-k {k}: should be a positive integer")

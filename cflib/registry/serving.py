@@ -70,7 +70,7 @@ class Artifact:
     @functools.cached_property
     def model(self) -> Any:
         """The Keras model, loaded in safe mode."""
-        from cflib.train import load_model
+        from cflib.models.io import load_model
 
         return load_model(self.path / schema.MODEL_FILE)
 

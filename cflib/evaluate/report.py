@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cflib import runs, schema
-from cflib.dataset import Manifest, load_manifest
+from cflib import schema
+from cflib.data.manifest import Manifest, load_manifest
+from cflib.train import runs
 
 _LABELS = {
     "global_mean": "global mean",
@@ -119,7 +120,7 @@ def _training_section(summary: dict[str, Any]) -> Section:
             for i in range(len(history[keys[0]]))
         ]
         blocks.append(Table(["epoch", *keys], rows))
-    from cflib import plots
+    from cflib.evaluate import plots
 
     png = plots.learning_curves(history)
     if png is not None:
@@ -131,7 +132,7 @@ def _segments_section(metrics: dict[str, Any]) -> Section | None:
     segments = metrics.get("segments")
     if not segments:
         return None
-    from cflib import plots
+    from cflib.evaluate import plots
 
     blocks: list[str | Table | Figure] = [
         "Test RMSE by the number of training ratings of the rating's user, then of its item "

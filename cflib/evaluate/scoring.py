@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from cflib import runs, schema
+from cflib import schema
 from cflib.config import EvaluateConfig
-from cflib.dataset import Manifest, load_manifest
+from cflib.data.manifest import Manifest, load_manifest
 from cflib.errors import DatasetError
-from cflib.metrics import (
+from cflib.evaluate.metrics import (
     ITEM_EDGES,
     USER_EDGES,
     BlockBootstrap,
@@ -32,7 +32,8 @@ from cflib.metrics import (
     ErrorSums,
     Segments,
 )
-from cflib.metrics import rmse as rmse
+from cflib.evaluate.metrics import rmse as rmse
+from cflib.train import runs
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def evaluate(run: Path, cfg: EvaluateConfig) -> dict[str, Any]:
         ``distribution`` (counts of true and predicted ratings), ``qualifying`` (rows
         and file of the Netflix submission, or None) and ``seconds``.
     """
-    from cflib.train import load_model  # TensorFlow loads only when a model is scored.
+    from cflib.models.io import load_model  # TensorFlow loads only when a model is scored.
 
     run = Path(run)
     summary = runs.train_summary(run)
@@ -185,7 +186,7 @@ def evaluate(run: Path, cfg: EvaluateConfig) -> dict[str, Any]:
         "config": cfg.model_dump(mode="json"),
     }
     if manifest.qualifying_rows and (data / schema.QUALIFYING_FILE).is_file():
-        from cflib.submission import write_submission
+        from cflib.evaluate.submission import write_submission
 
         rows = write_submission(
             data / schema.QUALIFYING_FILE,

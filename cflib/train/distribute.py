@@ -101,6 +101,20 @@ def configure_devices(replicas: int) -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy(devices=devices)
 
 
+def check_batch(batch_size: int, replicas: int, train_rows: int) -> None:
+    """The global batch must split evenly, and fill every replica at least once."""
+    if batch_size % replicas:
+        raise ConfigError(
+            f"--batch-size {batch_size} does not split evenly over {replicas} replicas; "
+            f"use a multiple of {replicas}"
+        )
+    if train_rows < batch_size and replicas > 1:
+        raise ConfigError(
+            f"--batch-size {batch_size} is larger than the {train_rows} training ratings; "
+            f"with {replicas} replicas every batch must be full"
+        )
+
+
 def device_names(strategy: tf.distribute.Strategy) -> list[str]:
     """Names of the devices the replicas run on."""
     if strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy():

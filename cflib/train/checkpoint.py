@@ -20,9 +20,10 @@ from typing import Any
 
 import keras
 
-from cflib import runs, schema
+from cflib import schema
 from cflib.config import TrainConfig
 from cflib.errors import ConfigError
+from cflib.train import runs
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +80,6 @@ class TrainState:
         return improved
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def open_run_dir(
     out_dir: Path, *, run_id: str | None, cfg: TrainConfig, fingerprint: str
 ) -> tuple[str, TrainState | None]:
@@ -119,7 +114,7 @@ def open_run_dir(
         raise ConfigError(f"--out {out_dir}: already exists and is not empty")
     run_id = runs.check_name(run_id, "--run-id") if run_id else runs.new_run_id()
     ckpt.mkdir(parents=True, exist_ok=True)
-    _write_json(
+    runs.write_json(
         ckpt / RUN_FILE,
         {"run_id": run_id, "config": cfg.model_dump(), "data_fingerprint": fingerprint},
     )
@@ -184,7 +179,7 @@ class Checkpointer(keras.callbacks.Callback):
         if current.is_file():
             os.replace(current, self.directory / PREV_STATE_FILE)
         self.state.weights = name
-        _write_json(current, asdict(self.state))
+        runs.write_json(current, asdict(self.state))
         keep = {name, *(s.weights for s in [_load_state(self.directory / PREV_STATE_FILE)] if s)}
         for old in self.directory.glob("ckpt-*.weights.h5"):
             if old.name not in keep:

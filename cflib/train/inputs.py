@@ -1,0 +1,80 @@
+"""The train and validation datasets of one strategy, sharded per worker if any."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+from cflib.config import TrainConfig
+from cflib.data.manifest import Manifest
+from cflib.data.tfdata import make_dataset, memory_dataset
+from cflib.train.distribute import Cluster
+
+
+class TrainInputs:
+    """The train and validation datasets of one strategy (sharded per worker if any)."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        root: Path,
+        cfg: TrainConfig,
+        strategy: tf.distribute.Strategy,
+        cluster: Cluster | None,
+        in_memory: bool,
+    ) -> None:
+        assert cfg.batch_size is not None
+        self.paths = {s: manifest.split_paths(root, s) for s in ("train", "validation")}
+        self.rows = {s: manifest.splits[s].rows for s in ("train", "validation")}
+        self.batch = cfg.batch_size
+        self.seed = cfg.seed
+        self.strategy = strategy
+        self.cluster = cluster
+        self.in_memory = in_memory
+        self.replicas = strategy.num_replicas_in_sync
+        # With replicas, drop the short last batch: it splits unevenly (or leaves a
+        # replica empty); the order is reshuffled, so other rows are dropped each epoch.
+        self.drop = self.replicas > 1
+        if cluster is not None or in_memory:
+            self.train_batches = self.rows["train"] // self.batch
+        else:
+            n = self.rows["train"] / self.batch
+            self.train_batches = int(n) if self.drop else -(-self.rows["train"] // self.batch)
+        self.val_steps = max(self.rows["validation"] // self.batch, 1) if cluster else None
+        self._memory: tf.data.Dataset | None = None
+
+    def train(self, epoch: int, skip: int) -> Any:
+        """The batches of one epoch, from batch ``skip`` on."""
+        if self.in_memory:
+            if self._memory is None:
+                self._memory = memory_dataset(
+                    self.paths["train"], batch_size=self.batch, shuffle=True, seed=self.seed
+                )
+            return self._memory.skip(skip)
+        return self._make("train", shuffle=True, epoch=epoch, skip=skip)
+
+    def validation(self) -> Any:
+        return self._make("validation", shuffle=False, epoch=0, skip=0)
+
+    def _make(self, split: str, *, shuffle: bool, epoch: int, skip: int) -> Any:
+        if self.cluster is None:
+            return make_dataset(
+                self.paths[split], batch_size=self.batch, shuffle=shuffle, seed=self.seed,
+                drop_remainder=self.drop, epoch=epoch, skip=skip,
+                cardinality=split != "train",  # see make_dataset
+            )  # fmt: skip
+
+        def per_worker(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+            ds = make_dataset(
+                self.paths[split], batch_size=ctx.get_per_replica_batch_size(self.batch),
+                shuffle=shuffle, seed=self.seed, drop_remainder=True, epoch=epoch, skip=skip,
+                shard=(ctx.input_pipeline_id, ctx.num_input_pipelines),
+            )  # fmt: skip
+            options = tf.data.Options()
+            policy = tf.data.experimental.AutoShardPolicy.OFF  # sharded by make_dataset
+            options.experimental_distribute.auto_shard_policy = policy
+            return ds.with_options(options)
+
+        return self.strategy.distribute_datasets_from_function(per_worker)

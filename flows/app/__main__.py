@@ -1,0 +1,5 @@
+"""``python -m flows.app``: the ``cfpipe`` command."""
+
+from flows.app.cli import entrypoint
+
+entrypoint()
