@@ -23,7 +23,7 @@ import pytest
 
 from tests._artifacts import ingest_tiny, make_run
 from tests.conftest import write_netflix
-from tests.test_pipeline import TINY
+from tests.flows.test_pipeline import TINY
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ dict inputs (keras-team/keras#20329, open). The trainer builds its models before
 of the scope it runs in and skips that step.
 
 Verified on keras ``VERIFIED``; ``pyproject.toml`` keeps keras below 3.16, and
-``tests/test_patches.py`` fails on a newer Keras or when the attribute is gone.
+``tests/flows/test_patches.py`` fails on a newer Keras or when the attribute is gone.
 """
 
 from __future__ import annotations

@@ -16,12 +16,12 @@ cluster (RELIABILITY.md, "Soak").
 mapping for the first (its values hold no reference back to the scheduler), and a key on
 the handler's underlying function for the second (a bound method's signature is the
 same for every instance of its class). It leaves a cache alone if distributed changed
-its shape; ``tests/test_daskleaks.py`` fails if a closed cluster is still held, which is
+its shape; ``tests/flows/test_daskleaks.py`` fails if a closed cluster is still held, which is
 the signal to look again.
 
 Upstream: not reported yet (no issue found in dask/distributed for either cache);
 measured in RELIABILITY.md ("Soak"). Verified on distributed ``VERIFIED``;
-``pyproject.toml`` keeps distributed below ``2026.9``, and ``tests/test_patches.py``
+``pyproject.toml`` keeps distributed below ``2026.9``, and ``tests/flows/test_patches.py``
 fails on a newer distributed or when either cache is gone.
 """
 

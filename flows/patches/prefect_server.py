@@ -8,7 +8,7 @@ own. Prefect keeps its servers in the private class attribute
 started); this reads it.
 
 Reason: no public API (Prefect 3.8). Verified on prefect ``VERIFIED``;
-``pyproject.toml`` keeps prefect below 3.9, and ``tests/test_patches.py`` fails on a
+``pyproject.toml`` keeps prefect below 3.9, and ``tests/flows/test_patches.py`` fails on a
 newer Prefect or when the attribute is gone.
 """
 

@@ -20,7 +20,7 @@ from prefect.runtime import task_run
 from cflib.errors import ConfigError
 from flows.runtime import run_in_child
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @task

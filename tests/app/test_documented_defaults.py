@@ -24,7 +24,7 @@ from cflib.config import (
 )
 from cflib.models.catalog import resolve
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 SECTIONS: dict[str, type[BaseModel]] = {
     "cfpipe synth netflix": SynthConfig,
     "cfpipe ingest": IngestConfig,

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from cflib.config import EvaluateConfig, IngestConfig, TrainConfig
-from cflib.evaluate import evaluate
+from cflib.evaluate.scoring import evaluate
 from cflib.ingest.parallel import ingest_local
 from cflib.synth import generate_netflix
 from cflib.train.loop import train
 from flows.app.cli import DEMO_SYNTH
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 def _claimed_margin() -> float:

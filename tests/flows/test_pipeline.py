@@ -284,7 +284,7 @@ def test_cli_disk_full_is_one_line_and_keeps_the_previous_dataset(
 
 
 def test_cli_model_incompatible_with_the_dataset(tmp_path: Path) -> None:
-    from tests.test_train import write_planted
+    from tests.train.test_train import write_planted
 
     data = write_planted(tmp_path / "data")  # no user_map.parquet / item_map.parquet
     env = api.cli_env(tmp_path, "http://127.0.0.1:9/api")  # Never reached.

@@ -24,7 +24,7 @@ from cflib.train import checkpoint
 from cflib.train.loop import train
 from tests._planted import write_planted
 from tests._training import Start, checkpoint_arrays, record_starts, same_arrays
-from tests.test_train import CFG
+from tests.train.test_train import CFG
 
 pytestmark = pytest.mark.slow
 

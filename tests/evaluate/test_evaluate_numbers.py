@@ -18,7 +18,7 @@ import pytest
 
 from cflib import schema
 from cflib.config import EvaluateConfig, TrainConfig
-from cflib.evaluate import ITEM_DAMPING, USER_DAMPING, evaluate
+from cflib.evaluate.scoring import ITEM_DAMPING, USER_DAMPING, evaluate
 from cflib.models.catalog import build_model
 from tests._planted import write_dataset
 

@@ -123,7 +123,7 @@ def test_file_url_is_a_local_registry(data: Path, tmp_path: Path) -> None:
 def test_cli_on_a_memory_registry(data: Path, mem: str, tmp_path: Path) -> None:
     from prefect.logging.configuration import setup_logging
 
-    setup_logging()  # On pytest's stderr, before main (see tests/test_cli_registry.py).
+    setup_logging()  # On pytest's stderr, before main (see tests/app/test_cli_registry.py).
     registry.publish(make_run(tmp_path / "runs", data, "r1", rmse=0.8), mem, PublishConfig())
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

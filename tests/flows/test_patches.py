@@ -13,7 +13,7 @@ from packaging.version import Version
 
 from flows.patches import dask_caches, prefect_server
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # The patching module's name and the version it was verified on, per distribution.
 VERIFIED = {
     "distributed": ("flows.patches.dask_caches", dask_caches.VERIFIED),

@@ -23,7 +23,7 @@ from flows.app import deployments
 from tests import _servers as servers
 from tests.conftest import write_netflix
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 420
 
 
