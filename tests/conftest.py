@@ -13,6 +13,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 # Under CI=true a skipped @pytest.mark.required_in_ci test fails the run (tests/_ci_required.py).
 pytest_plugins = ["tests._ci_required"]

@@ -297,6 +297,10 @@ def _set_process_defaults() -> None:
     # UI too; outside a run they stay on the console only. Read when Prefect is imported.
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "cflib")
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+    # The temporary Prefect server migrates a new database at its first start: 25 s or more
+    # on a loaded 2-core machine, past Prefect's 20 s default, which failed whole runs
+    # ("Timed out while attempting to connect to ephemeral Prefect API server").
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
 def _log_cflib_info() -> None:

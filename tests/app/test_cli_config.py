@@ -77,3 +77,25 @@ def test_missing_config_file(tmp_path: Path, captured: list[PipelineConfig]) -> 
     missing = tmp_path / "nope.yaml"
     argv = ["run", str(tmp_path), "--out", str(tmp_path / "w"), "--config", str(missing)]
     assert cli.main(argv) == 2 and not captured
+
+
+def test_the_temporary_server_gets_minutes_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first start migrates a new database: under load that took longer than Prefect's
+    20 s default and failed the whole run. A value the user set wins."""
+    import os
+
+    from prefect.settings import get_current_settings
+
+    saved = dict(os.environ)  # the other process defaults must not leak into later tests
+    try:
+        monkeypatch.delenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", raising=False)
+        cli._set_process_defaults()
+        assert os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "180"
+        settings = get_current_settings().__class__()  # read from the environment now
+        assert settings.server.ephemeral.startup_timeout_seconds == 180
+        monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "45")
+        cli._set_process_defaults()
+        assert os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "45"
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
