@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 # Every module of cflib, imported in a fresh interpreter where prefect, flows and tasks
 # cannot be imported.
 BLOCKED_IMPORT = r"""
@@ -80,7 +78,6 @@ def test_the_cli_and_the_flows_load_no_tensorflow() -> None:
 
 
 def test_a_trained_model_loads_for_scoring_without_the_training_code(tmp_path: Path) -> None:
-    pytest.importorskip("keras")
     from cflib.config import TrainConfig
     from cflib.models.catalog import build_model, resolve
     from cflib.models.io import save_model
