@@ -41,7 +41,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/train.py
 
 # Known vulnerabilities in the locked dependencies (PyPI's advisory data). --strict: a
-# package that cannot be checked fails the audit too. Needs https://pypi.org.
+# package that cannot be checked fails the audit too. Needs the JSON API of the index pip
+# installs from, for each locked version.
 audit: $(STAMP)
 	$(BIN)/pip-audit --strict --progress-spinner off -r constraints.txt --no-deps --disable-pip
 

@@ -7,11 +7,18 @@ release, and for no other: this audits those pins, fails on any vulnerability fo
 names the pins it could not audit.
 
     python .ci/audit_latest.py constraints.txt
+    python .ci/audit_latest.py --json-url NAME [VERSION]   # where the JSON API is
+
+The package index is pip's own (``PIP_INDEX_URL``, ``pip config``, else pip's default), so
+the audit asks the index the installs came from, behind any mirror; the project names no
+host.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import sys
 import urllib.request
 from collections.abc import Callable, Iterable
@@ -73,15 +80,48 @@ def audit(pins: list[tuple[str, str]], fetch: Fetch) -> Report:
     return report
 
 
+def configured_index(pip_config_list: str) -> str | None:
+    """The index URL in ``pip config list`` output: the environment's (``:env:``) over the
+    ``install`` section's over the ``global`` one's; None where none is set."""
+    found = dict(
+        re.findall(r"^(:env:|install|global)\.index-url='([^']*)'$", pip_config_list, re.M)
+    )
+    return next((found[k] for k in (":env:", "install", "global") if found.get(k)), None)
+
+
+def pip_index() -> str:
+    """The package index pip installs from: its configuration, else its built-in default."""
+    listing = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True
+    ).stdout
+    index = configured_index(listing)
+    if index is None:
+        # pip's default index, read from pip (a private module of pip's; only its URL is used).
+        from pip._internal.models.index import PyPI
+
+        index = PyPI.simple_url
+    return index
+
+
+def json_url(index: str, name: str, version: str | None = None) -> str:
+    """The JSON API address of ``name`` (and ``version``) beside a PEP 503 ``/simple`` index,
+    as PyPI and its mirrors lay it out: ``ROOT/simple/`` -> ``ROOT/pypi/NAME[/VERSION]/json``."""
+    root = re.sub(r"/\+?simple/?$", "", index.rstrip("/") + "/")
+    return f"{root.rstrip('/')}/pypi/{name}/{version + '/' if version else ''}json"
+
+
 def _pypi(name: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"https://pypi.org/pypi/{name}/json", timeout=30) as answer:
+    with urllib.request.urlopen(json_url(pip_index(), name), timeout=30) as answer:
         data: dict[str, Any] = json.load(answer)
         return data
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--json-url"] and len(argv) in (2, 3):
+        print(json_url(pip_index(), *argv[1:]))
+        return 0
     if len(argv) != 1:
-        print("usage: audit_latest.py CONSTRAINTS", file=sys.stderr)
+        print("usage: audit_latest.py CONSTRAINTS | --json-url NAME [VERSION]", file=sys.stderr)
         return 2
     path = Path(argv[0])
     try:

@@ -85,3 +85,57 @@ def test_exit_status_and_summary(
     assert audit_latest.main([str(constraints)]) == 1
     assert audit_latest.main([str(tmp_path / "missing.txt")]) == 2
     assert capsys.readouterr().err.strip().endswith("missing.txt: No such file or directory")
+
+
+@pytest.mark.parametrize(
+    ("listing", "index"),
+    [
+        ("global.index-url='https://a.test/simple'\n", "https://a.test/simple"),
+        (
+            "global.index-url='https://a.test/simple'\ninstall.index-url='https://b.test/simple/'\n",
+            "https://b.test/simple/",
+        ),
+        (
+            "install.index-url='https://b.test/simple'\n:env:.index-url='https://c.test/+simple/'\n",
+            "https://c.test/+simple/",
+        ),
+        ("global.extra-index-url='https://d.test/simple'\n", None),  # an extra index is not it
+        ("", None),
+    ],
+)
+def test_the_index_is_read_from_pips_configuration(
+    audit_latest: ModuleType, listing: str, index: str | None
+) -> None:
+    assert audit_latest.configured_index(listing) == index
+
+
+def test_json_api_addresses_beside_the_simple_index(audit_latest: ModuleType) -> None:
+    url = audit_latest.json_url
+    assert url("https://m.test/simple", "numpy") == "https://m.test/pypi/numpy/json"
+    assert url("https://m.test/simple/", "tensorflow", "2.21.0") == (
+        "https://m.test/pypi/tensorflow/2.21.0/json"
+    )
+    assert url("https://m.test/root/+simple/", "x") == "https://m.test/root/pypi/x/json"
+
+
+def test_the_audit_asks_the_index_in_pip_index_url(audit_latest: ModuleType) -> None:
+    import os
+    import subprocess
+
+    env = os.environ | {"PIP_INDEX_URL": "https://mirror.test/simple/"}
+    script = str(ROOT / ".ci" / "audit_latest.py")
+    done = subprocess.run(
+        [sys.executable, script, "--json-url", "pyarrow", "26.0.0"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "https://mirror.test/pypi/pyarrow/26.0.0/json"
+
+
+def test_the_project_names_no_package_index_host() -> None:
+    tracked = ["Makefile", ".ci/run", ".ci/audit_latest.py", "pyproject.toml", "README.md"]
+    for name in tracked:
+        text = (ROOT / name).read_text()
+        assert "pypi.org" not in text and "pythonhosted" not in text, name
