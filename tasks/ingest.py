@@ -104,9 +104,9 @@ def finalize(
     logger = get_run_logger()
     logger.info("wrote %s: %s", out, rows)
     if manifest["quarantined"]:
-        logger.warning(
-            "%d malformed lines quarantined in %s/quarantine.parquet", manifest["quarantined"], out
-        )
+        n = manifest["quarantined"]
+        lines = "1 malformed line" if n == 1 else f"{n:,} malformed lines"
+        logger.warning("%s quarantined in %s/quarantine.parquet", lines, out)
     return manifest
 
 

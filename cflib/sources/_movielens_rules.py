@@ -25,7 +25,7 @@ ML100K_GENRES = (
 #: ML-1M users.dat age buckets (the code is the bucket's lowest age).
 ML1M_AGES = frozenset({1, 18, 25, 35, 45, 50, 56})
 _DECIMAL_RE = re.compile(r"[0-9]+\.?[0-9]*|\.[0-9]+")  # what pyarrow reads from these bytes
-_RELEASE_RE = re.compile(r"[0-9]{2}-[A-Za-z]{3}-[0-9]{4}")
+_RELEASE_RE = re.compile(r"[0-9]{1,2}-[A-Za-z]{3}-[0-9]{4}")  # "01-Jan-1995", "4-Feb-1971"
 
 
 def _check_stars(field: str) -> str | None:
@@ -48,7 +48,7 @@ def _check_timestamp(field: str) -> str | None:
 
 def _check_release(field: str) -> str | None:
     ok = not field or _RELEASE_RE.fullmatch(field) is not None
-    return None if ok else f"release date {field!r} is not empty or DD-Mon-YYYY"
+    return None if ok else f"release date {field!r} is not empty or D-Mon-YYYY or DD-Mon-YYYY"
 
 
 def _check_flag(genre: str) -> Check:

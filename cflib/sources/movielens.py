@@ -179,8 +179,8 @@ def read_items_100k(path: Path, report: Report | None = None) -> pa.Table:
 
     Lines are ``movie id|title|release date|video release date|IMDb URL|`` then 19 0/1
     genre flags in ``ML100K_GENRES`` order. The year comes from the title's trailing
-    ``(YYYY)``, else from the release date (``DD-Mon-YYYY``), else it is null; the
-    title is kept as given.
+    ``(YYYY)``, else from the release date (``DD-Mon-YYYY``; ``D-Mon-YYYY`` for a one-digit
+    day), else it is null; the title is kept as given.
 
     Args:
         path: the items file.

@@ -105,15 +105,15 @@ def _print_ingest(result: dict[str, Any], out: Path) -> None:
     if result.get("up_to_date"):
         typer.echo(f"{result['out']} is up to date (fingerprint {result['fingerprint'][:12]})")
         return
-    splits = result["splits"]
+    splits, bad = result["splits"], result["quarantined"]
     _echo_kv(
         f"dataset {result['name']}",
         {
             "users": f"{result['n_users']:,}",
             "items": f"{result['n_items']:,}",
             **{f"{k} ratings": f"{v['rows']:,}" for k, v in splits.items()},
-            "quarantined": f"{result['quarantined']:,} lines"
-            + (f" (see {out / schema.QUARANTINE_FILE})" if result["quarantined"] else ""),
+            "quarantined": f"{bad:,} line{'' if bad == 1 else 's'}"
+            + (f" (see {out / schema.QUARANTINE_FILE})" if bad else ""),
         },
     )
 

@@ -135,7 +135,7 @@ def test_cli_malformed_line_quarantined_or_strict_exit_2(
     out = tmp_path / "data"
     assert main(["ingest", str(src), "--out", str(out)]) == 0
     summary = capsys.readouterr().out
-    assert f"1 lines (see {out / 'quarantine.parquet'})" in summary
+    assert f" 1 line (see {out / 'quarantine.parquet'})" in summary
     [bad] = pq.read_table(out / "quarantine.parquet").to_pylist()
     assert (bad["file"], bad["line"], bad["text"]) == ("training_set/mv_0000002.txt", 3, "30,4")
 

@@ -349,13 +349,31 @@ def test_items_100k(tmp_path: Path) -> None:
     ]
 
 
+def test_items_100k_release_date_with_a_one_digit_day(tmp_path: Path) -> None:
+    # As in the real u.item: "4-Feb-1971" beside "01-Jan-1995"; the year comes from it
+    # where the title has none.
+    lines = [
+        "1|Toy Story (1995)|01-Jan-1995|||" + _flags("Comedy"),
+        "1601|Harold and Maude|4-Feb-1971|||" + _flags("Comedy"),
+    ]
+    path = _write(tmp_path / "u.item", "\n".join(lines) + "\n", movielens.ENCODING_LATIN1)
+    table = movielens.read_items_100k(path)
+    assert [(r["raw_item"], r["year"], r["title"]) for r in table.to_pylist()] == [
+        (1, 1995, "Toy Story (1995)"),
+        (1601, 1971, "Harold and Maude"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("line", "reason"),
     [
         ("2|GoldenEye (1995)|01-Jan-1995|||" + _flags()[:-2], "expected 24 '|'-separated fields"),
         ("x|GoldenEye (1995)|01-Jan-1995|||" + _flags(), "movie id 'x' is not a positive integer"),
         ("2||01-Jan-1995|||" + _flags(), "empty title"),
-        ("2|G|1995-01-01|||" + _flags(), "release date '1995-01-01' is not empty or DD-Mon-YYYY"),
+        (
+            "2|G|1995-01-01|||" + _flags(),
+            "release date '1995-01-01' is not empty or D-Mon-YYYY or DD-Mon-YYYY",
+        ),
         ("2|G||||" + _flags()[:-1] + "2", "Western flag '2' is not 0 or 1"),
         ("2|G||||" + _flags().replace("0", "", 1), "unknown flag '' is not 0 or 1"),
         ("1|Again (1995)||||" + _flags(), "movie id 1 already on line 1"),
