@@ -27,6 +27,7 @@ def make_run(
     rmse: float = 0.9,
     model: str = "biased-mf",
     seed: int = 0,
+    bias_baseline: float | None = None,
 ) -> Path:
     """A run directory as train + evaluate leave it, with a real model of random weights."""
     import keras
@@ -59,7 +60,10 @@ def make_run(
         "val_rmse": rmse,
     }
     (run / schema.TRAIN_SUMMARY_FILE).write_text(json.dumps(summary))
-    (run / schema.METRICS_FILE).write_text(json.dumps({"rmse": rmse, "mae": 0.7, "n_test": 3}))
+    metrics: dict[str, object] = {"rmse": rmse, "mae": 0.7, "n_test": 3}
+    if bias_baseline is not None:
+        metrics["baselines"] = {"global_mean": 1.2, "user_item_bias": bias_baseline}
+    (run / schema.METRICS_FILE).write_text(json.dumps(metrics))
     (run / schema.REPORT_FILE).write_text("# report\n")
     (run / "report.html").write_text("<h1>report</h1>\n")
     return run

@@ -216,6 +216,7 @@ def publish(run: Path, registry: str | Path, cfg: PublishConfig) -> dict[str, An
         rmse=float(metrics["rmse"]),
         data_fingerprint=manifest.fingerprint,
         cfg=cfg,
+        baseline_rmse=_bias_baseline(metrics),
     )
     if root.local:
         with naming(Path(target.path)):
@@ -310,3 +311,9 @@ def find_published(
         "model": model,
         "promotion": info.get("promotion"),
     }
+
+
+def _bias_baseline(metrics: dict[str, Any]) -> float | None:
+    """The user + item bias baseline's test RMSE from ``metrics.json``, if it has one."""
+    value = metrics.get("baselines", {}).get("user_item_bias")
+    return None if value is None else float(value)

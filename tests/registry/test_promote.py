@@ -79,3 +79,41 @@ def test_decide_thresholds(tmp_path: Path, rmse: float, tolerance: float, promot
 def test_negative_tolerance_is_refused() -> None:
     with pytest.raises(ValueError, match="promote_tolerance"):
         PublishConfig(promote_tolerance=-0.1)
+
+
+@pytest.mark.parametrize(
+    ("rmse", "baseline", "promoted"),
+    [(0.80, 0.81, True), (0.81, 0.81, False), (1.2812, 1.2627, False), (float("nan"), 0.9, False)],
+)
+def test_never_promoted_unless_better_than_the_bias_baseline(
+    tmp_path: Path, rmse: float, baseline: float, promoted: bool
+) -> None:
+    # The first run of a model (no latest yet) is gated too: a diverged first training
+    # must not become latest.
+    decision = decide(
+        tmp_path / "reg" / "d" / "m", rmse=rmse, data_fingerprint="fp", cfg=PublishConfig(),
+        baseline_rmse=baseline,
+    )  # fmt: skip
+    assert decision["promoted"] is promoted
+    if not promoted:
+        assert decision["reason"] == (
+            f"test RMSE {rmse:.4f} is not better than the user + item bias baseline {baseline:.4f}"
+        )
+
+
+def test_publish_keeps_latest_on_a_model_worse_than_the_bias_baseline(
+    netflix_dir: Path, tmp_path: Path
+) -> None:
+    data = ingest_tiny(netflix_dir, tmp_path / "data")
+    reg, runs = tmp_path / "reg", tmp_path / "runs"
+    model_dir = reg / "tiny" / "biased-mf"
+    good = make_run(runs, data, "r1", rmse=0.90, bias_baseline=0.95)
+    assert registry.publish(good, reg, PublishConfig())["promotion"]["promoted"]
+    # Better than latest, but not than the biases on its own split: published, not promoted.
+    bad = make_run(runs, data, "r2", rmse=0.85, bias_baseline=0.80)
+    result = registry.publish(bad, reg, PublishConfig(promote_tolerance=0.5))
+    assert result["latest"] is None and _latest(model_dir) == "r1"
+    assert (model_dir / "r2" / registry.ARTIFACT_FILE).is_file()
+    assert _promotion(result["artifact"])["reason"] == (
+        "test RMSE 0.8500 is not better than the user + item bias baseline 0.8000"
+    )
