@@ -65,6 +65,8 @@ def serve(
             "PREFECT_API_URL is not set: start a server (`cfpipe server`) and export "
             "PREFECT_API_URL=http://127.0.0.1:4200/api, so that the UI sees the deployments"
         )
-    built = deployments.build(prefect_file or deployments.DEFAULT_FILE, only or None)
+    built = deployments.build(
+        prefect_file or deployments.DEFAULT_FILE, only or None, check_paths=True
+    )
     typer.echo(f"serving {', '.join(d.name for d in built)}")
     prefect_serve(*built, limit=limit, print_starting_message=False)

@@ -1,14 +1,24 @@
 """Prefect deployments from ``deploy/prefect.yaml``: the same file serves
-``prefect deploy`` (work pools) and ``cfpipe deploy serve`` (one long-lived process)."""
+``prefect deploy`` (work pools) and ``cfpipe deploy serve`` (one long-lived process).
+
+Paths in the parameters are ``{{ $NAME }}`` placeholders filled from the environment,
+as ``prefect deploy`` fills them, so the file names no machine's directories.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
 from cflib.errors import ConfigError
 
 DEFAULT_FILE = Path(__file__).resolve().parents[2] / "deploy" / "prefect.yaml"
+
+#: ``{{ $NAME }}``: an environment variable, Prefect's placeholder syntax.
+_ENV_PLACEHOLDER = re.compile(r"\{\{\s*\$(\w+)\s*\}\}")
 
 
 def load_spec(path: Path) -> list[dict[str, Any]]:
@@ -39,23 +49,62 @@ def _schedules(path: Path, d: dict[str, Any]) -> list[Any]:
 
     out: list[Any] = []
     for s in d.get("schedules") or []:
+        active = bool(s.get("active", True))  # `active: false`: created paused
         if "cron" in s:
-            out.append(Cron(s["cron"], timezone=s.get("timezone", "UTC")))
+            out.append(Cron(s["cron"], timezone=s.get("timezone", "UTC"), active=active))
         elif "interval" in s:
-            out.append(Interval(timedelta(seconds=float(s["interval"]))))
+            out.append(Interval(timedelta(seconds=float(s["interval"])), active=active))
         else:
             raise ConfigError(f"{path}: deployment {d['name']}: a schedule needs cron or interval")
     return out
 
 
-def build(path: Path = DEFAULT_FILE, only: list[str] | None = None) -> list[Any]:
-    """``RunnerDeployment``s for ``prefect.serve``, parameters validated against the flows.
-
-    Entry points are relative to the repository root (the yaml file's parent's parent).
+def fill_parameters(path: Path, d: dict[str, Any]) -> dict[str, Any]:
+    """A deployment's parameters with each ``{{ $NAME }}`` taken from the environment.
 
     Raises:
-        ConfigError: an unknown deployment in ``only``, or a bad entry point, schedule
-            or parameter set.
+        ConfigError: a variable it names is not set (the first such, by name).
+    """
+    from prefect.utilities.templating import apply_values
+
+    parameters = d.get("parameters") or {}
+    names = sorted(set(_ENV_PLACEHOLDER.findall(json.dumps(parameters))))
+    missing = [name for name in names if not os.environ.get(name)]
+    if missing:
+        raise ConfigError(
+            f"{path}: deployment {d['name']}: {missing[0]} is not set; export it (see the "
+            "comments in the file) or serve the others with --only"
+        )
+    filled: dict[str, Any] = apply_values(parameters, dict(os.environ), remove_notset=False)
+    return filled
+
+
+def _check_source(path: Path, d: dict[str, Any], params: Any) -> None:
+    """The flow's ``source`` exists on this machine (a typo fails at serve, not at 02:00)."""
+    source = getattr(params, "source", None)
+    if source is not None and not Path(source).exists():
+        raw = json.dumps((d.get("parameters") or {}).get("params", {}).get("source"))
+        named = _ENV_PLACEHOLDER.findall(raw)
+        where = f" (from {named[0]})" if named else ""
+        raise ConfigError(f"{path}: deployment {d['name']}: source {source}{where} does not exist")
+
+
+def build(
+    path: Path = DEFAULT_FILE, only: list[str] | None = None, *, check_paths: bool = False
+) -> list[Any]:
+    """``RunnerDeployment``s for ``prefect.serve``, parameters validated against the flows.
+
+    Entry points are relative to the repository root (the yaml file's parent's parent);
+    ``{{ $NAME }}`` placeholders in the parameters come from the environment.
+
+    Args:
+        path: the prefect.yaml file.
+        only: the deployments to build (default: all).
+        check_paths: also check that each deployment's ``source`` exists here.
+
+    Raises:
+        ConfigError: an unknown deployment in ``only``, an unset variable, a bad entry
+            point, schedule or parameter set, or (``check_paths``) a missing source.
     """
     from prefect.flows import load_flow_from_entrypoint
 
@@ -75,12 +124,14 @@ def build(path: Path = DEFAULT_FILE, only: list[str] | None = None) -> list[Any]
             flow: Any = load_flow_from_entrypoint(f"{root / file}:{func}")
         except Exception as exc:  # Prefect raises several types for a bad entry point
             raise ConfigError(f"{path}: deployment {d['name']}: {exc}") from exc
-        parameters = d.get("parameters") or {}
+        parameters = fill_parameters(path, d)
         try:
-            flow.validate_parameters(parameters)
+            validated = flow.validate_parameters(parameters)
         except Exception as exc:  # ParameterTypeError wraps pydantic's message
             first = str(exc).splitlines()[0]
             raise ConfigError(f"{path}: deployment {d['name']}: {first}") from exc
+        if check_paths:
+            _check_source(path, d, validated.get("params"))
         built.append(
             flow.to_deployment(
                 name=d["name"],
