@@ -62,7 +62,11 @@ def make_run(
     (run / schema.TRAIN_SUMMARY_FILE).write_text(json.dumps(summary))
     metrics: dict[str, object] = {"rmse": rmse, "mae": 0.7, "n_test": 3}
     if bias_baseline is not None:
-        metrics["baselines"] = {"global_mean": 1.2, "user_item_bias": bias_baseline}
+        # As cflib.evaluate.scoring writes them: name -> {"rmse", "mae"}.
+        metrics["baselines"] = {
+            "global_mean": {"rmse": 1.2, "mae": 1.0},
+            "user_item_bias": {"rmse": bias_baseline, "mae": 0.7},
+        }
     (run / schema.METRICS_FILE).write_text(json.dumps(metrics))
     (run / schema.REPORT_FILE).write_text("# report\n")
     (run / "report.html").write_text("<h1>report</h1>\n")

@@ -315,5 +315,5 @@ def find_published(
 
 def _bias_baseline(metrics: dict[str, Any]) -> float | None:
     """The user + item bias baseline's test RMSE from ``metrics.json``, if it has one."""
-    value = metrics.get("baselines", {}).get("user_item_bias")
+    value = metrics.get("baselines", {}).get("user_item_bias", {}).get("rmse")
     return None if value is None else float(value)

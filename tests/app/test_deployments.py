@@ -191,7 +191,9 @@ def served(
             {
                 "name": "adhoc-tiny",
                 "entrypoint": f"{ROOT}/flows/pipeline.py:pipeline_flow",
-                "parameters": {"params": {"source": "/nowhere", "work": "/nowhere"}},
+                # Started from the API with other parameters; its own source must exist
+                # (`cfpipe deploy serve` checks it).
+                "parameters": {"params": {"source": str(tiny), "work": "/nowhere"}},
             },
             {
                 "name": "tiny-ingest",
