@@ -4,6 +4,7 @@ of its TensorFlow stages, and the Prefect API they report to."""
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, cast
@@ -17,6 +18,7 @@ from prefect.tasks import Task
 from prefect_dask import DaskTaskRunner
 
 from cflib.config import IngestConfig
+from flows import supervise
 from flows.patches import dask_caches
 from flows.patches.prefect_server import ephemeral_api_url
 
@@ -94,13 +96,21 @@ def run_in_child(task: Task[..., Any], parameters: dict[str, Any]) -> Any:
     and every log line it sent is handed to this process's log worker, so none is lost
     when the flow run ends right after.
 
+    The child stops on SIGTERM or SIGINT (training with a checkpoint) and dies with this
+    process (``supervise.init_child``).
+
     Raises:
         ChildProcessError: the child died without an answer (killed by a signal, such as
             the kernel's out-of-memory killer); the task's own exceptions pass through.
     """
     task_run_id: UUID | None = None
     try:
-        with shared_api(), ProcessPoolTaskRunner(max_workers=1) as runner:
+        with (
+            shared_api(),
+            ProcessPoolTaskRunner(
+                max_workers=1, initializer=supervise.init_child, initargs=(os.getpid(),)
+            ) as runner,
+        ):
             future = runner.submit(task, parameters)
             task_run_id = future.task_run_id
             return future.result()

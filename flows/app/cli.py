@@ -347,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     _set_process_defaults()
     _log_cflib_info()
     _quiet_prefect_console()
+    from flows import supervise
+
+    supervise.install()  # the temporary server dies with this process
     try:
         result = app(args=argv, standalone_mode=False)
     except CfpipeError as exc:
