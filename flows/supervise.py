@@ -1,20 +1,29 @@
-"""Process supervision of a ``cfpipe`` command: its children die with it.
+"""Process supervision of a ``cfpipe`` command: signals, the TensorFlow children, the
+temporary Prefect server.
 
-Every child asks the kernel for SIGTERM when its parent dies
-(``prctl(PR_SET_PDEATHSIG)``), and a TensorFlow child also watches its parent's pid; a
-TensorFlow child turns SIGTERM and SIGINT into a stop request that training honours at
-the next batch, writing a checkpoint, and an orphaned one exits within
-``ORPHAN_GRACE_S``.
+- **Stopping.** SIGINT or SIGTERM (to the command or to its process group) ends the
+  command with :class:`Interrupted`: a TensorFlow child is asked to stop (SIGUSR1; it
+  turns that, SIGTERM and SIGINT into a stop request that training honours at the next
+  batch, writing a checkpoint), the flow run ends Crashed with the one line, and the
+  temporary server (in a session of its own, so a group signal does not reach it) is
+  stopped at exit. A second signal stops at once: children killed, exit.
+- **Dying.** Every child asks the kernel for SIGTERM when its parent dies
+  (``prctl(PR_SET_PDEATHSIG)``), and a TensorFlow child also watches its parent's pid;
+  an orphaned child writes its checkpoint and exits within ``ORPHAN_GRACE_S``.
 """
 
 from __future__ import annotations
 
 import ctypes
+import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
+from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from cflib.train import stop
@@ -92,8 +101,117 @@ def _child_signal(signum: int, frame: FrameType | None) -> None:
 # --- the command's side ---------------------------------------------------------------
 
 
+class Interrupted(BaseException):
+    """The command was stopped by a signal; ``message`` is its one line, ``exit_code``
+    128 + the signal. A BaseException, like KeyboardInterrupt: nothing may swallow it, and
+    Prefect records the flow run Crashed with this message."""
+
+    def __init__(self, signum: int, stage: str | None) -> None:
+        self.signum = signum
+        self.stage = stage
+        super().__init__(self.message)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    @property
+    def message(self) -> str:
+        during = f" during {self.stage}" if self.stage else ""
+        hint = " from the last checkpoint" if self.stage == "train" else ""
+        name = signal.Signals(self.signum).name
+        return f"interrupted ({name}){during}; rerun the same command to resume{hint}"
+
+
+_first: Interrupted | None = None
+
+
 def install() -> None:
-    """In the ``cfpipe`` process: the temporary server will die with this process."""
+    """In the ``cfpipe`` process: SIGINT and SIGTERM raise :class:`Interrupted` (Prefect
+    swaps in its own SIGTERM handler while a flow runs; ``interrupted_by`` maps it), a
+    second one stops at once; the temporary server will die with this process."""
     from flows.patches import prefect_server
 
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
     prefect_server.die_with_parent()
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    if _first is not None:
+        stop_now()
+    raise interrupted_by(signum)
+
+
+def current_stage() -> str | None:
+    """The name of the flow running in this thread (``train``, ``ingest``, ...), if any."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return ctx.flow.name if ctx is not None and ctx.flow is not None else None
+
+
+def interrupted_by(cause: BaseException | int) -> Interrupted:
+    """The :class:`Interrupted` of a signal number, a KeyboardInterrupt or Prefect's
+    TerminationSignal; the first one is kept (its line is the one printed)."""
+    global _first
+    if isinstance(cause, Interrupted):
+        found = cause
+    elif isinstance(cause, int):
+        found = Interrupted(cause, current_stage())
+    elif isinstance(cause, KeyboardInterrupt):
+        found = Interrupted(signal.SIGINT, current_stage())
+    else:  # prefect.exceptions.TerminationSignal
+        found = Interrupted(int(getattr(cause, "signal", signal.SIGTERM)), current_stage())
+    if _first is None:
+        _first = found
+    return _first
+
+
+def first_interrupt() -> Interrupted | None:
+    """The first interruption of this process, if any."""
+    return _first
+
+
+def stop_children(children: Iterable[BaseProcess], done: Callable[[], bool]) -> None:
+    """Ask ``children`` to stop (SIGUSR1), then wait until ``done()`` or they have exited,
+    at most ``CHILD_GRACE_S``; a second signal or the deadline kills them."""
+    alive = list(children)
+    for child in alive:
+        _send(child, signal.SIGUSR1)
+    deadline = time.monotonic() + CHILD_GRACE_S
+    while alive and not done() and time.monotonic() < deadline:
+        try:
+            multiprocessing.connection.wait([c.sentinel for c in alive], timeout=0.1)
+        except BaseException:  # a second signal (Prefect's handler raises): stop at once
+            break
+        alive = [c for c in alive if not _exited(c)]
+    if not done():
+        for child in alive:
+            _send(child, signal.SIGKILL)
+
+
+def _exited(child: BaseProcess) -> bool:
+    return bool(multiprocessing.connection.wait([child.sentinel], timeout=0))
+
+
+def _send(child: BaseProcess, sig: int) -> None:
+    if child.pid is not None:
+        try:
+            os.kill(child.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def stop_now() -> None:
+    """The second signal: kill every child and the temporary server, print the line of
+    the first interruption, exit with its status."""
+    from flows.patches import prefect_server
+
+    for child in multiprocessing.active_children():
+        _send(child, signal.SIGKILL)
+    prefect_server.kill_ephemeral()
+    first = _first or Interrupted(signal.SIGTERM, None)
+    sys.stderr.write(f"cfpipe: {first.message}\n")
+    sys.stderr.flush()
+    os._exit(first.exit_code)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -349,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_prefect_console()
     from flows import supervise
 
-    supervise.install()  # the temporary server dies with this process
+    supervise.install()  # SIGINT, SIGTERM: stop the tree; the temporary server dies with us
     try:
         result = app(args=argv, standalone_mode=False)
     except CfpipeError as exc:
@@ -367,10 +368,28 @@ def main(argv: list[str] | None = None) -> int:
             where = f"{exc.filename} -> {exc.filename2}: "
         typer.echo(f"cfpipe: error: {where}{exc.strerror or exc}", err=True)
         return 1
-    except (typer.Abort, KeyboardInterrupt):
-        typer.echo("cfpipe: interrupted", err=True)
-        return 130
+    except (typer.Abort, KeyboardInterrupt):  # typer.Abort: Ctrl-C at a prompt
+        return _interrupted(supervise.interrupted_by(signal.SIGINT))
+    except BaseException as exc:
+        from prefect.exceptions import TerminationSignal
+
+        if isinstance(exc, supervise.Interrupted | TerminationSignal):
+            return _interrupted(supervise.interrupted_by(exc))
+        raise
     return result if isinstance(result, int) else 0
+
+
+def _interrupted(interrupted: Any) -> int:
+    """Print the one line of a ``supervise.Interrupted``; its exit status (130, 143).
+
+    The line stays the last: Prefect's notice that it stops the temporary server (at
+    exit, once its logs are sent) is dropped.
+    """
+    logging.getLogger("prefect").addFilter(
+        lambda record: not str(record.msg).startswith("Stopping temporary server")
+    )
+    typer.echo(f"cfpipe: {interrupted.message}", err=True)
+    return int(interrupted.exit_code)
 
 
 def entrypoint() -> None:

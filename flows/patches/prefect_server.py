@@ -44,6 +44,15 @@ def ephemeral_api_url() -> str | None:
     return str(ephemeral.api_url)
 
 
+def kill_ephemeral() -> None:
+    """SIGKILL the temporary server this process runs, if any (a second Ctrl-C)."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    for server in list(SubprocessASGIServer._instances.values()):
+        if server.server_process is not None and server.server_process.poll() is None:
+            server.server_process.kill()
+
+
 def _popen_in_own_session(*args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
     from flows.supervise import die_with_parent
 

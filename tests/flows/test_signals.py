@@ -1,5 +1,5 @@
-"""Real signals to a real `cfpipe train` (README "Stopping and killing a run"): SIGKILL of
-the command. Each run
+"""Real signals to a real `cfpipe train` (README "Stopping and killing a run"): SIGTERM to
+the command, SIGTERM to its process group, SIGINT, SIGKILL of the command. Each run
 carries a marker in its environment; afterwards no process with the marker is left,
 the `--out` lock is free, and the rerun of the same command resumes and finishes."""
 
@@ -175,6 +175,35 @@ def _rerun_resumes(data: Path, out: Path, run_id: str, home: Path) -> dict[str, 
     assert summary["epochs_run"] == 3
     _gone_within(marker, ORPHAN_S, time.monotonic())
     return summary
+
+
+@pytest.mark.parametrize(
+    ("how", "code", "name"),
+    [("term", 143, "SIGTERM"), ("group", 143, "SIGTERM"), ("int", 130, "SIGINT")],
+)
+def test_a_signal_stops_the_tree_with_a_checkpoint_and_the_rerun_resumes(
+    data: Path, home: Path, tmp_path: Path, how: str, code: int, name: str
+) -> None:
+    out, run_id, proc, sent, marker = _interrupt(data, home, tmp_path, how)
+    try:
+        _, stderr = proc.communicate(timeout=STOP_S + 30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    stopped = time.monotonic() - sent
+    assert proc.returncode == code, stderr[-3000:]
+    line = f"cfpipe: interrupted ({name}) during train; rerun the same command to resume from "
+    assert stderr.strip().splitlines()[-1] == line + "the last checkpoint", stderr[-3000:]
+    assert stopped < STOP_S, f"{how}: stopped after {stopped:.1f} s"
+    gone = _gone_within(marker, STOP_S, sent)
+    assert _lock_is_free(out)
+    assert "CRASHED" in _flow_run_states(home, run_id)
+    assert "RUNNING" not in _flow_run_states(home, run_id)
+    print(f"{how}: exit after {stopped:.1f} s, every process gone after {gone:.1f} s")
+    state = json.loads((out / "checkpoints" / "state.json").read_text())
+    _rerun_resumes(data, out, run_id, home)
+    assert state["steps"] > 20 or state["epoch"] > 0  # a checkpoint of the stop itself
 
 
 def test_a_killed_command_leaves_nothing_running_and_the_rerun_resumes(
