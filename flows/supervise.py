@@ -15,6 +15,7 @@ temporary Prefect server.
 from __future__ import annotations
 
 import ctypes
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -74,6 +75,16 @@ def init_child(parent: int) -> None:
         signal.signal(sig, _child_signal)
     die_with_parent(parent)
     threading.Thread(target=_watch_parent, name="cfpipe-parent-watch", daemon=True).start()
+    # The task engine logs a task's exception on this logger, traceback and all.
+    logging.getLogger("prefect.task_runs").addFilter(_no_traceback_for_a_stop)
+
+
+def _no_traceback_for_a_stop(record: logging.LogRecord) -> bool:
+    """A stopped training's task run is logged in one line, without the traceback."""
+    if record.exc_info and isinstance(record.exc_info[1], stop.TrainingInterrupted):
+        record.exc_info = None
+        record.exc_text = None
+    return True
 
 
 def _watch_parent() -> None:

@@ -242,3 +242,26 @@ def test_dask_workers_die_with_the_process_of_their_cluster(tmp_path: Path) -> N
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_second_signal_stops_at_once(data: Path, home: Path, tmp_path: Path) -> None:
+    """The second SIGTERM does not wait for a checkpoint: the command exits at once with
+    the first one's line, and nothing is left running."""
+    out, run_id, proc, sent, marker = _interrupt(data, home, tmp_path, "term")
+    try:
+        time.sleep(0.2)  # the first is being handled
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=STOP_S)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    stopped = time.monotonic() - sent
+    assert proc.returncode == 143, stderr[-3000:]
+    # multiprocessing's resource tracker may warn after it (of the semaphores the killed
+    # pool leaves): the line is the command's last, not always the stream's.
+    ours = [line for line in stderr.splitlines() if line.startswith("cfpipe: ")]
+    assert ours and ours[-1].startswith("cfpipe: interrupted (SIGTERM) during train"), ours
+    gone = _gone_within(marker, ORPHAN_S, sent)
+    assert _lock_is_free(out)
+    print(f"second signal: exit after {stopped:.1f} s, every process gone after {gone:.1f} s")
