@@ -137,14 +137,19 @@ class Interrupted(BaseException):
 _first: Interrupted | None = None
 
 
-def install() -> None:
+def install(*, signals: bool = True) -> None:
     """In the ``cfpipe`` process: SIGINT and SIGTERM raise :class:`Interrupted` (Prefect
     swaps in its own SIGTERM handler while a flow runs; ``interrupted_by`` maps it), a
-    second one stops at once; the temporary server will die with this process."""
+    second one stops at once; the temporary server will die with this process.
+
+    ``signals=False`` leaves the signals to Prefect (``cfpipe deploy serve``: its runner
+    pauses its deployments on KeyboardInterrupt).
+    """
     from flows.patches import prefect_server
 
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
+    if signals:
+        signal.signal(signal.SIGINT, _on_signal)
+        signal.signal(signal.SIGTERM, _on_signal)
     prefect_server.die_with_parent()
 
 
@@ -182,6 +187,20 @@ def interrupted_by(cause: BaseException | int) -> Interrupted:
 def first_interrupt() -> Interrupted | None:
     """The first interruption of this process, if any."""
     return _first
+
+
+def report(interrupted: Interrupted) -> int:
+    """Print the one line of ``interrupted``; its exit status (130, 143).
+
+    The line stays the last: Prefect's notice that it stops the temporary server (at
+    exit, once its logs are sent) is dropped.
+    """
+    logging.getLogger("prefect").addFilter(
+        lambda record: not str(record.msg).startswith("Stopping temporary server")
+    )
+    sys.stderr.write(f"cfpipe: {interrupted.message}\n")
+    sys.stderr.flush()
+    return interrupted.exit_code
 
 
 def stop_children(children: Iterable[BaseProcess], done: Callable[[], bool]) -> None:

@@ -22,6 +22,7 @@ from cflib.config import (
 )
 from cflib.errors import CfpipeError
 from cflib.evaluate import report
+from cflib.train import stop
 from flows.app.deploy_commands import deploy_app, server
 from flows.app.options import config_options, given_on_command_line, load_config_file
 from flows.app.registry_commands import models_app, predict, recommend
@@ -350,7 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_prefect_console()
     from flows import supervise
 
-    supervise.install()  # SIGINT, SIGTERM: stop the tree; the temporary server dies with us
+    # SIGINT, SIGTERM: stop the tree; the temporary server dies with us. A served
+    # deployment's runner handles its own signals (it pauses its deployments).
+    args = sys.argv[1:] if argv is None else argv
+    supervise.install(signals=args[:1] != ["deploy"])
     try:
         result = app(args=argv, standalone_mode=False)
     except CfpipeError as exc:
@@ -368,28 +372,18 @@ def main(argv: list[str] | None = None) -> int:
             where = f"{exc.filename} -> {exc.filename2}: "
         typer.echo(f"cfpipe: error: {where}{exc.strerror or exc}", err=True)
         return 1
+    except stop.TrainingInterrupted as exc:  # a signal to the training's process alone
+        typer.echo(f"cfpipe: error: {exc}; rerun the same command to resume", err=True)
+        return 1
     except (typer.Abort, KeyboardInterrupt):  # typer.Abort: Ctrl-C at a prompt
-        return _interrupted(supervise.interrupted_by(signal.SIGINT))
+        return supervise.report(supervise.interrupted_by(signal.SIGINT))
     except BaseException as exc:
         from prefect.exceptions import TerminationSignal
 
         if isinstance(exc, supervise.Interrupted | TerminationSignal):
-            return _interrupted(supervise.interrupted_by(exc))
+            return supervise.report(supervise.interrupted_by(exc))
         raise
     return result if isinstance(result, int) else 0
-
-
-def _interrupted(interrupted: Any) -> int:
-    """Print the one line of a ``supervise.Interrupted``; its exit status (130, 143).
-
-    The line stays the last: Prefect's notice that it stops the temporary server (at
-    exit, once its logs are sent) is dropped.
-    """
-    logging.getLogger("prefect").addFilter(
-        lambda record: not str(record.msg).startswith("Stopping temporary server")
-    )
-    typer.echo(f"cfpipe: {interrupted.message}", err=True)
-    return int(interrupted.exit_code)
 
 
 def entrypoint() -> None:
