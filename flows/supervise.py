@@ -14,6 +14,7 @@ temporary Prefect server.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import multiprocessing
@@ -23,7 +24,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
@@ -137,20 +138,30 @@ class Interrupted(BaseException):
 _first: Interrupted | None = None
 
 
-def install(*, signals: bool = True) -> None:
+@contextlib.contextmanager
+def installed(*, signals: bool = True) -> Iterator[None]:
     """In the ``cfpipe`` process: SIGINT and SIGTERM raise :class:`Interrupted` (Prefect
     swaps in its own SIGTERM handler while a flow runs; ``interrupted_by`` maps it), a
     second one stops at once; the temporary server will die with this process.
 
     ``signals=False`` leaves the signals to Prefect (``cfpipe deploy serve``: its runner
-    pauses its deployments on KeyboardInterrupt).
+    pauses its deployments on KeyboardInterrupt). The previous handlers are back after
+    the block (``cfpipe``'s ``main`` called in a longer-lived process, such as a test).
     """
     from flows.patches import prefect_server
 
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     if signals:
-        signal.signal(signal.SIGINT, _on_signal)
-        signal.signal(signal.SIGTERM, _on_signal)
+        for sig in previous:
+            signal.signal(sig, _on_signal)
     prefect_server.die_with_parent()
+    global _first
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _first = None
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
