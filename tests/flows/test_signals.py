@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,23 @@ TRAIN = ["--epochs", "3", "--patience", "3", "--batch-size", "64", "--checkpoint
 STOP_S, ORPHAN_S = 30.0, 10.0
 #: Deadlines for what depends on the machine's load, not on a promise.
 START_S, RUN_S = 600.0, 600.0
+
+
+_MARKERS: list[str] = []
+
+
+def _new_marker() -> str:
+    _MARKERS.append(uuid.uuid4().hex)
+    return _MARKERS[-1]
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left_behind() -> Iterator[None]:
+    """Whatever a test asserts or fails on, no process it marked outlives it."""
+    yield
+    while _MARKERS:
+        for pid in _marked(_MARKERS.pop()):
+            _kill(pid)
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +158,7 @@ def _interrupt(
 ) -> tuple[Path, str, subprocess.Popen[str], float, str]:
     """Start `cfpipe train`, deliver ``how`` after its first checkpoint; return the run
     directory, its run id, the process, when the signal went and the marker."""
-    marker, run_id = uuid.uuid4().hex, f"sig-{how}-{os.getpid()}"
+    marker, run_id = _new_marker(), f"sig-{how}-{os.getpid()}"
     out = tmp_path / "run"
     proc = _train(data, out, run_id, _env(home, marker), start_new_session=True)
     try:
@@ -160,7 +178,7 @@ def _interrupt(
 
 
 def _rerun_resumes(data: Path, out: Path, run_id: str, home: Path) -> dict[str, object]:
-    marker = uuid.uuid4().hex
+    marker = _new_marker()
     proc = _train(data, out, run_id, _env(home, marker))
     try:
         stdout, stderr = proc.communicate(timeout=RUN_S)
@@ -220,7 +238,7 @@ def test_a_killed_command_leaves_nothing_running_and_the_rerun_resumes(
 def test_dask_workers_die_with_the_process_of_their_cluster(tmp_path: Path) -> None:
     """A LocalCluster's nanny and worker processes exit by themselves when the process
     that holds the cluster is SIGKILLed (distributed's parent-alive pipe)."""
-    marker = uuid.uuid4().hex
+    marker = _new_marker()
     code = (
         "from distributed import LocalCluster\n"
         "c = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,"
