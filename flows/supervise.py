@@ -39,21 +39,19 @@ ORPHAN_GRACE_S = 5.0
 #: Seconds between two looks of a TensorFlow child at its parent's pid.
 WATCH_S = 1.0
 _PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 
 
 def die_with_parent(parent: int, sig: int = signal.SIGTERM) -> None:
     """Have the kernel send ``sig`` to this process when ``parent`` (the thread of it that
     started this process) ends; if it ended already, send it now. Linux only; safe in a
     ``preexec_fn`` (no allocation beyond ctypes' call)."""
-    if sys.platform != "linux":
+    if _LIBC is None:  # not Linux
         return
     if _LIBC.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     if os.getppid() != parent:  # it died between our start and the prctl
         os.kill(os.getpid(), sig)
-
-
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 
 
 # --- the child's side -----------------------------------------------------------------
@@ -192,11 +190,6 @@ def interrupted_by(cause: BaseException | int) -> Interrupted:
         found = Interrupted(int(getattr(cause, "signal", signal.SIGTERM)), current_stage())
     if _first is None:
         _first = found
-    return _first
-
-
-def first_interrupt() -> Interrupted | None:
-    """The first interruption of this process, if any."""
     return _first
 
 
