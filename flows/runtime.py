@@ -4,6 +4,8 @@ of its TensorFlow stages, and the Prefect API they report to."""
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import os
 from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, cast
@@ -11,12 +13,14 @@ from uuid import UUID
 
 from prefect import get_run_logger
 from prefect.context import FlowRunContext
+from prefect.exceptions import TerminationSignal
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 from prefect.tasks import Task
 from prefect_dask import DaskTaskRunner
 
 from cflib.config import IngestConfig
+from flows import supervise
 from flows.patches import dask_caches
 from flows.patches.prefect_server import ephemeral_api_url
 
@@ -94,16 +98,35 @@ def run_in_child(task: Task[..., Any], parameters: dict[str, Any]) -> Any:
     and every log line it sent is handed to this process's log worker, so none is lost
     when the flow run ends right after.
 
+    The child stops on SIGTERM or SIGINT (training with a checkpoint) and dies with this
+    process (``supervise.init_child``). Interrupted while it runs, this asks the child to
+    stop and waits for it (``supervise.stop_children``) before the pool is shut down,
+    marks its task run Crashed with the one line and raises ``supervise.Interrupted``.
+
     Raises:
         ChildProcessError: the child died without an answer (killed by a signal, such as
             the kernel's out-of-memory killer); the task's own exceptions pass through.
+        supervise.Interrupted: SIGINT or SIGTERM while the child ran.
     """
     task_run_id: UUID | None = None
+    before = set(multiprocessing.active_children())
     try:
-        with shared_api(), ProcessPoolTaskRunner(max_workers=1) as runner:
+        with (
+            shared_api(),
+            ProcessPoolTaskRunner(
+                max_workers=1, initializer=supervise.init_child, initargs=(os.getpid(),)
+            ) as runner,
+        ):
             future = runner.submit(task, parameters)
             task_run_id = future.task_run_id
-            return future.result()
+            try:
+                return future.result()
+            except (KeyboardInterrupt, TerminationSignal, supervise.Interrupted) as exc:
+                interrupted = supervise.interrupted_by(exc)
+                children = set(multiprocessing.active_children()) - before
+                supervise.stop_children(children, future.wrapped_future.done)
+                _mark_crashed(task_run_id, interrupted.message)
+                raise interrupted from None
     except BrokenProcessPool:
         message = (
             f"{task.name}: its process died without an answer (killed by a signal, e.g. "

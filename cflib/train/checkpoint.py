@@ -23,7 +23,7 @@ import keras
 from cflib import schema
 from cflib.config import TrainConfig
 from cflib.errors import ConfigError
-from cflib.train import runs
+from cflib.train import runs, stop
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,21 @@ class Checkpointer(keras.callbacks.Callback):
         self.state.steps += 1
         if self.every_steps and self.state.steps % self.every_steps == 0:
             self.save()
+        self.stop_if_requested()
+
+    def stop_if_requested(self) -> None:
+        """If a stop was requested (``cflib.train.stop``), write a checkpoint and raise.
+
+        Raises:
+            TrainingInterrupted: a stop was requested; the checkpoint is written.
+        """
+        reason = stop.requested()
+        if reason is None:
+            return
+        self.save()
+        log.warning("training stops (%s) at epoch %d, batch %d", reason, self.state.epoch + 1,
+                    self.state.batch)  # fmt: skip
+        raise stop.TrainingInterrupted(reason, self.state.weights)
 
     def save(self) -> None:
         """Write a checkpoint of the model, its optimizer and the state.

@@ -30,7 +30,7 @@ from cflib.fsutil import exclusive, naming
 from cflib.models.catalog import build_model, resolve, spec_of
 from cflib.models.io import save_model
 from cflib.models.losses import squared_error
-from cflib.train import runs
+from cflib.train import runs, stop
 from cflib.train.checkpoint import (
     BEST_WEIGHTS,
     CHECKPOINT_DIR,
@@ -179,7 +179,8 @@ def _train(
     )  # fmt: skip
     fit.callbacks = [fit.checkpointer, fit.timer, *_reporting(run, cfg, inputs.train_batches)]
     _log_start(cfg, manifest, run, strategy)
-    _fit_epochs(fit, run, cfg, manifest.splits["train"].rows, on_epoch)
+    with stop.listening():  # a stop request now ends training with a checkpoint
+        _fit_epochs(fit, run, cfg, manifest.splits["train"].rows, on_epoch)
     summary = _summary(run.run_id, cfg, manifest, data_dir, run.state, strategy, cluster)
     summary.update(
         seconds=time.perf_counter() - start,
@@ -302,6 +303,7 @@ def _fit_epochs(
     state = run.state
     val_ds = None if fit.validate else fit.inputs.validation()
     while state.epoch < cfg.epochs and not _should_stop(state, cfg.patience):
+        fit.checkpointer.stop_if_requested()  # asked between epochs (during validation)
         epoch = state.epoch
         logs = _fit_epoch(fit, state, val_ds)
         rows = min(fit.timer.batches * cfg.batch_size, train_rows)

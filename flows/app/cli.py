@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from cflib.config import (
 )
 from cflib.errors import CfpipeError
 from cflib.evaluate import report
+from cflib.train import stop
 from flows.app.deploy_commands import deploy_app, server
 from flows.app.options import config_options, given_on_command_line, load_config_file
 from flows.app.registry_commands import models_app, predict, recommend
@@ -347,27 +349,41 @@ def main(argv: list[str] | None = None) -> int:
     _set_process_defaults()
     _log_cflib_info()
     _quiet_prefect_console()
-    try:
-        result = app(args=argv, standalone_mode=False)
-    except CfpipeError as exc:
-        typer.echo(f"cfpipe: error: {exc}", err=True)
-        return 2
-    except typer.TyperException as exc:  # Option parsing: usage errors and --help.
-        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        if not message.strip():  # A group called with no command: help is already shown.
-            return 0
-        typer.echo(f"cfpipe: error: {message}", err=True)
-        return int(getattr(exc, "exit_code", 2))
-    except OSError as exc:  # the machine, not the input: a full disk, a read-only mount
-        where = f"{exc.filename}: " if exc.filename else ""
-        if exc.filename2:  # a copy or a rename: from where to where
-            where = f"{exc.filename} -> {exc.filename2}: "
-        typer.echo(f"cfpipe: error: {where}{exc.strerror or exc}", err=True)
-        return 1
-    except (typer.Abort, KeyboardInterrupt):
-        typer.echo("cfpipe: interrupted", err=True)
-        return 130
-    return result if isinstance(result, int) else 0
+    from flows import supervise
+
+    # SIGINT, SIGTERM: stop the tree; the temporary server dies with us. A served
+    # deployment's runner handles its own signals (it pauses its deployments).
+    args = sys.argv[1:] if argv is None else argv
+    with supervise.installed(signals=args[:1] != ["deploy"]):
+        try:
+            result = app(args=argv, standalone_mode=False)
+        except CfpipeError as exc:
+            typer.echo(f"cfpipe: error: {exc}", err=True)
+            return 2
+        except typer.TyperException as exc:  # Option parsing: usage errors and --help.
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            if not message.strip():  # A group called with no command: help is already shown.
+                return 0
+            typer.echo(f"cfpipe: error: {message}", err=True)
+            return int(getattr(exc, "exit_code", 2))
+        except OSError as exc:  # the machine, not the input: a full disk, a read-only mount
+            where = f"{exc.filename}: " if exc.filename else ""
+            if exc.filename2:  # a copy or a rename: from where to where
+                where = f"{exc.filename} -> {exc.filename2}: "
+            typer.echo(f"cfpipe: error: {where}{exc.strerror or exc}", err=True)
+            return 1
+        except stop.TrainingInterrupted as exc:  # a signal to the training's process alone
+            typer.echo(f"cfpipe: error: {exc}; rerun the same command to resume", err=True)
+            return 1
+        except (typer.Abort, KeyboardInterrupt):  # typer.Abort: Ctrl-C at a prompt
+            return supervise.report(supervise.interrupted_by(signal.SIGINT))
+        except BaseException as exc:
+            from prefect.exceptions import TerminationSignal
+
+            if isinstance(exc, supervise.Interrupted | TerminationSignal):
+                return supervise.report(supervise.interrupted_by(exc))
+            raise
+        return result if isinstance(result, int) else 0
 
 
 def entrypoint() -> None:

@@ -1,18 +1,34 @@
-"""The URL of the temporary Prefect server this process started, if any.
+"""The temporary Prefect server this process started: its URL, and its life.
 
 Run ad hoc (no ``PREFECT_API_URL``), Prefect starts a temporary server per process
-(``SubprocessASGIServer``) and offers no public way to ask for its URL. A child process
-of ours (``flows.runtime.run_in_child``) would otherwise start a second server of its
-own. Prefect keeps its servers in the private class attribute
-``SubprocessASGIServer._instances`` (port -> server; ``None`` is the one ``get_client()``
-started); this reads it.
+(``SubprocessASGIServer``, a ``uvicorn`` child) and offers no public way to ask for its
+URL, nor to say how the child is started.
+
+- ``ephemeral_api_url``: a child process of ours (``flows.runtime.run_in_child``) would
+  otherwise start a second server of its own. Prefect keeps its servers in the private
+  class attribute ``SubprocessASGIServer._instances`` (port -> server; ``None`` is the
+  one ``get_client()`` started); this reads it.
+- ``die_with_parent``: the server outlived a SIGKILLed ``cfpipe`` for ever, and a SIGTERM
+  to the command's process group stopped it before the flow run could be marked Crashed.
+  ``SubprocessASGIServer._run_uvicorn_command`` starts it with the module's
+  ``subprocess.Popen``; this gives that module a ``subprocess`` whose ``Popen`` starts
+  the server in a session of its own (a signal to our group does not reach it: we stop
+  it at exit, as Prefect's ``atexit`` does) that gets SIGTERM when this process dies
+  (``prctl(PR_SET_PDEATHSIG)``, only when started from the main thread: the signal
+  follows the starting thread, and another could end before the process).
 
 Reason: no public API (Prefect 3.8). Verified on prefect ``VERIFIED``;
 ``pyproject.toml`` keeps prefect below 3.9, and ``tests/flows/test_patches.py`` fails on a
-newer Prefect or when the attribute is gone.
+newer Prefect or when the attribute or the ``subprocess.Popen`` call is gone.
 """
 
 from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import types
+from typing import Any
 
 #: The Prefect release this was checked against.
 VERIFIED = "3.8.8"
@@ -26,3 +42,35 @@ def ephemeral_api_url() -> str | None:
     if ephemeral is None or ephemeral.server_process is None:
         return None
     return str(ephemeral.api_url)
+
+
+def kill_ephemeral() -> None:
+    """SIGKILL the temporary server this process runs, if any (a second Ctrl-C)."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    for server in list(SubprocessASGIServer._instances.values()):
+        if server.server_process is not None and server.server_process.poll() is None:
+            server.server_process.kill()
+
+
+def _popen_in_own_session(*args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
+    from flows.supervise import die_with_parent
+
+    kwargs.setdefault("start_new_session", True)
+    if threading.current_thread() is threading.main_thread():
+        parent = os.getpid()
+        kwargs.setdefault("preexec_fn", lambda: die_with_parent(parent))
+    return subprocess.Popen(*args, **kwargs)
+
+
+def die_with_parent() -> None:
+    """From now on, this process's temporary server runs in a session of its own and
+    dies with this process (idempotent)."""
+    from prefect.server.api import server as module
+
+    if getattr(module.subprocess, "cfpipe_plugged", False):
+        return
+    shim = types.SimpleNamespace(**vars(subprocess))
+    shim.Popen = _popen_in_own_session
+    shim.cfpipe_plugged = True
+    module.subprocess = shim  # type: ignore[assignment]

@@ -93,3 +93,21 @@ def test_keras_records_the_scope_strategy_where_keras_strategy_clears_it() -> No
     assert getattr(model, keras_strategy.ATTRIBUTE) is strategy
     keras_strategy.use_scope_strategy(model)
     assert getattr(model, keras_strategy.ATTRIBUTE) is None
+
+
+def test_prefect_starts_its_temporary_server_where_prefect_server_hooks_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``die_with_parent`` swaps the ``subprocess`` of the module whose
+    ``SubprocessASGIServer._run_uvicorn_command`` calls ``subprocess.Popen``."""
+    import inspect
+
+    from prefect.server.api import server as module
+
+    source = inspect.getsource(module.SubprocessASGIServer._run_uvicorn_command)
+    assert "subprocess.Popen(" in source
+    monkeypatch.setattr(module, "subprocess", module.subprocess)  # undone after the test
+    prefect_server.die_with_parent()
+    prefect_server.die_with_parent()  # idempotent
+    assert module.subprocess.Popen is prefect_server._popen_in_own_session
+    assert module.subprocess.PIPE == __import__("subprocess").PIPE  # the rest unchanged
