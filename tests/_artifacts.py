@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from cflib import schema
-from cflib.config import IngestConfig, TrainConfig
+from cflib.config import IngestConfig, SynthConfig, TrainConfig
 from cflib.data.manifest import load_manifest
 from cflib.ingest.parallel import ingest_local
 
@@ -17,6 +17,16 @@ def ingest_tiny(source: Path, out: Path, **options: object) -> Path:
     """The conftest Netflix directory ingested as dataset ``tiny``."""
     ingest_local(source, out, IngestConfig(name="tiny", **options))  # type: ignore[arg-type]
     return out
+
+
+def ingest_synth(root: Path, cfg: SynthConfig, name: str) -> Path:
+    """A planted Netflix-format source under ``root/src`` (``cflib.synth``), ingested
+    in-process (no Prefect) as dataset ``name`` into ``root/data``; returns the latter."""
+    from cflib.synth import generate_netflix
+
+    generate_netflix(root / "src", cfg)
+    ingest_local(root / "src", root / "data", IngestConfig(name=name))
+    return root / "data"
 
 
 def make_run(

@@ -18,9 +18,10 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from cflib.config import IngestConfig, SynthConfig
+from cflib.config import SynthConfig
 from tests import _prefect_api as api
 from tests import _servers as servers
+from tests._artifacts import ingest_synth
 
 CLI = [sys.executable, "-m", "flows.app"]
 SMALL = SynthConfig(movies=30, users=200, ratings=6_000, probe_fraction=0.05, seed=5)
@@ -35,13 +36,7 @@ def _cfpipe(
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small planted dataset, generated and ingested in-process (no Prefect)."""
-    from cflib.ingest.parallel import ingest_local
-    from cflib.synth import generate_netflix
-
-    root = tmp_path_factory.mktemp("small")
-    generate_netflix(root / "src", SMALL)
-    ingest_local(root / "src", root / "data", IngestConfig(name="small"))
-    return root / "data"
+    return ingest_synth(tmp_path_factory.mktemp("small"), SMALL, "small")
 
 
 # --- synth ---------------------------------------------------------------------------------

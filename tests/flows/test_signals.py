@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from cflib.config import IngestConfig, SynthConfig
+from cflib.config import SynthConfig
 from tests import _prefect_api as api
+from tests._artifacts import ingest_synth
 
 pytestmark = pytest.mark.slow
 
@@ -55,13 +56,7 @@ def _nothing_left_behind() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small planted dataset, generated and ingested in-process (no Prefect)."""
-    from cflib.ingest.parallel import ingest_local
-    from cflib.synth import generate_netflix
-
-    root = tmp_path_factory.mktemp("signals")
-    generate_netflix(root / "src", DATA)
-    ingest_local(root / "src", root / "data", IngestConfig(name="signals"))
-    return root / "data"
+    return ingest_synth(tmp_path_factory.mktemp("signals"), DATA, "signals")
 
 
 @pytest.fixture(scope="module")
