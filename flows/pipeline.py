@@ -22,6 +22,7 @@ from cflib.models.catalog import resolve
 from cflib.train import runs
 from flows.evaluate_publish import evaluate_flow, publish_flow
 from flows.ingest import run_ingest
+from flows.runtime import tensorflow_worker
 from flows.train import train_flow
 
 DATA_DIR = "data"
@@ -44,6 +45,11 @@ class PipelineParams(BaseModel):
 def pipeline_flow(params: PipelineParams) -> dict[str, Any]:
     """Ingest ``source`` into ``work/data``, train in ``work/runs/<run-id>``, evaluate and
     publish to ``registry`` (default ``work/registry``), skipping completed stages."""
+    with tensorflow_worker():  # one TensorFlow process for every stage; it loads now
+        return _pipeline(params)
+
+
+def _pipeline(params: PipelineParams) -> dict[str, Any]:
     config, root = params.config, Path(params.work)
     logger = get_run_logger()
     data = str(root / DATA_DIR)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.process import BaseProcess
 from typing import Any, cast
 from uuid import UUID
 
@@ -17,12 +18,16 @@ from prefect.exceptions import TerminationSignal
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 from prefect.tasks import Task
-from prefect_dask import DaskTaskRunner
 
 from cflib.config import IngestConfig
 from flows import supervise
-from flows.patches import dask_caches
+from flows.patches import dask_caches, prefect_server
+from flows.patches.prefect_pool import SharedProcessPool
 from flows.patches.prefect_server import ephemeral_api_url
+
+#: Modules a TensorFlow stage's process imports before its first task (TensorFlow, Keras
+#: and what the stages' tasks load), while the command does other work.
+WARM_MODULES = ("cflib.train.loop", "cflib.evaluate.scoring", "cflib.registry.publish")
 
 
 def dask_task_runner(cfg: IngestConfig) -> TaskRunner[Any]:
@@ -32,6 +37,8 @@ def dask_task_runner(cfg: IngestConfig) -> TaskRunner[Any]:
     and the per-worker memory stays easy to bound. Workers run plain cflib functions
     (see ``cflib.ingest.parallel``), so they need no Prefect API of their own.
     """
+    from prefect_dask import DaskTaskRunner  # with distributed: 1-2 s to import
+
     # cast: prefect-dask's runner is a TaskRunner of its own future type, which mypy
     # does not accept where Prefect's Flow expects TaskRunner[PrefectFuture].
     if cfg.dask_address:
@@ -57,6 +64,8 @@ def dask_scheduler_address() -> str:
     ``prefect_dask.get_dask_client`` reads the runner's private client, which the runner
     only creates on first use; its public ``client`` property creates it.
     """
+    from prefect_dask import DaskTaskRunner
+
     ctx = FlowRunContext.get()
     runner = ctx.task_runner if ctx is not None else None
     if not isinstance(runner, DaskTaskRunner):
@@ -89,14 +98,63 @@ def shared_api() -> Iterator[None]:
         yield
 
 
+class _Worker:
+    """The process pool of :func:`tensorflow_worker` and the process it started."""
+
+    def __init__(self, pool: SharedProcessPool, processes: list[BaseProcess]) -> None:
+        self.pool = pool
+        self.processes = processes
+
+
+_worker: _Worker | None = None
+
+
+@contextlib.contextmanager
+def tensorflow_worker() -> Iterator[None]:
+    """Within the block, every ``run_in_child`` runs in one process, started now.
+
+    One ``import tensorflow`` (3-5 s on 2 cores) for a pipeline's training, evaluation and
+    publishing instead of one per stage, and it happens while the block's caller goes on
+    (the temporary server starts, the data is ingested). Re-entrant: an inner block uses
+    the outer one's process. The process stops on SIGTERM/SIGINT and dies with this one
+    like any ``run_in_child`` child; after the block it has exited.
+    """
+    global _worker
+    if _worker is not None:
+        yield
+        return
+    pool = SharedProcessPool(
+        max_workers=1, initializer=supervise.init_child, initargs=(os.getpid(), WARM_MODULES)
+    )
+    with pool:
+        _worker = _Worker(pool, pool.start_process())
+        try:
+            yield
+        finally:
+            _worker = None
+
+
+@contextlib.contextmanager
+def started(*, tensorflow: bool) -> Iterator[Callable[[], None]]:
+    """A ``cfpipe`` command's start: the temporary Prefect server (unless
+    ``PREFECT_API_URL`` names one) and, for stages that load TensorFlow, their process
+    (:func:`tensorflow_worker`) start side by side, while the block imports what it
+    needs; the block calls the callable it is given (it waits until the server answers)
+    before its first flow run."""
+    prefect_server.start_early()
+    with tensorflow_worker() if tensorflow else contextlib.nullcontext():
+        yield prefect_server.wait_ready
+
+
 def run_in_child(task: Task[..., Any], parameters: dict[str, Any]) -> Any:
-    """Run ``task`` in a fresh child process (spawned) and return its result.
+    """Run ``task`` in a child process (spawned) and return its result: the process of
+    the enclosing :func:`tensorflow_worker`, else a fresh one.
 
     A task run of the calling flow run like any other (state, logs and artifacts in the
-    UI), through Prefect's ``ProcessPoolTaskRunner`` of one process, entered here rather
-    than as the flow's task runner: leaving the block waits until the child has exited
-    and every log line it sent is handed to this process's log worker, so none is lost
-    when the flow run ends right after.
+    UI), through Prefect's ``ProcessPoolTaskRunner`` of one process, entered here (or by
+    ``tensorflow_worker``) rather than as the flow's task runner: leaving its block waits
+    until the child has exited and every log line it sent is handed to this process's
+    log worker, so none is lost when the flow run (or the command) ends right after.
 
     The child stops on SIGTERM or SIGINT (training with a checkpoint) and dies with this
     process (``supervise.init_child``). Interrupted while it runs, this asks the child to
@@ -111,12 +169,7 @@ def run_in_child(task: Task[..., Any], parameters: dict[str, Any]) -> Any:
     task_run_id: UUID | None = None
     before = set(multiprocessing.active_children())
     try:
-        with (
-            shared_api(),
-            ProcessPoolTaskRunner(
-                max_workers=1, initializer=supervise.init_child, initargs=(os.getpid(),)
-            ) as runner,
-        ):
+        with shared_api(), _pool() as runner:
             future = runner.submit(task, parameters)
             task_run_id = future.task_run_id
             try:
@@ -124,6 +177,8 @@ def run_in_child(task: Task[..., Any], parameters: dict[str, Any]) -> Any:
             except (KeyboardInterrupt, TerminationSignal, supervise.Interrupted) as exc:
                 interrupted = supervise.interrupted_by(exc)
                 children = set(multiprocessing.active_children()) - before
+                if _worker is not None:
+                    children.update(_worker.processes)
                 supervise.stop_children(children, future.wrapped_future.done)
                 _mark_crashed(task_run_id, interrupted.message)
                 raise interrupted from None
@@ -136,6 +191,20 @@ def run_in_child(task: Task[..., Any], parameters: dict[str, Any]) -> Any:
         if task_run_id is not None:
             _mark_crashed(task_run_id, message)
         raise ChildProcessError(message) from None
+
+
+@contextlib.contextmanager
+def _pool() -> Iterator[ProcessPoolTaskRunner]:
+    """The process of the enclosing :func:`tensorflow_worker`, else a fresh one for this
+    task alone (leaving the block then waits for it to exit, its logs all sent)."""
+    if _worker is not None:
+        yield _worker.pool
+        return
+    runner = ProcessPoolTaskRunner(
+        max_workers=1, initializer=supervise.init_child, initargs=(os.getpid(),)
+    )
+    with runner:
+        yield runner
 
 
 def _mark_crashed(task_run_id: UUID, message: str) -> None:

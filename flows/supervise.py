@@ -14,8 +14,10 @@ temporary Prefect server.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
+import importlib
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -60,13 +62,14 @@ _parent = 0
 _signals = 0
 
 
-def init_child(parent: int) -> None:
+def init_child(parent: int, warm: Iterable[str] = ()) -> None:
     """``ProcessPoolTaskRunner`` initializer of a TensorFlow child: stop on a signal with
-    a checkpoint, and die with ``parent``.
+    a checkpoint, and die with ``parent``; then import the modules ``warm`` names, before
+    the first task arrives (an import error is left to the task that needs the module).
 
-    The kernel's parent-death signal follows the *thread* that started the child (one of
-    Prefect's resolver threads, alive as long as the pool); the pid watch covers the
-    rest.
+    The kernel's parent-death signal follows the *thread* that started the child (the
+    main thread, or one of Prefect's resolver threads, alive as long as the pool); the
+    pid watch covers the rest.
     """
     global _parent
     _parent = parent
@@ -76,6 +79,19 @@ def init_child(parent: int) -> None:
     threading.Thread(target=_watch_parent, name="cfpipe-parent-watch", daemon=True).start()
     # The task engine logs a task's exception on this logger, traceback and all.
     logging.getLogger("prefect.task_runs").addFilter(_no_traceback_for_a_stop)
+    for module in warm:
+        with contextlib.suppress(Exception):
+            importlib.import_module(module)
+    # Registered last, run first at exit: the queued log lines are sent by then
+    # (multiprocessing joins its queues' feeder threads before the interpreter shuts
+    # down); TensorFlow's own teardown would add 1-5 s to every stage's end.
+    atexit.register(_exit_at_once)
+
+
+def _exit_at_once() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _no_traceback_for_a_stop(record: logging.LogRecord) -> bool:

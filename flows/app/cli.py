@@ -96,10 +96,14 @@ def ingest(
 ) -> None:
     """Parse a source directory into partitioned Parquet with dense ids and splits."""
     from cflib.ingest.source import find_source
-    from flows.ingest import run_ingest
+    from flows.runtime import started
 
     find_source(source, cfg.format)  # Fail fast, before any server or cluster starts.
-    result = run_ingest(str(source), str(out), cfg)
+    with started(tensorflow=False) as server_ready:
+        from flows.ingest import run_ingest
+
+        server_ready()
+        result = run_ingest(str(source), str(out), cfg)
     _print_ingest(result, out)
 
 
@@ -133,10 +137,14 @@ def train(
 ) -> None:
     """Train a model on an ingested dataset (one device, MirroredStrategy or multi-worker)."""
     from cflib.train.preflight import check_inputs
-    from flows.train import train_flow
+    from flows.runtime import started
 
     cfg = check_inputs(data, cfg)  # Fail fast, before a Prefect server starts; resolved.
-    summary = train_flow(str(data), str(out), cfg, run_id)
+    with started(tensorflow=True) as server_ready:
+        from flows.train import train_flow
+
+        server_ready()
+        summary = train_flow(str(data), str(out), cfg, run_id)
     _echo_kv(
         f"run {summary['run_id']} in {out}",
         {
@@ -157,10 +165,14 @@ def evaluate(
 ) -> None:
     """Score a run on the test split against the baselines; write metrics.json and reports."""
     from cflib.train import runs
-    from flows.evaluate_publish import evaluate_flow
+    from flows.runtime import started
 
     runs.train_summary(run)
-    metrics = evaluate_flow(str(run), cfg)
+    with started(tensorflow=True) as server_ready:
+        from flows.evaluate_publish import evaluate_flow
+
+        server_ready()
+        metrics = evaluate_flow(str(run), cfg)
     typer.echo(report.format_table(metrics))
     typer.echo(f"report: {run / schema.REPORT_FILE} and {run / schema.REPORT_HTML_FILE}")
     if metrics.get("qualifying"):
@@ -178,11 +190,15 @@ def publish(
     """Copy an evaluated run into the registry atomically; move `latest` if it passes the gate."""
     from cflib.registry.store import locate
     from cflib.train import runs
-    from flows.evaluate_publish import publish_flow
+    from flows.runtime import started
 
     locate(registry)  # A bad URL fails here, before Prefect starts and records it.
     runs.metrics(run)
-    result = publish_flow(str(run), str(registry), cfg)
+    with started(tensorflow=True) as server_ready:
+        from flows.evaluate_publish import publish_flow
+
+        server_ready()
+        result = publish_flow(str(run), str(registry), cfg)
     typer.echo(f"published {result['artifact']}")
     if result["latest"]:
         typer.echo(f"latest -> {result['latest']} ({result['promotion']['reason']})")
@@ -192,20 +208,24 @@ def publish(
 
 def _run_pipeline(source: Path, work: Path, cfg: PipelineConfig, registry: str | None) -> None:
     from cflib.ingest.source import find_source
-    from flows.pipeline import PipelineParams, pipeline_flow
+    from flows.runtime import started
 
     find_source(source, cfg.ingest.format)
     if registry is not None:
         from cflib.registry.store import locate
 
         locate(registry)  # A bad URL fails here, before Prefect records it.
-    params = PipelineParams(
-        source=str(source),
-        work=str(work),
-        registry=None if registry is None else str(registry),
-        config=cfg,
-    )
-    result = pipeline_flow(params)
+    with started(tensorflow=True) as server_ready:
+        from flows.pipeline import PipelineParams, pipeline_flow
+
+        params = PipelineParams(
+            source=str(source),
+            work=str(work),
+            registry=None if registry is None else str(registry),
+            config=cfg,
+        )
+        server_ready()
+        result = pipeline_flow(params)
     typer.echo("")
     typer.echo(report.format_table(result["metrics"]))
     typer.echo("")

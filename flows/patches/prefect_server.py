@@ -8,6 +8,12 @@ URL, nor to say how the child is started.
   otherwise start a second server of its own. Prefect keeps its servers in the private
   class attribute ``SubprocessASGIServer._instances`` (port -> server; ``None`` is the
   one ``get_client()`` started); this reads it.
+- ``start_early``: the server takes 5-10 s to start (imports, database migrations), and
+  Prefect starts it only when a flow run first needs it; this starts the same server
+  (``SubprocessASGIServer()``, the one ``get_client()`` starts) in a thread of its own
+  while the command does other work (TensorFlow loads in the stages' process), and
+  ``wait_ready`` waits for it before the first flow run. The thread stays alive: the
+  server's parent-death signal follows it.
 - ``die_with_parent``: the server outlived a SIGKILLed ``cfpipe`` for ever, and a SIGTERM
   to the command's process group stopped it before the flow run could be marked Crashed.
   ``SubprocessASGIServer._run_uvicorn_command`` starts it with the module's
@@ -53,11 +59,55 @@ def kill_ephemeral() -> None:
             server.server_process.kill()
 
 
+#: The thread that starts the server early; it lives as long as the process.
+_STARTER = "cfpipe-prefect-server"
+_ready = threading.Event()
+_failure: list[BaseException] = []
+
+
+def start_early() -> bool:
+    """Start this process's temporary server in the background, unless a server is
+    configured (``PREFECT_API_URL``) or one is started already; True if it starts one.
+    Call :func:`wait_ready` before anything talks to the API."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return False
+    if any(t.name == _STARTER for t in threading.enumerate()):
+        return False
+    # The server's module (1-2 s of imports) loads in the thread, beside the caller's work.
+    threading.Thread(target=_start_and_stay, name=_STARTER, daemon=True).start()
+    return True
+
+
+def _start_and_stay() -> None:
+    try:
+        from prefect.server.api.server import SubprocessASGIServer
+
+        die_with_parent()
+        SubprocessASGIServer().start()  # a no-op if get_client() started it already
+    except BaseException as exc:  # handed to wait_ready's caller
+        _failure.append(exc)
+    finally:
+        _ready.set()
+    threading.Event().wait()  # the server's parent-death signal follows this thread
+
+
+def wait_ready() -> None:
+    """Wait until the server :func:`start_early` started answers (no-op if it started
+    none); re-raises its failure (a start-up time-out)."""
+    if any(t.name == _STARTER for t in threading.enumerate()):
+        _ready.wait()
+    if _failure:
+        raise _failure[0]
+
+
 def _popen_in_own_session(*args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
     from flows.supervise import die_with_parent
 
     kwargs.setdefault("start_new_session", True)
-    if threading.current_thread() is threading.main_thread():
+    starter = threading.current_thread()
+    if starter is threading.main_thread() or starter.name == _STARTER:
         parent = os.getpid()
         kwargs.setdefault("preexec_fn", lambda: die_with_parent(parent))
     return subprocess.Popen(*args, **kwargs)
