@@ -111,3 +111,14 @@ def test_prefect_starts_its_temporary_server_where_prefect_server_hooks_it(
     prefect_server.die_with_parent()  # idempotent
     assert module.subprocess.Popen is prefect_server._popen_in_own_session
     assert module.subprocess.PIPE == __import__("subprocess").PIPE  # the rest unchanged
+
+
+def test_prefect_process_pool_keeps_what_prefect_pool_resets() -> None:
+    from prefect.task_runners import ProcessPoolTaskRunner
+
+    from flows.patches import prefect_pool
+
+    assert prefect_pool.VERIFIED == prefect_server.VERIFIED
+    runner = ProcessPoolTaskRunner(max_workers=1)
+    for name in ("_cached_context", "_cached_env", "_executor"):
+        assert hasattr(runner, name), name

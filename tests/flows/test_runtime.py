@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.runtime import task_run
 
 from cflib.errors import ConfigError
-from flows.runtime import run_in_child
+from flows.runtime import run_in_child, tensorflow_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -148,3 +149,43 @@ def test_without_an_api_url_the_child_reports_to_the_parents_temporary_server(
     assert out["logs"] == repr([f"hello from pid {child}"])
     assert out["runs"] == repr([("hello", "COMPLETED")])
     assert out["artifacts"] == repr([(f"written by pid {child}", True)])
+
+
+@task
+def whose_run() -> tuple[int, str]:
+    from prefect.runtime import flow_run
+
+    return os.getpid(), str(flow_run.id)
+
+
+@flow
+def stage(name: str) -> tuple[int, str, str]:
+    from prefect.runtime import flow_run
+
+    pid, seen = run_in_child(whose_run, {})
+    return pid, seen, str(flow_run.id)
+
+
+@flow
+def two_stages_one_process() -> tuple[list[tuple[int, str, str]], list[int], bool]:
+    with tensorflow_worker():
+        started = [p.pid for p in multiprocessing.active_children()]
+        results = [stage("a"), stage("b")]
+        with tensorflow_worker():  # re-entrant: the same process
+            results.append(stage("c"))
+    left = any(p.pid in started for p in multiprocessing.active_children())
+    return results, started, left
+
+
+def test_one_worker_process_serves_every_stage_under_its_own_flow_run(
+    prefect_harness: None,
+) -> None:
+    """`tensorflow_worker` (a pipeline run, a `cfpipe` command): one process, started
+    before the first stage, runs each stage's task as a task run of that stage's flow
+    run, not of the first one's (Prefect's pool would keep the first caller's context)."""
+    results, started, left = two_stages_one_process()
+    assert len(started) == 1 and started[0] != os.getpid()
+    assert [pid for pid, _, _ in results] == started * 3
+    assert all(seen == own for _, seen, own in results)
+    assert len({own for _, _, own in results}) == 3
+    assert not left  # the process has exited after the block
