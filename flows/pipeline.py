@@ -58,8 +58,12 @@ def _pipeline(params: PipelineParams) -> dict[str, Any]:
     train_cfg = resolve(config.train)  # once: train.json records the resolved config
     done = runs.find_trained(root / RUNS_DIR, fingerprint, train_cfg.model_dump())
     if done is None:
-        run_id = runs.new_run_id()
+        # An interrupted training of the same data and config resumes from its checkpoint.
+        interrupted = runs.find_interrupted(root / RUNS_DIR, fingerprint, train_cfg.model_dump())
+        run_id = runs.new_run_id() if interrupted is None else interrupted.name
         run = str(root / RUNS_DIR / run_id)
+        if interrupted is not None:
+            logger.info("training resumes %s, interrupted before it finished", run)
         train_flow(data, run, train_cfg, run_id)
     else:
         run = str(done)

@@ -27,9 +27,9 @@ from cflib.train import runs, stop
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_DIR = runs.CHECKPOINT_DIR
 LOG_DIR = "logs"
-RUN_FILE = "run.json"
+RUN_FILE = runs.RUN_FILE
 STATE_FILE = "state.json"
 #: The checkpoint before the last one, kept to fall back on if the last is unreadable.
 PREV_STATE_FILE = "state.prev.json"

@@ -12,6 +12,11 @@ from typing import Any
 from cflib import schema
 from cflib.errors import DatasetError
 
+#: Where a training keeps its checkpoints in the run directory, and the file there that
+#: names what it trains (run id, resolved config, data fingerprint) from its start.
+CHECKPOINT_DIR = "checkpoints"
+RUN_FILE = "run.json"
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -83,6 +88,29 @@ def find_trained(runs_dir: Path, data_fingerprint: str, config: dict[str, Any]) 
             and (path.parent / schema.MODEL_FILE).is_file()
         ):
             return path.parent
+    return None
+
+
+def find_interrupted(runs_dir: Path, data_fingerprint: str, config: dict[str, Any]) -> Path | None:
+    """The newest run under ``runs_dir`` that started training on the same data with the
+    same config and did not finish (no ``train.json``), or None: the run a rerun of the
+    pipeline resumes rather than starting over."""
+    if not runs_dir.is_dir():
+        return None
+    for path in sorted(runs_dir.glob(f"*/{CHECKPOINT_DIR}/{RUN_FILE}"), reverse=True):
+        run = path.parent.parent
+        if (run / schema.TRAIN_SUMMARY_FILE).exists():
+            continue
+        try:
+            started = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if (
+            isinstance(started, dict)
+            and started.get("data_fingerprint") == data_fingerprint
+            and started.get("config") == config
+        ):
+            return run
     return None
 
 

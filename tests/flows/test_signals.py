@@ -278,3 +278,46 @@ def test_a_second_signal_stops_at_once(data: Path, home: Path, tmp_path: Path) -
     gone = _gone_within(marker, ORPHAN_S, sent)
     assert _lock_is_free(out)
     print(f"second signal: exit after {stopped:.1f} s, every process gone after {gone:.1f} s")
+
+
+def test_sigterm_to_cfpipe_run_stops_its_one_tensorflow_process_and_the_rerun_resumes(
+    data: Path, home: Path, tmp_path: Path
+) -> None:
+    """`cfpipe run`: one process serves training, evaluation and publishing, started with
+    the command. SIGTERM during training stops it with a checkpoint; the rerun of the
+    same command skips the ingest, resumes the training and finishes the pipeline."""
+    source, work = data.parent / "src", tmp_path / "work"
+    argv = [*CLI, "run", str(source), "--out", str(work), *TRAIN]
+    marker = _new_marker()
+    proc = subprocess.Popen(argv, env=_env(home, marker), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + START_S
+        while not list(work.glob("runs/*/checkpoints/state.json")):
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "no checkpoint was ever written"
+            time.sleep(0.05)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=STOP_S + 30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 143, stderr[-3000:]
+    line = "cfpipe: interrupted (SIGTERM) during train; rerun the same command to resume from "
+    assert stderr.strip().splitlines()[-1] == line + "the last checkpoint", stderr[-3000:]
+    gone = _gone_within(marker, STOP_S, sent)
+    (run,) = work.glob("runs/*")
+    assert _lock_is_free(run)
+    with sqlite3.connect(home / "prefect.db") as db:
+        rows = db.execute("SELECT parameters, state_type FROM flow_run").fetchall()
+    states = {state for params, state in rows if str(work) in params}
+    assert "CRASHED" in states and "RUNNING" not in states, states
+    print(f"run: every process gone after {gone:.1f} s")
+    rerun = subprocess.run(argv, env=_env(home, _new_marker()), capture_output=True,
+                           text=True, timeout=RUN_S)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert json.loads((run / "train.json").read_text())["resumed"] is not None
+    assert (run / "metrics.json").is_file() and "artifact: " in rerun.stdout
+    assert list(work.glob("runs/*")) == [run]  # the same run, resumed

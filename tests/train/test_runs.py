@@ -86,3 +86,28 @@ def test_evaluation_is_skipped_only_for_the_same_config_and_complete_reports(
     evaluated(run, EVAL)
     (run / schema.METRICS_FILE).write_text('{"rmse": ')  # half-written
     assert not runs.is_evaluated(run, EVAL)
+
+
+def _interrupted_run(runs_dir: Path, run_id: str, config: dict[str, Any], fp: str) -> Path:
+    """A run directory as a training stopped before its end leaves it."""
+    ckpt = runs_dir / run_id / runs.CHECKPOINT_DIR
+    ckpt.mkdir(parents=True)
+    started = {"run_id": run_id, "config": config, "data_fingerprint": fp}
+    (ckpt / runs.RUN_FILE).write_text(json.dumps(started))
+    return ckpt.parent
+
+
+def test_an_interrupted_training_of_the_same_data_and_config_is_resumed(tmp_path: Path) -> None:
+    runs_dir = tmp_path / "runs"
+    assert runs.find_interrupted(runs_dir, "fp-1", CONFIG) is None
+    older = _interrupted_run(runs_dir, "20261101T000000Z-aaaaaa", CONFIG, "fp-1")
+    _interrupted_run(runs_dir, "20261102T000000Z-bbbbbb", OTHER, "fp-1")
+    _interrupted_run(runs_dir, "20261103T000000Z-cccccc", CONFIG, "fp-2")
+    assert runs.find_interrupted(runs_dir, "fp-1", CONFIG) == older
+    newer = _interrupted_run(runs_dir, "20261104T000000Z-dddddd", CONFIG, "fp-1")
+    assert runs.find_interrupted(runs_dir, "fp-1", CONFIG) == newer
+    # Once it has finished, it is a trained run, not an interrupted one.
+    (newer / schema.TRAIN_SUMMARY_FILE).write_text("{}")
+    assert runs.find_interrupted(runs_dir, "fp-1", CONFIG) == older
+    (older / runs.CHECKPOINT_DIR / runs.RUN_FILE).write_text("{not json")
+    assert runs.find_interrupted(runs_dir, "fp-1", CONFIG) is None
