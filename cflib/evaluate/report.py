@@ -105,12 +105,17 @@ def _metrics_section(metrics: dict[str, Any]) -> Section:
     return Section("Test metrics", blocks)
 
 
+def _replicas(n: int) -> str:
+    """A run trained by an older cfpipe, without ``placement``."""
+    return "one device" if n == 1 else f"{n} replicas"
+
+
 def _training_section(summary: dict[str, Any]) -> Section:
     blocks: list[str | Table | Figure] = [
         f"{summary['epochs_run']} epochs (best: {summary['best_epoch']}, validation RMSE "
         f"{summary['val_rmse']:.4f}), {summary['seconds']:.1f} s, "
-        f"{summary['ratings_per_second']:,.0f} ratings/s, {summary['strategy']} with "
-        f"{summary['replicas']} replica(s)."
+        f"{summary['ratings_per_second']:,.0f} ratings/s, on "
+        f"{summary.get('placement') or _replicas(summary['replicas'])}."
     ]
     history = summary.get("history", {})
     keys = [k for k in ("loss", "rmse", "val_loss", "val_rmse") if k in history]

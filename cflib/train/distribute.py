@@ -123,6 +123,23 @@ def device_names(strategy: tf.distribute.Strategy) -> list[str]:
     return list(strategy.extended.worker_devices)
 
 
+def describe(strategy: tf.distribute.Strategy, cluster: Cluster | None = None) -> str:
+    """Where the replicas run, in words: "one CPU device", "MirroredStrategy over 2 GPUs",
+    "MultiWorkerMirroredStrategy over 2 workers (4 replicas)"."""
+    names = device_names(strategy)
+    kinds = {"GPU" if ":GPU:" in name.upper() else "CPU" for name in names}
+    kind = kinds.pop() if len(kinds) == 1 else "CPU/GPU"
+    if cluster is not None:
+        return (
+            f"MultiWorkerMirroredStrategy over {cluster.workers} workers "
+            f"({strategy.num_replicas_in_sync} replicas)"
+        )
+    if len(names) == 1 and not isinstance(strategy, tf.distribute.MirroredStrategy):
+        return f"one {kind} device"
+    devices = f"{len(names)} GPUs" if kind == "GPU" else f"{len(names)} {kind} devices"
+    return f"MirroredStrategy over {devices}"
+
+
 class DistributedValidation:
     """Validation RMSE summed over every worker's shard (``MultiWorkerMirroredStrategy``).
 

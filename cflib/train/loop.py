@@ -48,6 +48,7 @@ from cflib.train.distribute import (
     check_batch,
     cluster_from_env,
     configure_devices,
+    describe,
     device_names,
 )
 from cflib.train.inputs import TrainInputs
@@ -287,9 +288,9 @@ def _log_start(
 ) -> None:
     state = run.state
     log.info(
-        "training %s on %s (%d ratings, %d users, %d items) with %s over %d replica(s)%s",
+        "training %s on %s (%d ratings, %d users, %d items) on %s%s",
         cfg.model, manifest.name, manifest.splits["train"].rows, manifest.n_users,
-        manifest.n_items, type(strategy).__name__, strategy.num_replicas_in_sync,
+        manifest.n_items, describe(strategy, cluster_from_env()),
         f", resuming at epoch {state.epoch + 1} batch {state.batch}" if run.resumed else "",
     )  # fmt: skip
 
@@ -383,6 +384,7 @@ def _summary(
         # MultiWorkerMirroredStrategy's class is named CollectiveAllReduceStrategy.
         "strategy": "MultiWorkerMirroredStrategy" if cluster else type(strategy).__name__,
         "replicas": strategy.num_replicas_in_sync,
+        "placement": describe(strategy, cluster),
         "workers": cluster.workers if cluster else 1,
         "devices": device_names(strategy),
         "tensorflow": tf.__version__,

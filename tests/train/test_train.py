@@ -96,6 +96,7 @@ def test_train_json(planted: Path, trained: tuple[Path, dict]) -> None:
     assert summary["history"]["val_rmse"][summary["best_epoch"] - 1] == summary["val_rmse"]
     assert summary["seconds"] > 0 and summary["ratings_per_second"] > 0
     assert summary["replicas"] == 1 and summary["workers"] == 1 and summary["devices"]
+    assert summary["placement"] == "one CPU device"
     assert summary["tensorflow"] == tf.__version__ and summary["keras"]
     # No staging directory left next to the run.
     assert [p.name for p in out.parent.iterdir()] == ["run"]
@@ -173,6 +174,7 @@ def test_two_replicas_in_a_fresh_process(planted: Path, tmp_path: Path) -> None:
     summary = json.loads(line.removeprefix("SUMMARY "))
     assert summary["strategy"] == "MirroredStrategy"
     assert summary["replicas"] == 2 and len(summary["devices"]) == 2
+    assert summary["placement"] == "MirroredStrategy over 2 CPU devices"
     # Loss and gradients are averaged over replicas, not summed (see cflib.models.losses).
     history = summary["history"]
     assert history["loss"][-1] == pytest.approx(history["rmse"][-1] ** 2, rel=1e-3)
@@ -312,6 +314,7 @@ def test_two_workers_on_localhost(planted: Path, tmp_path: Path) -> None:
     assert chief["run_id"] == summaries[0]["run_id"]
     assert chief["strategy"] == "MultiWorkerMirroredStrategy"
     assert chief["workers"] == 2 and chief["replicas"] == 2
+    assert chief["placement"] == "MultiWorkerMirroredStrategy over 2 workers (2 replicas)"
     # Both workers took the same steps on their shards and agree on the result.
     assert summaries[1]["history"]["loss"] == pytest.approx(chief["history"]["loss"], rel=1e-5)
     assert chief["val_rmse"] < quality_bar(planted)
