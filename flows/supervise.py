@@ -31,6 +31,7 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from cflib.train import stop
+from flows import native_logs
 
 #: Seconds a TensorFlow child has to honour a stop request (write its checkpoint) before
 #: it is killed; the rest of the 30 s a stop may take goes to the flow run's state and
@@ -73,6 +74,7 @@ def init_child(parent: int, warm: Iterable[str] = ()) -> None:
     """
     global _parent
     _parent = parent
+    native_logs.quiet()  # TensorFlow's start-up lines on a machine without a GPU
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         signal.signal(sig, _child_signal)
     die_with_parent(parent)
@@ -91,6 +93,7 @@ def init_child(parent: int, warm: Iterable[str] = ()) -> None:
 def _exit_at_once() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
+    native_logs.flush()
     os._exit(0)
 
 

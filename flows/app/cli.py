@@ -26,6 +26,7 @@ from cflib.train import stop
 from flows.app.deploy_commands import deploy_app, server
 from flows.app.options import config_options, given_on_command_line, load_config_file
 from flows.app.registry_commands import models_app, predict, recommend
+from flows.native_logs import VERBOSE_ENV
 
 app = typer.Typer(
     name="cfpipe",
@@ -34,6 +35,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 synth_app = typer.Typer(help="Generate datasets with planted structure.", no_args_is_help=True)
+
+
+@app.callback()
+def _global_options(
+    verbose: bool = typer.Option(
+        False, "--verbose", help="Also show TensorFlow's native start-up lines (CUDA, absl)."
+    ),
+) -> None:
+    """Raw rating dumps -> trained, evaluated, published rating-prediction models."""
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"
+
+
 app.add_typer(synth_app, name="synth")
 app.add_typer(deploy_app, name="deploy")
 app.command("server")(server)
