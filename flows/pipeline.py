@@ -18,12 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from cflib import registry
 from cflib.config import PipelineConfig
 from cflib.data.manifest import load_manifest
+from cflib.evaluate.summary import stage_lines
 from cflib.models.catalog import resolve
 from cflib.train import runs
 from flows.evaluate_publish import evaluate_flow, publish_flow
 from flows.ingest import run_ingest
 from flows.runtime import tensorflow_worker
 from flows.train import train_flow
+from tasks.summary import summarize_pipeline
 
 DATA_DIR = "data"
 RUNS_DIR = "runs"
@@ -53,7 +55,7 @@ def _pipeline(params: PipelineParams) -> dict[str, Any]:
     config, root = params.config, Path(params.work)
     logger = get_run_logger()
     data = str(root / DATA_DIR)
-    run_ingest(params.source, data, config.ingest)
+    ingested = run_ingest(params.source, data, config.ingest)
     fingerprint = load_manifest(data).fingerprint
     train_cfg = resolve(config.train)  # once: train.json records the resolved config
     done = runs.find_trained(root / RUNS_DIR, fingerprint, train_cfg.model_dump())
@@ -83,4 +85,6 @@ def _pipeline(params: PipelineParams) -> dict[str, Any]:
         published = {**found, "skipped": True}
     else:
         published = publish_flow(run, registry_root, config.publish)
+    lines = stage_lines(ingested, summary, done is not None, metrics, published)
+    summarize_pipeline(lines, run)  # the parent run's own logs and artifacts
     return {"data": data, "run": run, "metrics": metrics, "published": published}

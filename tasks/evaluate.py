@@ -33,10 +33,7 @@ def write_report(run: str) -> str:
     link to the HTML report."""
     path = report.write_report(Path(run))
     metrics = runs.metrics(Path(run))
-    rows = [
-        {"model": name, "rmse": round(rmse, 4), "mae": round(mae, 4)}
-        for name, rmse, mae in report.results_table(metrics)
-    ]
+    rows = report.table_rows(metrics)
     run_id = metrics["run_id"]
     create_table_artifact(
         rows, key="test-metrics", description=f"Test RMSE and MAE of run {run_id}"

@@ -56,6 +56,14 @@ def results_table(metrics: dict[str, Any]) -> list[tuple[str, float, float]]:
     return rows
 
 
+def table_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """The results table as rows for a table artifact: model, rmse, mae (4 decimals)."""
+    return [
+        {"model": name, "rmse": round(rmse, 4), "mae": round(mae, 4)}
+        for name, rmse, mae in results_table(metrics)
+    ]
+
+
 def _references(metrics: dict[str, Any]) -> list[tuple[str, float]]:
     refs = []
     if metrics.get("oracle_rmse") is not None:

@@ -81,6 +81,19 @@ def test_pipeline_learns_the_factors_and_publishes(
         dask_lines[0],
     ), dask_lines
 
+    # The parent run itself carries the summary: a line per stage, the metrics, the report.
+    own = {a.key: a for a in artifacts if a.flow_run_id == flow_run}
+    assert {"pipeline-metrics", "pipeline-summary"} <= set(own), sorted(own)
+    assert own["pipeline-metrics"].data  # the table, model first
+    assert "biased-mf (this run)" in str(own["pipeline-metrics"].data)
+    summary = str(own["pipeline-summary"].data)
+    assert "## Test metrics" in summary and f"test RMSE {metrics['rmse']:.4f}" in summary
+    stages = ("ingest: netflix, ", "train: ", "evaluate: test RMSE ", "publish: ")
+    parent_lines = api.wait_for_logs(
+        flow_run, lambda ls: all(any(m.startswith(s) for m in ls) for s in stages)
+    )
+    assert f"evaluate: test RMSE {metrics['rmse']:.4f}" in "\n".join(parent_lines)
+
     artifact = Path(result["published"]["artifact"])
     assert artifact.parent == work / "registry" / "netflix" / "biased-mf"
     assert registry.verify(artifact)["rmse"] == metrics["rmse"]
