@@ -134,7 +134,7 @@ PEERS = (
     Peer("surprise-svd", "Surprise SVD", "surprise-svd", {"random_state": 0}),
     Peer(
         "surprise-svd-100",
-        "Surprise SVD, 100 factors",
+        "Surprise SVD (100 factors, 30 epochs)",
         "surprise-svd",
         {"n_factors": 100, "n_epochs": 30, "lr_all": 0.007, "reg_all": 0.05, "random_state": 0},
     ),

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._peers import PEER_KEYS, export_splits, peer  # noqa: E402
+from bench._peers import PEER_KEYS, PEERS, export_splits, peer  # noqa: E402
 from bench._report import machine, write_section  # noqa: E402
 from cflib.config import IngestConfig, SynthConfig  # noqa: E402
 from cflib.data.manifest import load_manifest  # noqa: E402
@@ -113,6 +113,7 @@ def measure(key: str, ds: dict[str, Any]) -> dict[str, Any]:
     if key == "cfpipe":
         args += [str(root / "data"), str(root / "run-cfpipe")]
     print(f"  {key} ...", flush=True)
+    load = os.getloadavg()[0]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(args, env=env, capture_output=True, text=True)
     if proc.returncode:
@@ -120,8 +121,35 @@ def measure(key: str, ds: dict[str, Any]) -> dict[str, Any]:
         raise SystemExit(f"failed with status {proc.returncode}: {' '.join(args)}")
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
     result: dict[str, Any] = json.loads(line[len("RESULT ") :])
+    result["load"] = [load, os.getloadavg()[0]]
+    result["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    result["fingerprint"] = load_manifest(root / "data").fingerprint
+    (root / "results").mkdir(exist_ok=True)
+    (root / "results" / f"{key}.json").write_text(json.dumps(result) + "\n")
     print(f"  {key}: RMSE {result['rmse']:.4f} in {result['fit_seconds']:.1f} s", flush=True)
     return result
+
+
+def reuse(key: str, ds: dict[str, Any]) -> dict[str, Any]:
+    """The result an earlier run measured on this very data (``--reuse``)."""
+    path = ds["root"] / "results" / f"{key}.json"
+    fingerprint = load_manifest(ds["root"] / "data").fingerprint
+    if not path.is_file() or json.loads(path.read_text()).get("fingerprint") != fingerprint:
+        raise SystemExit(f"--reuse {key}: no earlier result on this data ({path})")
+    result: dict[str, Any] = json.loads(path.read_text())
+    result["reused"] = True
+    return result
+
+
+def _options() -> list[str]:
+    """This command's options but ``--note`` (its text is shown on a line of its own)."""
+    out, args = [], iter(sys.argv[1:])
+    for arg in args:
+        if arg == "--note":
+            next(args, None)
+        elif not arg.startswith("--note="):
+            out.append(arg)
+    return out
 
 
 def _rel(path: Path) -> str:
@@ -140,9 +168,10 @@ def report(name: str, ds: dict[str, Any], results: dict[str, dict[str, Any]], no
     )
     took = ", ".join(f"{k} {v:.1f} s" for k, v in times.items())
     lines = [
-        f"Command: `{shlex.join(['python', 'bench/peers.py', *sys.argv[1:]])}`  ",
+        f"Command: `{shlex.join(['python', 'bench/peers.py', *_options()])}`  ",
         f"Machine: {machine()}  ",
-        f"Load average (1 min) at the start and the end: {note}  ",
+        f"Load: the 1-minute load average before and after each measure, on "
+        f"{os.cpu_count()} cores. {note}  ",
         f"Data: {synth}, ingested in-process by the stages of `cfpipe ingest` "
         f"(`cflib.ingest.parallel.ingest_local`; {took}): {manifest.n_users:,} users, "
         f"{manifest.n_items:,} items; "
@@ -150,11 +179,11 @@ def report(name: str, ds: dict[str, Any], results: dict[str, dict[str, Any]], no
         + f" (test: probe.txt). The rows every peer got: `{_rel(ds['root'] / 'export')}/`.",
         "",
         "| system | settings | trained on | test RMSE | vs cfpipe | training wall time "
-        "| peak RSS |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| peak RSS | load |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for key, r in results.items():
-        gib = f"{r['peak_rss'] / 2**30:.2f} GiB"
+        gib = f"{r['peak_rss'] / 2**30:.2f} GiB | {r['load'][0]:.1f}-{r['load'][1]:.1f}"
         if key == "cfpipe":
             what = f"{r['settings']}; {r['epochs_run']} epochs run (best {r['best_epoch']})"
             lines.append(
@@ -184,6 +213,13 @@ def _verdict(results: dict[str, dict[str, Any]]) -> list[str]:
             f"{b['global_mean']:.4f}, user + item bias {b['user_item_bias']:.4f}; oracle "
             f"(the planted model) {me['oracle_rmse'] or float('nan'):.4f}."
         )
+    missing = [p.label for p in PEERS if p.key not in results]
+    if missing:
+        out.append(f"Not run here: {'; '.join(missing)}.")
+    for key, r in results.items():
+        if r.get("reused"):
+            name = "cfpipe" if key == "cfpipe" else peer(key).label
+            out.append(f"{name}: measured by an earlier run on the same data, {r['measured_at']}.")
     if not (me and peers):
         return out
     best = min(peers, key=lambda k: peers[k]["rmse"])
@@ -205,7 +241,8 @@ def _verdict(results: dict[str, dict[str, Any]]) -> list[str]:
     out.append(
         "Training wall time: the fit alone for the peers (building their own structures "
         "from the arrays shown apart), `train()` for cfpipe (reading Parquet, validation "
-        "every epoch, checkpoints, saving the model). Each measure ran in a process of its "
+        "every epoch, checkpoints, saving the model). vs cfpipe: the peer's RMSE minus "
+        "cfpipe's (positive: cfpipe ahead). Each measure ran in a process of its "
         "own, one after the other; predictions clipped to [1, 5]. Surprise fits on one "
         "thread; LIBMF and TensorFlow use both cores. LIBMF's Python binding defaults to "
         "an L1 penalty of 0.04 and no L2 (LIBMF's own default is L2 0.1): set here to L2 "
@@ -220,6 +257,11 @@ def main() -> None:
     parser.add_argument("--peers", default=",".join(PEER_KEYS), help="peers to run, or none")
     parser.add_argument("--skip-cfpipe", action="store_true")
     parser.add_argument("--quick", action="store_true", help="tiny shapes; BENCHMARKS.md untouched")
+    parser.add_argument(
+        "--reuse",
+        default="",
+        help="measures (cfpipe or peers) to take from an earlier run on the same data",
+    )
     parser.add_argument("--note", default="", help="a sentence on the machine, e.g. it was shared")
     args = parser.parse_args()
     shapes = [s for s in args.shapes.split(",") if s]
@@ -227,23 +269,27 @@ def main() -> None:
     if bad or not shapes:
         parser.error(f"--shapes should name some of {', '.join(SHAPES)}; received {bad}")
     keys = [k for k in args.peers.split(",") if k and k != "none"]
+    reused = [k for k in args.reuse.split(",") if k]
     for key in keys:
         peer(key)  # validates the name before anything runs
+    wanted = ([] if args.skip_cfpipe else ["cfpipe"]) + keys
+    if unknown := [k for k in reused if k not in wanted]:
+        parser.error(f"--reuse {','.join(unknown)}: not among the measures run ({wanted})")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for name in shapes:
         shape = SHAPES[name]
         print(f"{name}: {shape.about}", flush=True)
         ds = prepare(name, shape.quick if args.quick else shape.full)
-        load = f"{os.getloadavg()[0]:.1f}"
-        results = {} if args.skip_cfpipe else {"cfpipe": measure("cfpipe", ds)}
-        results |= {key: measure(key, ds) for key in keys}
-        note = f"{load} and {os.getloadavg()[0]:.1f}, on {os.cpu_count()} cores. {args.note}"
+        results = {k: (reuse if k in reused else measure)(k, ds) for k in wanted}
+        if not results:  # --skip-cfpipe --peers none: the data only
+            print(f"  prepared {ds['root']}: {ds['rows']}", flush=True)
+            continue
         cfg = ds["cfg"]
         title = (
             f"Peers, {shape.about}: {cfg.users:,} users, {cfg.movies:,} items, "
             f"{cfg.ratings:,} ratings"
         )
-        body = report(name, ds, results, note)
+        body = report(name, ds, results, args.note)
         print(f"\n## {title}\n\n{body}\n", flush=True)
         if not args.quick:
             write_section(title, body)
