@@ -159,12 +159,15 @@ def run_in_child(task: Task[..., Any], parameters: dict[str, Any]) -> Any:
     The child stops on SIGTERM or SIGINT (training with a checkpoint) and dies with this
     process (``supervise.init_child``). Interrupted while it runs, this asks the child to
     stop and waits for it (``supervise.stop_children``) before the pool is shut down,
-    marks its task run Crashed with the one line and raises ``supervise.Interrupted``.
+    marks its task run Crashed with the one line and raises ``supervise.Interrupted``;
+    when the signal is a Cancel of the flow run, marks it Cancelled and lets the signal
+    go on to Prefect's engine, which ends the flow run Cancelled.
 
     Raises:
         ChildProcessError: the child died without an answer (killed by a signal, such as
             the kernel's out-of-memory killer); the task's own exceptions pass through.
         supervise.Interrupted: SIGINT or SIGTERM while the child ran.
+        prefect.exceptions.TerminationSignal: the flow run was cancelled while it ran.
     """
     task_run_id: UUID | None = None
     before = set(multiprocessing.active_children())
@@ -180,6 +183,11 @@ def run_in_child(task: Task[..., Any], parameters: dict[str, Any]) -> Any:
                 if _worker is not None:
                     children.update(_worker.processes)
                 supervise.stop_children(children, future.wrapped_future.done)
+                if isinstance(exc, TerminationSignal) and supervise.cancelling():
+                    # A Cancel: Prefect's engine ends the flow runs Cancelled on this signal.
+                    message = supervise.cancelled_message(interrupted.stage)
+                    _mark_crashed(task_run_id, message, cancelled=True)
+                    raise
                 _mark_crashed(task_run_id, interrupted.message)
                 raise interrupted from None
     except BrokenProcessPool:
@@ -207,16 +215,18 @@ def _pool() -> Iterator[ProcessPoolTaskRunner]:
         yield runner
 
 
-def _mark_crashed(task_run_id: UUID, message: str) -> None:
-    """Set a dead child's task run Crashed, as its engine would have had it lived: else
-    the UI shows it Running for ever. A failure here is logged, not raised."""
+def _mark_crashed(task_run_id: UUID, message: str, *, cancelled: bool = False) -> None:
+    """Set a dead child's task run Crashed (Cancelled: its flow run is being cancelled),
+    as its engine would have had it lived: else the UI shows it Running for ever. A
+    failure here is logged, not raised."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import PrefectHTTPStatusError
-    from prefect.states import Crashed
+    from prefect.states import Cancelled, Crashed
 
+    state = Cancelled(message=message) if cancelled else Crashed(message=message)
     try:
         with get_client(sync_client=True) as client:
-            client.set_task_run_state(task_run_id, Crashed(message=message), force=True)
+            client.set_task_run_state(task_run_id, state, force=True)
     except Exception as exc:  # the flow run fails anyway, with the message
         # 404: it died before its task run was recorded, so no one will see it Running.
         if not (isinstance(exc, PrefectHTTPStatusError) and exc.response.status_code == 404):

@@ -7,6 +7,10 @@ temporary Prefect server.
   batch, writing a checkpoint), the flow run ends Crashed with the one line, and the
   temporary server (in a session of its own, so a group signal does not reach it) is
   stopped at exit. A second signal stops at once: children killed, exit.
+- **Cancelling.** A Cancel of a deployment's flow run (the Prefect UI, ``prefect flow-run
+  cancel``) reaches the flow run's process as SIGTERM from the runner or worker that
+  started it. The child is stopped the same way, then the signal goes on to Prefect's
+  engine, which ends the flow runs Cancelled (:func:`cancelling` tells the two apart).
 - **Dying.** Every child asks the kernel for SIGTERM when its parent dies
   (``prctl(PR_SET_PDEATHSIG)``), and a TensorFlow child also watches its parent's pid;
   an orphaned child writes its checkpoint and exits within ``ORPHAN_GRACE_S``.
@@ -210,6 +214,34 @@ def interrupted_by(cause: BaseException | int) -> Interrupted:
     if _first is None:
         _first = found
     return _first
+
+
+def cancelling() -> bool:
+    """Whether this process's flow run is being cancelled: its root flow run (the one the
+    runner or worker started) is Cancelling or Cancelled in the API.
+
+    Prefect's runner and worker turn a Cancel into SIGTERM to the flow run's process; a
+    SIGTERM for any other reason (a shutdown, ``kill``) finds the flow run Running.
+    """
+    from prefect import runtime
+    from prefect.client.orchestration import get_client
+
+    try:
+        root = runtime.flow_run.root_flow_run_id
+        if not root:
+            return False
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(root).state
+    except Exception:  # no API to ask: not a Cancel anyone could have sent
+        return False
+    return state is not None and (state.is_cancelling() or state.is_cancelled())
+
+
+def cancelled_message(stage: str | None) -> str:
+    """The state message of a task run stopped because its flow run was cancelled."""
+    during = f" during {stage}" if stage else ""
+    hint = "; training stopped at a checkpoint, which a rerun into the same run resumes from"
+    return f"flow run cancelled{during}" + (hint if stage == "train" else "")
 
 
 def report(interrupted: Interrupted) -> int:

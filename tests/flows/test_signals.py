@@ -5,7 +5,6 @@ the `--out` lock is free, and the rerun of the same command resumes and finishes
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -13,7 +12,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,12 +19,12 @@ import pytest
 
 from cflib.config import SynthConfig
 from tests import _prefect_api as api
+from tests import _processes as processes
 from tests._artifacts import ingest_synth
 
 pytestmark = pytest.mark.slow
 
 CLI = [sys.executable, "-m", "flows.app"]
-MARKER = "CFPIPE_TEST_MARKER"
 # Enough batches that training is still on when the first checkpoint appears.
 DATA = SynthConfig(movies=100, users=1_500, ratings=60_000, probe_fraction=0.02, seed=7)
 TRAIN = ["--epochs", "3", "--patience", "3", "--batch-size", "64", "--checkpoint-steps", "20"]
@@ -36,21 +34,11 @@ STOP_S, ORPHAN_S = 30.0, 10.0
 START_S, RUN_S = 600.0, 600.0
 
 
-_MARKERS: list[str] = []
-
-
-def _new_marker() -> str:
-    _MARKERS.append(uuid.uuid4().hex)
-    return _MARKERS[-1]
-
-
 @pytest.fixture(autouse=True)
 def _nothing_left_behind() -> Iterator[None]:
     """Whatever a test asserts or fails on, no process it marked outlives it."""
     yield
-    while _MARKERS:
-        for pid in _marked(_MARKERS.pop()):
-            _kill(pid)
+    processes.kill_marked()
 
 
 @pytest.fixture(scope="module")
@@ -68,62 +56,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _env(home: Path, marker: str) -> dict[str, str]:
     """The command's own temporary server (no PREFECT_API_URL), PREFECT_HOME, marker."""
     env = api.cli_env(home.parent, None)
-    env |= {"PREFECT_HOME": str(home), MARKER: marker}
+    env |= {"PREFECT_HOME": str(home), processes.MARKER: marker}
     return env
-
-
-def _marked(marker: str) -> list[int]:
-    """Pids of the processes whose environment carries the marker."""
-    needle = f"{MARKER}={marker}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if needle in (entry / "environ").read_bytes().split(b"\0"):
-                    found.append(int(entry.name))
-            except OSError:  # gone, or not ours
-                continue
-    return found
-
-
-def _gone_within(marker: str, limit: float, since: float) -> float:
-    """Seconds from ``since`` until no process carries the marker; fail past ``limit``
-    (those left are killed, so that a failing test leaves nothing behind)."""
-    while (left := _marked(marker)) and time.monotonic() - since < limit:
-        time.sleep(0.1)
-    if left:
-        described = {p: _cmdline(p) for p in left}
-        for pid in left:
-            _kill(pid)
-        pytest.fail(f"still running {limit:.0f} s after the signal: {described}")
-    return time.monotonic() - since
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
-    except OSError:
-        return "?"
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _lock_is_free(out: Path) -> bool:
-    path = out.parent / f".{out.name}.lock"
-    if not path.exists():
-        return True
-    with open(path, "a+") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-    return True
 
 
 def _flow_run_states(home: Path, run_id: str) -> list[str]:
@@ -153,7 +87,7 @@ def _interrupt(
 ) -> tuple[Path, str, subprocess.Popen[str], float, str]:
     """Start `cfpipe train`, deliver ``how`` after its first checkpoint; return the run
     directory, its run id, the process, when the signal went and the marker."""
-    marker, run_id = _new_marker(), f"sig-{how}-{os.getpid()}"
+    marker, run_id = processes.new_marker(), f"sig-{how}-{os.getpid()}"
     out = tmp_path / "run"
     proc = _train(data, out, run_id, _env(home, marker), start_new_session=True)
     try:
@@ -166,14 +100,14 @@ def _interrupt(
                               "kill": signal.SIGKILL}[how])  # fmt: skip
     except BaseException:
         os.killpg(proc.pid, signal.SIGKILL)
-        for pid in _marked(marker):
-            _kill(pid)
+        for pid in processes.marked(marker):
+            processes.kill(pid)
         raise
     return out, run_id, proc, sent, marker
 
 
 def _rerun_resumes(data: Path, out: Path, run_id: str, home: Path) -> dict[str, object]:
-    marker = _new_marker()
+    marker = processes.new_marker()
     proc = _train(data, out, run_id, _env(home, marker))
     try:
         stdout, stderr = proc.communicate(timeout=RUN_S)
@@ -186,7 +120,7 @@ def _rerun_resumes(data: Path, out: Path, run_id: str, home: Path) -> dict[str, 
     summary = json.loads((out / "train.json").read_text())
     assert summary["resumed"] is not None, summary["resumed"]
     assert summary["epochs_run"] == 3
-    _gone_within(marker, ORPHAN_S, time.monotonic())
+    processes.gone_within(marker, ORPHAN_S, time.monotonic())
     return summary
 
 
@@ -209,8 +143,8 @@ def test_a_signal_stops_the_tree_with_a_checkpoint_and_the_rerun_resumes(
     line = f"cfpipe: interrupted ({name}) during train; rerun the same command to resume from "
     assert stderr.strip().splitlines()[-1] == line + "the last checkpoint", stderr[-3000:]
     assert stopped < STOP_S, f"{how}: stopped after {stopped:.1f} s"
-    gone = _gone_within(marker, STOP_S, sent)
-    assert _lock_is_free(out)
+    gone = processes.gone_within(marker, STOP_S, sent)
+    assert processes.lock_is_free(out)
     assert "CRASHED" in _flow_run_states(home, run_id)
     assert "RUNNING" not in _flow_run_states(home, run_id)
     print(f"{how}: exit after {stopped:.1f} s, every process gone after {gone:.1f} s")
@@ -224,8 +158,8 @@ def test_a_killed_command_leaves_nothing_running_and_the_rerun_resumes(
 ) -> None:
     out, run_id, proc, sent, marker = _interrupt(data, home, tmp_path, "kill")
     proc.wait(timeout=STOP_S)
-    gone = _gone_within(marker, ORPHAN_S, sent)
-    assert _lock_is_free(out)
+    gone = processes.gone_within(marker, ORPHAN_S, sent)
+    assert processes.lock_is_free(out)
     print(f"kill: every process gone after {gone:.1f} s")
     _rerun_resumes(data, out, run_id, home)
 
@@ -233,7 +167,7 @@ def test_a_killed_command_leaves_nothing_running_and_the_rerun_resumes(
 def test_dask_workers_die_with_the_process_of_their_cluster(tmp_path: Path) -> None:
     """A LocalCluster's nanny and worker processes exit by themselves when the process
     that holds the cluster is SIGKILLed (distributed's parent-alive pipe)."""
-    marker = _new_marker()
+    marker = processes.new_marker()
     code = (
         "from distributed import LocalCluster\n"
         "c = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,"
@@ -241,16 +175,16 @@ def test_dask_workers_die_with_the_process_of_their_cluster(tmp_path: Path) -> N
         "print('up', flush=True)\n"
         "import time; time.sleep(600)\n"
     )
-    env = {**os.environ, MARKER: marker}
+    env = {**os.environ, processes.MARKER: marker}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
                             text=True, start_new_session=True)  # fmt: skip
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "up\n"
-        assert len(_marked(marker)) >= 3  # the cluster's process and its two workers
+        assert len(processes.marked(marker)) >= 3  # the cluster's process and its two workers
         sent = time.monotonic()
         proc.kill()
         proc.wait()
-        _gone_within(marker, ORPHAN_S, sent)
+        processes.gone_within(marker, ORPHAN_S, sent)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -275,8 +209,8 @@ def test_a_second_signal_stops_at_once(data: Path, home: Path, tmp_path: Path) -
     # pool leaves): the line is the command's last, not always the stream's.
     ours = [line for line in stderr.splitlines() if line.startswith("cfpipe: ")]
     assert ours and ours[-1].startswith("cfpipe: interrupted (SIGTERM) during train"), ours
-    gone = _gone_within(marker, ORPHAN_S, sent)
-    assert _lock_is_free(out)
+    gone = processes.gone_within(marker, ORPHAN_S, sent)
+    assert processes.lock_is_free(out)
     print(f"second signal: exit after {stopped:.1f} s, every process gone after {gone:.1f} s")
 
 
@@ -288,7 +222,7 @@ def test_sigterm_to_cfpipe_run_stops_its_one_tensorflow_process_and_the_rerun_re
     same command skips the ingest, resumes the training and finishes the pipeline."""
     source, work = data.parent / "src", tmp_path / "work"
     argv = [*CLI, "run", str(source), "--out", str(work), *TRAIN]
-    marker = _new_marker()
+    marker = processes.new_marker()
     proc = subprocess.Popen(argv, env=_env(home, marker), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     try:
@@ -307,15 +241,15 @@ def test_sigterm_to_cfpipe_run_stops_its_one_tensorflow_process_and_the_rerun_re
     assert proc.returncode == 143, stderr[-3000:]
     line = "cfpipe: interrupted (SIGTERM) during train; rerun the same command to resume from "
     assert stderr.strip().splitlines()[-1] == line + "the last checkpoint", stderr[-3000:]
-    gone = _gone_within(marker, STOP_S, sent)
+    gone = processes.gone_within(marker, STOP_S, sent)
     (run,) = work.glob("runs/*")
-    assert _lock_is_free(run)
+    assert processes.lock_is_free(run)
     with sqlite3.connect(home / "prefect.db") as db:
         rows = db.execute("SELECT parameters, state_type FROM flow_run").fetchall()
     states = {state for params, state in rows if str(work) in params}
     assert "CRASHED" in states and "RUNNING" not in states, states
     print(f"run: every process gone after {gone:.1f} s")
-    rerun = subprocess.run(argv, env=_env(home, _new_marker()), capture_output=True,
+    rerun = subprocess.run(argv, env=_env(home, processes.new_marker()), capture_output=True,
                            text=True, timeout=RUN_S)  # fmt: skip
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert json.loads((run / "train.json").read_text())["resumed"] is not None
