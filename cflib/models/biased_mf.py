@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import keras
+import numpy as np
 from keras import ops
 
-from cflib.models.dot import INIT_STD, DotModel, check_l2, embedding
+from cflib.models.dot import INIT_STD, DotModel, check_l2, embedding, weights_array
 
 if TYPE_CHECKING:
     from cflib.config import TrainConfig
@@ -22,6 +23,8 @@ class BiasedMF(DotModel):
     predicts the global mean. Inputs are ``{"user": int[B], "item": int[B]}``; the
     output is float32 ``[B]``. ``l2_bias`` weighs the batch mean of ``b_u^2 + b_i^2``.
     """
+
+    scoring_kind = "biased-mf"
 
     def __init__(
         self,
@@ -62,6 +65,14 @@ class BiasedMF(DotModel):
     def score(self, rows: dict[str, Any], training: bool = False) -> Any:
         bias = ops.squeeze(rows["user_bias"] + rows["item_bias"], axis=-1)
         return super().score(rows, training) + bias + self.global_mean
+
+    def scoring_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            **super().scoring_arrays(),
+            "user_bias": weights_array(self.user_bias.embeddings)[:, 0],
+            "item_bias": weights_array(self.item_bias.embeddings)[:, 0],
+            "global_mean": np.array(self.global_mean, np.float32),
+        }
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from cflib.models.dot import DotModel
-from cflib.models.mlp import check_mlp, mlp, mlp_args
+from cflib.models.mlp import check_mlp, dense_arrays, mlp, mlp_args
 
 if TYPE_CHECKING:
     from cflib.config import TrainConfig
@@ -27,6 +28,8 @@ class DeepModel(DotModel):
     (active in training only), and a linear output. ``mu`` is the training mean, a
     constant. Inputs and output are those of ``DotModel``.
     """
+
+    scoring_kind = "deep"
 
     def __init__(
         self,
@@ -63,6 +66,13 @@ class DeepModel(DotModel):
     def score(self, rows: dict[str, Any], training: bool = False) -> Any:
         both = ops.concatenate([rows["user_embedding"], rows["item_embedding"]], axis=-1)
         return ops.squeeze(self.mlp(both, training=training), axis=-1) + self.global_mean
+
+    def scoring_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            **super().scoring_arrays(),
+            "global_mean": np.array(self.global_mean, np.float32),
+            **dense_arrays(self.mlp, "mlp"),
+        }
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

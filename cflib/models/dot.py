@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Self
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -65,6 +66,11 @@ class Table(keras.layers.Embedding):
         return tf.gather(table, ids)
 
 
+def weights_array(weights: Any) -> np.ndarray:
+    """A layer's table or a model's weight as a numpy array (float32 or the codes' int32)."""
+    return np.asarray(keras.ops.convert_to_numpy(weights))
+
+
 def embedding(rows: int, dim: int, name: str, init_std: float = INIT_STD) -> keras.layers.Layer:
     """An embedding table with small normal initial values (zeros when ``init_std`` is 0)."""
     init: Any = keras.initializers.RandomNormal(stddev=init_std) if init_std else "zeros"
@@ -112,6 +118,11 @@ class DotModel(keras.Model):
         #: trainer turns it off across logical CPU replicas, where XLA cannot run.
         self.xla = True
         self._score_xla = tf.function(self._score_and_penalty, jit_compile=True)
+
+    #: The forward pass in ``cflib.registry.npscore.KINDS`` that scores ``scoring_arrays``
+    #: without TensorFlow. A subclass that changes ``lookup`` or ``score`` names its own
+    #: (publishing checks the numpy scores against the model's, and refuses a mismatch).
+    scoring_kind = "dot"
 
     #: Return the training logs with shape ``[1]``: Keras 3.15 reduces them across the
     #: workers of a ``MultiWorkerMirroredStrategy`` along axis 0, which scalars lack.
@@ -205,6 +216,18 @@ class DotModel(keras.Model):
     def score(self, rows: dict[str, Any], training: bool = False) -> Any:
         """Predicted ratings, shape ``[B]``, from the rows that ``lookup`` returned."""
         return ops.sum(rows["user_embedding"] * rows["item_embedding"], axis=-1)
+
+    def scoring_arrays(self) -> dict[str, np.ndarray]:
+        """The weights of the ``scoring_kind`` forward pass, by the names that
+        ``cflib.registry.npscore`` reads (``cflib.registry.export.export_scoring``).
+
+        Raises:
+            NotImplementedError: the model has no numpy form (it is served by Keras).
+        """
+        return {
+            "user_embedding": weights_array(self.user_embedding.embeddings),
+            "item_embedding": weights_array(self.item_embedding.embeddings),
+        }
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import keras
+import numpy as np
 
 if TYPE_CHECKING:
     from cflib.config import TrainConfig
@@ -42,6 +43,35 @@ def mlp(
     init = "zeros" if zero_output else "glorot_uniform"
     layers.append(keras.layers.Dense(1, kernel_initializer=init, name=f"{name}_out"))
     return keras.Sequential(layers, name=name)
+
+
+#: The activations that ``cflib.registry.npscore`` computes.
+NUMPY_ACTIVATIONS = ("linear", "relu")
+
+
+def dense_arrays(stack: keras.Sequential, name: str) -> dict[str, np.ndarray]:
+    """The Dense layers of ``stack`` for ``cflib.registry.npscore.dense_stack``: ``name.k.kernel``,
+    ``name.k.bias`` and ``name.activations``; Dropout (off when scoring) is left out.
+
+    Raises:
+        NotImplementedError: a layer that npscore cannot compute.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    activations: list[str] = []
+    for layer in stack.layers:
+        if isinstance(layer, keras.layers.Dropout):
+            continue
+        activation = layer.get_config().get("activation")
+        if not (isinstance(layer, keras.layers.Dense) and layer.use_bias) or (
+            activation not in NUMPY_ACTIVATIONS
+        ):
+            raise NotImplementedError(f"{stack.name}/{layer.name}: no numpy form")
+        kernel, bias = (np.asarray(w, np.float32) for w in layer.get_weights())
+        arrays[f"{name}.{len(activations)}.kernel"] = kernel
+        arrays[f"{name}.{len(activations)}.bias"] = bias
+        activations.append(activation)
+    arrays[f"{name}.activations"] = np.array(activations, np.str_)
+    return arrays
 
 
 def mlp_args(cfg: TrainConfig) -> dict[str, Any]:

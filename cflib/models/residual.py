@@ -6,11 +6,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from cflib.models.biased_mf import BiasedMF
 from cflib.models.dot import INIT_STD
-from cflib.models.mlp import check_mlp, mlp, mlp_args
+from cflib.models.mlp import check_mlp, dense_arrays, mlp, mlp_args
 
 if TYPE_CHECKING:
     from cflib.config import TrainConfig
@@ -23,6 +24,8 @@ class ResidualModel(BiasedMF):
     The MLP's output layer starts at zero, so the untrained model is ``BiasedMF``: the
     branch only learns what the dot product misses. Layers and dropout as ``DeepModel``.
     """
+
+    scoring_kind = "residual"
 
     def __init__(
         self,
@@ -60,6 +63,9 @@ class ResidualModel(BiasedMF):
         both = ops.concatenate([rows["user_embedding"], rows["item_embedding"]], axis=-1)
         branch = ops.squeeze(self.mlp(both, training=training), axis=-1)
         return super().score(rows, training) + branch
+
+    def scoring_arrays(self) -> dict[str, np.ndarray]:
+        return {**super().scoring_arrays(), **dense_arrays(self.mlp, "mlp")}
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

@@ -12,9 +12,9 @@ import tensorflow as tf
 from cflib.errors import ConfigError
 from cflib.models.biased_mf import BiasedMF
 from cflib.models.deep import DEEP_INIT_STD
-from cflib.models.dot import embedding
-from cflib.models.mlp import check_mlp, mlp, mlp_args
-from cflib.models.text import TEXT_ENCODERS
+from cflib.models.dot import embedding, weights_array
+from cflib.models.mlp import check_mlp, dense_arrays, mlp, mlp_args
+from cflib.models.text import TEXT_ENCODERS, MeanTokens
 
 if TYPE_CHECKING:
     from cflib.config import TrainConfig
@@ -48,6 +48,8 @@ class TwoTowerModel(BiasedMF):
     in non-trainable weights (set with ``set_side_features``; saved with the model), so
     the inputs stay ``{"user", "item"}`` like every other model's.
     """
+
+    scoring_kind = "two-tower"
 
     def __init__(
         self,
@@ -185,6 +187,27 @@ class TwoTowerModel(BiasedMF):
         inter = tf.squeeze(self.mlp(user * item, training=training), axis=-1)
         bias = tf.squeeze(rows["user_bias"] + rows["item_bias"], axis=-1)
         return inter + bias + self.global_mean
+
+    def scoring_arrays(self) -> dict[str, np.ndarray]:
+        arrays = super().scoring_arrays()
+        arrays["user_features"] = np.array(self.user_side, np.str_)
+        for f in self.user_side:
+            arrays[f"side_{f}"] = weights_array(self.side_user[f])
+            arrays[f"{f}_embedding"] = weights_array(self.user_tables[f].embeddings)
+        if self.genre_table is not None:
+            arrays["side_genres"] = weights_array(self.side_genres)
+            arrays["genre_embedding"] = weights_array(self.genre_table.embeddings)
+        if self.title_encoder is not None:
+            if type(self.title_encoder) is not MeanTokens:
+                raise NotImplementedError(f"text encoder {self.text_encoder}: no numpy form")
+            arrays["side_title"] = weights_array(self.side_title)
+            arrays["token_embedding"] = weights_array(self.title_encoder.tokens.embeddings)
+        if self.year_table is not None:
+            arrays["side_year"] = weights_array(self.side_year)
+            arrays["year_embedding"] = weights_array(self.year_table.embeddings)
+        for name in ("user_tower", "item_tower", "mlp"):
+            arrays.update(dense_arrays(getattr(self, name), name))
+        return arrays
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

@@ -20,10 +20,13 @@ from cflib.train import runs
 ARTIFACT_FILE = "artifact.json"
 LATEST = "latest"
 SAVED_MODEL_DIR = "saved_model"
+#: The model's numpy form (``cflib.registry.npscore``), which predict and recommend use.
+SCORING_DIR = "scoring"
 SEEN_FILE = "seen.parquet"
 DATA_MANIFEST_FILE = "data_manifest.json"
-#: 1: the first registry (no SavedModel, no seen items); 2: what `publish` writes now.
-FORMAT_VERSION = 2
+#: 1: the first registry (no SavedModel, no seen items); 2: with them; 3: with
+#: ``scoring/`` too (what `publish` writes now).
+FORMAT_VERSION = 3
 
 
 class ArtifactError(DatasetError):

@@ -8,6 +8,9 @@ called through the generic ``keras.Model`` call on ``{"user", "item"}`` dense in
 so any model class works. A pair with an unknown id is not scored by the model: it gets
 the training mean plus the known side's bias where the model has bias tables (layers
 named ``user_bias`` and ``item_bias``), or the training mean alone.
+
+``export_scoring`` writes the same model's numpy form (``cflib.registry.npscore``), which
+``cfpipe predict`` and ``recommend`` score with, and checks it against the model.
 """
 
 from __future__ import annotations
@@ -21,9 +24,14 @@ import pyarrow.parquet as pq
 import tensorflow as tf
 
 from cflib import schema
+from cflib.registry import npscore
 
 SIGNATURE = "serving_default"
 _MISSING = -1
+#: Pairs on which publishing compares the numpy scores with the Keras model's, and the
+#: largest difference it accepts (float32 arithmetic in another order: about 1e-6).
+CHECK_PAIRS = 1024
+CHECK_TOLERANCE = 1e-4
 
 
 def bias_vector(model: keras.Model, name: str, rows: int) -> np.ndarray | None:
@@ -119,6 +127,44 @@ def export_saved_model(
             "item_bias": b_item is not None,
         },
     }
+
+
+def check_pairs(n_users: int, n_items: int, n: int = CHECK_PAIRS) -> tuple[np.ndarray, np.ndarray]:
+    """Dense ``(users, items)`` int32: every corner of the id ranges, then random pairs."""
+    rng = np.random.default_rng(0)
+    users = np.concatenate([[0, 0, n_users - 1, n_users - 1], rng.integers(0, n_users, n)])
+    items = np.concatenate([[0, n_items - 1, 0, n_items - 1], rng.integers(0, n_items, n)])
+    return users.astype(np.int32), items.astype(np.int32)
+
+
+def export_scoring(model: keras.Model, out: Path) -> dict[str, Any] | None:
+    """Write the numpy form of ``model`` to ``out``, and check it scores as the model does.
+
+    Returns:
+        For ``artifact.json``: ``scoring.json``'s content plus ``checked_pairs`` and
+        ``max_abs_diff``; None if the model has no numpy form (nothing is written, and
+        the artifact is served by Keras).
+
+    Raises:
+        RuntimeError: the numpy scores differ from the model's by more than
+            ``CHECK_TOLERANCE``: a bug, a model class whose ``scoring_kind`` or
+            ``scoring_arrays`` does not describe its ``score``.
+    """
+    try:
+        arrays = model.scoring_arrays()
+    except NotImplementedError:
+        return None
+    spec = npscore.write(out, model.scoring_kind, arrays)
+    users, items = check_pairs(model.n_users, model.n_items)
+    expected = np.asarray(model.predict_on_batch({"user": users, "item": items})).reshape(-1)
+    worst = float(np.max(np.abs(npscore.load(out)(users, items) - expected)))
+    if not worst <= CHECK_TOLERANCE:  # NaN included
+        raise RuntimeError(
+            f"{out}: the numpy form ({spec['kind']}) of {type(model).__name__} differs from "
+            f"the Keras model by {worst:.3g} > {CHECK_TOLERANCE:g}; its scoring_kind or "
+            "scoring_arrays does not match its score"
+        )
+    return {**spec, "checked_pairs": len(users), "max_abs_diff": worst}
 
 
 def load_signature(path: Path) -> Any:

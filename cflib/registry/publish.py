@@ -1,8 +1,9 @@
 """Publishing an evaluated run: the artifact, built and checked in staging, then ``latest``.
 
 An artifact holds everything needed to score raw ids without the training data: the
-Keras model file, a SavedModel with a raw-id serving signature, the id maps, the
-user's seen items, the configs, the metrics, the report, the installed versions and
+Keras model file, a SavedModel with a raw-id serving signature, the model's numpy form
+(``scoring/``: predict and recommend need no TensorFlow), the id maps, the user's seen
+items, the configs, the metrics, the report, the installed versions and
 ``artifact.json`` with a sha256 per file, checked on the copy before it is renamed
 into place.
 """
@@ -36,6 +37,7 @@ from cflib.registry.artifact import (
     FORMAT_VERSION,
     LATEST,
     SAVED_MODEL_DIR,
+    SCORING_DIR,
     SEEN_FILE,
     artifact_dir,
     files_under,
@@ -104,19 +106,21 @@ def _point_latest(model_dir: Path, run_id: str) -> None:
     os.replace(tmp, model_dir / LATEST)
 
 
-def _export(staged: Path, global_mean: float) -> dict[str, Any]:
-    """The SavedModel, from the staged (already copied) Keras model and id maps."""
+def _export(staged: Path, global_mean: float) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The SavedModel and the numpy form, from the staged (already copied) Keras model
+    and id maps; what each is, for ``artifact.json``."""
     from cflib.models.io import load_model
-    from cflib.registry.export import export_saved_model
+    from cflib.registry.export import export_saved_model, export_scoring
 
     model = load_model(staged / schema.MODEL_FILE)
-    return export_saved_model(
+    serving = export_saved_model(
         model,
         staged / SAVED_MODEL_DIR,
         user_map=staged / schema.USER_MAP_FILE,
         item_map=staged / schema.ITEM_MAP_FILE,
         global_mean=global_mean,
     )
+    return serving, export_scoring(model, staged / SCORING_DIR)
 
 
 def _build(
@@ -138,7 +142,7 @@ def _build(
         name = DATA_MANIFEST_FILE if src.name == schema.MANIFEST_FILE else src.name
         files[name] = sha256_file(src)  # Of the source: verify checks the copy.
         shutil.copyfile(src, staged / name)
-    serving = _export(staged, global_mean)
+    serving, scoring = _export(staged, global_mean)
     from cflib.registry.seen import write_seen
 
     parts = [p for s in SEEN_SPLITS for p in manifest.split_paths(data, s)]
@@ -163,6 +167,7 @@ def _build(
         "publish_config": cfg.model_dump(),
         "versions": versions(),
         "serving": serving,
+        "scoring": scoring,
         "seen": {"rows": seen_rows, "splits": list(SEEN_SPLITS)},
         "promotion": decision,
         "files": dict(sorted(files.items())),

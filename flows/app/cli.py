@@ -23,6 +23,7 @@ from cflib.config import (
 from cflib.errors import CfpipeError
 from cflib.evaluate import report
 from cflib.train import stop
+from flows.app import prepare
 from flows.app.deploy_commands import deploy_app, server
 from flows.app.options import config_options, given_on_command_line, load_config_file
 from flows.app.registry_commands import models_app, predict, recommend
@@ -352,43 +353,20 @@ def _log_cflib_info() -> None:
         logger.propagate = False
 
 
-class _NoTracebackForUserErrors(logging.Filter):
-    """Drop the traceback Prefect logs for a CfpipeError: the one-line message says it all."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], CfpipeError):
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
-def _quiet_prefect_console() -> None:
-    """Set up Prefect's logging now, so its console handler can take the filter above.
-
-    The API handlers sit on Prefect's own loggers and see each record before it
-    reaches the console handler on the root logger, so the UI keeps the traceback.
-    """
-    from prefect.logging.configuration import setup_logging
-    from prefect.logging.handlers import PrefectConsoleHandler
-
-    setup_logging()
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, PrefectConsoleHandler):
-            handler.addFilter(_NoTracebackForUserErrors())
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI; user errors print one line and exit with status 2, system
     errors (a full disk, a read-only directory) one line and status 1."""
     _set_process_defaults()
     _log_cflib_info()
-    _quiet_prefect_console()
+    args = sys.argv[1:] if argv is None else argv
+    flows_run = prepare.runs_flows(args)  # predict, models, ...: no Prefect import
+    if flows_run:
+        prepare.quiet_prefect_console()
     from flows import supervise
 
     # SIGINT, SIGTERM: stop the tree; the temporary server dies with us. A served
     # deployment's runner handles its own signals (it pauses its deployments).
-    args = sys.argv[1:] if argv is None else argv
-    with supervise.installed(signals=args[:1] != ["deploy"]):
+    with supervise.installed(signals=args[:1] != ["deploy"], server=flows_run):
         try:
             result = app(args=argv, standalone_mode=False)
         except CfpipeError as exc:
@@ -412,9 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         except (typer.Abort, KeyboardInterrupt):  # typer.Abort: Ctrl-C at a prompt
             return supervise.report(supervise.interrupted_by(signal.SIGINT))
         except BaseException as exc:
-            from prefect.exceptions import TerminationSignal
-
-            if isinstance(exc, supervise.Interrupted | TerminationSignal):
+            if isinstance(exc, supervise.Interrupted) or prepare.is_termination_signal(exc):
                 return supervise.report(supervise.interrupted_by(exc))
             raise
         return result if isinstance(result, int) else 0

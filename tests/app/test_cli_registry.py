@@ -148,6 +148,41 @@ def test_cli_error_is_one_line_in_a_fresh_process(reg: Path, tmp_path: Path) -> 
     ]
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["predict", "--model", "{art}", "30", "3"],
+        ["recommend", "--model", "{art}", "--user", "60", "-k", "2"],
+        ["models", "show", "{art}"],
+        ["models", "list", "--registry", "{reg}"],
+        ["--help"],
+    ],
+)
+def test_commands_that_run_no_flow_import_neither_prefect_nor_tensorflow(
+    reg: Path, tmp_path: Path, argv: list[str]
+) -> None:
+    """The real command in a fresh process: what it imported, from ``-X importtime``."""
+    art = reg / "tiny" / "biased-mf" / "latest"
+    argv = [a.replace("{art}", str(art)).replace("{reg}", str(reg)) for a in argv]
+    env = cli_env(tmp_path, "http://127.0.0.1:9/api")  # Never reached.
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "flows.app", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    imported = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert {"typer", "cflib", "flows"} <= imported  # the list is the real one
+    assert not imported & {"prefect", "tensorflow", "keras", "sqlalchemy", "fastapi"}
+    if argv[0] == "predict":
+        assert proc.stdout.strip() == f"{open_artifact(art).predict(30, 3):.4f}"
+
+
 @pytest.mark.slow
 def test_cli_publish_reports_the_gate(prefect_harness: None, tmp_path: Path) -> None:
     data = ingest_tiny(write_netflix(tmp_path / "netflix"), tmp_path / "data")

@@ -7,6 +7,7 @@ import pytest
 
 from cflib import registry
 from cflib.config import PublishConfig
+from cflib.registry import npscore
 from cflib.registry.serving import Artifact, open_artifact
 from tests._artifacts import ingest_tiny, make_run
 from tests.conftest import write_netflix
@@ -23,11 +24,14 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Artifact:
 
 
 def _set_item_scores(art: Artifact, item_bias: list[float]) -> None:
-    """Make every user's score of item i the global mean plus ``item_bias[i]``."""
-    model = art.model
-    for table in (model.user_embedding, model.item_embedding, model.user_bias):
-        table.set_weights([np.zeros_like(w) for w in table.get_weights()])
-    model.item_bias.set_weights([np.array(item_bias, np.float32).reshape(-1, 1)])
+    """Make every user's score of item i the global mean plus ``item_bias[i]`` (in the
+    numpy form, which ``recommend`` scores with)."""
+    assert isinstance(art.scorer, npscore.Scorer)
+    arrays = dict(art.scorer.arrays)
+    for name in ("user_embedding", "item_embedding", "user_bias"):
+        arrays[name] = np.zeros_like(arrays[name])
+    arrays["item_bias"] = np.array(item_bias, np.float32)
+    art.scorer.arrays = arrays
 
 
 @pytest.mark.parametrize(

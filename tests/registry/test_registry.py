@@ -57,6 +57,8 @@ def test_publish_copies_exports_verifies_and_points_latest(data: Path, tmp_path:
     files = set(info["files"])
     assert {"model.keras", "train.json", "metrics.json", "report.md", "seen.parquet"} <= files
     assert {"saved_model/saved_model.pb", "saved_model/variables/variables.index"} <= files
+    assert {"scoring/scoring.json", "scoring/user_embedding.npy", "scoring/item_bias.npy"} <= files
+    assert info["scoring"]["kind"] == "biased-mf" and info["format_version"] == 3
     assert info["versions"]["tensorflow"] and info["versions"]["keras"]
     assert {"cfpipe", "pyarrow", "prefect"} <= set(info["versions"])
     assert info["train_config"]["embedding_dim"] == 4
