@@ -88,7 +88,11 @@ def format_table(metrics: dict[str, Any]) -> str:
 
 
 def _pct(value: float, ref: float) -> str:
-    return f"{(1 - value / ref) * 100:+.1f}%"
+    """How much lower (better) or higher (worse) than the global mean's RMSE, in words."""
+    change = (1 - value / ref) * 100
+    if abs(change) < 0.05:
+        return "the same"
+    return f"{abs(change):.1f}% {'lower' if change > 0 else 'higher'}"
 
 
 def _metrics_section(metrics: dict[str, Any]) -> Section:
@@ -96,7 +100,7 @@ def _metrics_section(metrics: dict[str, Any]) -> Section:
     rows = [[name, f"{r:.4f}", f"{a:.4f}", _pct(r, gm)] for name, r, a in results_table(metrics)]
     rows += [[name, f"{r:.4f}", "", ""] for name, r in _references(metrics)]
     blocks: list[str | Table | Figure] = [
-        Table(["model", "RMSE", "MAE", "RMSE vs global mean"], rows)
+        Table(["model", "RMSE", "MAE", "RMSE against the global mean's"], rows)
     ]
     if metrics.get("rmse_ci95"):
         lo, hi = metrics["rmse_ci95"]

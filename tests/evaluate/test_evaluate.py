@@ -208,7 +208,8 @@ def test_report_renders_every_section(netflix_dir: Path, tmp_path: Path) -> None
     md = report.render_markdown(metrics_, summary, manifest)  # type: ignore[arg-type]
     for heading in ("Test metrics", "Training", "Errors by segment", "Data", "Configuration"):
         assert f"\n## {heading}\n" in md
-    assert "| biased-mf (this run) | 0.8500 | 0.6600 | +22.7% |" in md
+    assert "| biased-mf (this run) | 0.8500 | 0.6600 | 22.7% lower |" in md
+    assert "| global mean | 1.1000 | 0.9000 | the same |" in md
     assert "Cinematch (Netflix, on the real probe set) | 0.9514" in md
     assert "0.8400 .. 0.8600" in md and "1 test ratings have a user or item" in md
     assert "| 0 | 1 | 1.2000 |  |" in md  # a bucket without bias RMSE stays empty
