@@ -12,9 +12,9 @@ from cflib.config import EvaluateConfig, TrainConfig
 from cflib.models.catalog import resolve
 from cflib.train import runs
 
-CONFIG = resolve(TrainConfig()).model_dump()
-OTHER = resolve(TrainConfig(learning_rate=0.01)).model_dump()
-EVAL = EvaluateConfig().model_dump(mode="json")
+CONFIG = resolve(TrainConfig()).identity()
+OTHER = resolve(TrainConfig(learning_rate=0.01)).identity()
+EVAL = EvaluateConfig().identity()
 
 
 def trained_run(
@@ -86,3 +86,13 @@ def test_evaluation_is_skipped_only_for_the_same_config_and_complete_reports(
     evaluated(run, EVAL)
     (run / schema.METRICS_FILE).write_text('{"rmse": ')  # half-written
     assert not runs.is_evaluated(run, EVAL)
+
+
+def test_a_time_limit_is_not_part_of_a_runs_identity(tmp_path: Path) -> None:
+    """A rerun with another --timeout (or none) skips, or resumes, the same run."""
+    limited = resolve(TrainConfig(timeout=30)).identity()
+    assert limited == CONFIG and "timeout" not in limited
+    run = trained_run(tmp_path, "20261101T000000Z-aaaaaa", limited)
+    assert runs.find_trained(tmp_path, "fp-1", CONFIG) == run
+    evaluated(run, EvaluateConfig(timeout=5).identity())
+    assert runs.is_evaluated(run, EvaluateConfig().identity())
