@@ -20,9 +20,9 @@ from cflib.config import PipelineConfig
 from cflib.data.manifest import load_manifest
 from cflib.models.catalog import resolve
 from cflib.train import runs
-from flows.evaluate_publish import evaluate_flow, publish_flow
+from flows.evaluate_publish import run_evaluate, run_publish
 from flows.ingest import run_ingest
-from flows.train import train_flow
+from flows.train import run_train
 
 DATA_DIR = "data"
 RUNS_DIR = "runs"
@@ -50,19 +50,19 @@ def pipeline_flow(params: PipelineParams) -> dict[str, Any]:
     run_ingest(params.source, data, config.ingest)
     fingerprint = load_manifest(data).fingerprint
     train_cfg = resolve(config.train)  # once: train.json records the resolved config
-    done = runs.find_trained(root / RUNS_DIR, fingerprint, train_cfg.model_dump())
+    done = runs.find_trained(root / RUNS_DIR, fingerprint, train_cfg.identity())
     if done is None:
         run_id = runs.new_run_id()
         run = str(root / RUNS_DIR / run_id)
-        train_flow(data, run, train_cfg, run_id)
+        run_train(data, run, train_cfg, run_id)
     else:
         run = str(done)
         logger.info("training skipped: %s was trained on the same data and config", run)
-    if runs.is_evaluated(Path(run), config.evaluate.model_dump(mode="json")):
+    if runs.is_evaluated(Path(run), config.evaluate.identity()):
         logger.info("evaluation skipped: %s is evaluated with the same config", run)
         metrics = runs.metrics(Path(run))
     else:
-        metrics = evaluate_flow(run, config.evaluate)
+        metrics = run_evaluate(run, config.evaluate)
     registry_root = params.registry or str(root / REGISTRY_DIR)  # A path or an fsspec URL.
     summary = runs.train_summary(Path(run))
     found = registry.find_published(
@@ -72,5 +72,5 @@ def pipeline_flow(params: PipelineParams) -> dict[str, Any]:
         logger.info("publishing skipped: %s is already in the registry", found["artifact"])
         published = {**found, "skipped": True}
     else:
-        published = publish_flow(run, registry_root, config.publish)
+        published = run_publish(run, registry_root, config.publish)
     return {"data": data, "run": run, "metrics": metrics, "published": published}

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from pydantic import BaseModel
 
 from cflib import schema
 from cflib.config import (
@@ -24,7 +25,7 @@ from cflib.errors import CfpipeError
 from cflib.evaluate import report
 from cflib.train import stop
 from flows.app.deploy_commands import deploy_app, server
-from flows.app.options import config_options, given_on_command_line, load_config_file
+from flows.app.options import build, config_options, given_on_command_line, load_config_file
 from flows.app.registry_commands import models_app, predict, recommend
 
 app = typer.Typer(
@@ -41,6 +42,8 @@ app.add_typer(models_app, name="models")
 app.command()(predict)
 app.command()(recommend)
 
+#: Exit status of a command whose stage reached its --timeout (as GNU timeout's).
+TIMED_OUT = 124
 DEMO_SYNTH = SynthConfig(movies=400, users=3_000, ratings=300_000, probe_fraction=0.05)
 
 
@@ -133,10 +136,10 @@ def train(
 ) -> None:
     """Train a model on an ingested dataset (one device, MirroredStrategy or multi-worker)."""
     from cflib.train.preflight import check_inputs
-    from flows.train import train_flow
+    from flows.train import run_train
 
     cfg = check_inputs(data, cfg)  # Fail fast, before a Prefect server starts; resolved.
-    summary = train_flow(str(data), str(out), cfg, run_id)
+    summary = run_train(str(data), str(out), cfg, run_id)
     _echo_kv(
         f"run {summary['run_id']} in {out}",
         {
@@ -157,10 +160,10 @@ def evaluate(
 ) -> None:
     """Score a run on the test split against the baselines; write metrics.json and reports."""
     from cflib.train import runs
-    from flows.evaluate_publish import evaluate_flow
+    from flows.evaluate_publish import run_evaluate
 
     runs.train_summary(run)
-    metrics = evaluate_flow(str(run), cfg)
+    metrics = run_evaluate(str(run), cfg)
     typer.echo(report.format_table(metrics))
     typer.echo(f"report: {run / schema.REPORT_FILE} and {run / schema.REPORT_HTML_FILE}")
     if metrics.get("qualifying"):
@@ -178,11 +181,11 @@ def publish(
     """Copy an evaluated run into the registry atomically; move `latest` if it passes the gate."""
     from cflib.registry.store import locate
     from cflib.train import runs
-    from flows.evaluate_publish import publish_flow
+    from flows.evaluate_publish import run_publish
 
     locate(registry)  # A bad URL fails here, before Prefect starts and records it.
     runs.metrics(run)
-    result = publish_flow(str(run), str(registry), cfg)
+    result = run_publish(str(run), str(registry), cfg)
     typer.echo(f"published {result['artifact']}")
     if result["latest"]:
         typer.echo(f"latest -> {result['latest']} ({result['promotion']['reason']})")
@@ -219,23 +222,33 @@ def _run_pipeline(source: Path, work: Path, cfg: PipelineConfig, registry: str |
         typer.echo(f"not promoted: {published['promotion']['reason']}")
 
 
-_RUN_INGEST_OPTIONS = (
-    "format",
-    "name",
-    "split",
-    "validation_fraction",
-    "test_fraction",
-    "dask_address",
-    "n_workers",
-    "force",
-    "strict",
-)
+def _all_but_timeout(model: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(name for name in model.model_fields if name != "timeout")
+
+
+#: The options of each stage that `cfpipe run` takes, besides `--timeout` (every stage's).
+_RUN_OPTIONS: dict[str, tuple[str, ...]] = {
+    "ingest": (
+        "format",
+        "name",
+        "split",
+        "validation_fraction",
+        "test_fraction",
+        "dask_address",
+        "n_workers",
+        "force",
+        "strict",
+    ),
+    "train": _all_but_timeout(TrainConfig),
+    "evaluate": (),
+    "publish": _all_but_timeout(PublishConfig),
+}
 
 
 @app.command()
-@config_options(IngestConfig, param="ingest_cfg", include=_RUN_INGEST_OPTIONS)
-@config_options(TrainConfig, param="train_cfg")
-@config_options(PublishConfig, param="publish_cfg")
+@config_options(IngestConfig, param="ingest_cfg", include=_RUN_OPTIONS["ingest"])
+@config_options(TrainConfig, param="train_cfg", include=_RUN_OPTIONS["train"])
+@config_options(PublishConfig, param="publish_cfg", include=_RUN_OPTIONS["publish"])
 def run(
     ctx: typer.Context,
     source: Path = typer.Argument(
@@ -248,13 +261,24 @@ def run(
     config: Path | None = typer.Option(
         None, "--config", help="YAML or JSON file of stage options; options given here win."
     ),
+    timeout: float | None = typer.Option(
+        None,
+        "--timeout",
+        help="Time limit of each stage in seconds (default: none); the config file sets one "
+        "per stage.",
+    ),
     *,
     ingest_cfg: IngestConfig,
     train_cfg: TrainConfig,
     publish_cfg: PublishConfig,
 ) -> None:
     """Ingest, train, evaluate and publish as one Prefect flow."""
-    cfg = PipelineConfig(ingest=ingest_cfg, train=train_cfg, publish=publish_cfg)
+    stages = {"ingest": ingest_cfg, "train": train_cfg, "publish": publish_cfg}
+    if timeout is not None:
+        build(EvaluateConfig, {"timeout": timeout})  # one line naming --timeout if out of range
+        stages = {k: v.model_copy(update={"timeout": timeout}) for k, v in stages.items()}
+        stages["evaluate"] = EvaluateConfig(timeout=timeout)
+    cfg = PipelineConfig(**stages)
     if config is not None:
         cfg = _with_file(ctx, cfg, config)
     _run_pipeline(source, out, cfg, registry)
@@ -263,11 +287,11 @@ def run(
 def _with_file(ctx: typer.Context, cfg: PipelineConfig, path: Path) -> PipelineConfig:
     """The config file's options, overridden by the options typed on the command line."""
     data = load_config_file(path, PipelineConfig)
-    for stage in ("ingest", "train", "publish"):
+    for stage, options in _RUN_OPTIONS.items():
         typed = getattr(cfg, stage)
         section = dict(data.get(stage) or {})
-        for name in type(typed).model_fields:
-            if name in ctx.params and given_on_command_line(ctx, name):
+        for name in (*options, "timeout"):
+            if given_on_command_line(ctx, name):
                 section[name] = getattr(typed, name)
         data[stage] = section
     return PipelineConfig.model_validate(data)
@@ -345,11 +369,13 @@ def _quiet_prefect_console() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI; user errors print one line and exit with status 2, system
-    errors (a full disk, a read-only directory) one line and status 1."""
+    errors (a full disk, a read-only directory) one line and status 1, a stage past its
+    ``--timeout`` one line and status 124."""
     _set_process_defaults()
     _log_cflib_info()
     _quiet_prefect_console()
     from flows import supervise
+    from flows.limits import TimeLimitReached
 
     # SIGINT, SIGTERM: stop the tree; the temporary server dies with us. A served
     # deployment's runner handles its own signals (it pauses its deployments).
@@ -366,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             typer.echo(f"cfpipe: error: {message}", err=True)
             return int(getattr(exc, "exit_code", 2))
+        except TimeLimitReached as exc:  # a stage's --timeout; a TimeoutError, so before OSError
+            supervise.print_last(f"cfpipe: error: {exc.message}")
+            return TIMED_OUT
         except OSError as exc:  # the machine, not the input: a full disk, a read-only mount
             where = f"{exc.filename}: " if exc.filename else ""
             if exc.filename2:  # a copy or a rename: from where to where
