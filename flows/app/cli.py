@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from pydantic import BaseModel
 
 from cflib import schema
 from cflib.config import (
@@ -25,7 +24,7 @@ from cflib.errors import CfpipeError
 from cflib.evaluate import report
 from cflib.train import stop
 from flows.app.deploy_commands import deploy_app, server
-from flows.app.options import build, config_options, given_on_command_line, load_config_file
+from flows.app.options import RUN_OPTIONS, config_options, pipeline_config
 from flows.app.registry_commands import models_app, predict, recommend
 
 app = typer.Typer(
@@ -222,33 +221,10 @@ def _run_pipeline(source: Path, work: Path, cfg: PipelineConfig, registry: str |
         typer.echo(f"not promoted: {published['promotion']['reason']}")
 
 
-def _all_but_timeout(model: type[BaseModel]) -> tuple[str, ...]:
-    return tuple(name for name in model.model_fields if name != "timeout")
-
-
-#: The options of each stage that `cfpipe run` takes, besides `--timeout` (every stage's).
-_RUN_OPTIONS: dict[str, tuple[str, ...]] = {
-    "ingest": (
-        "format",
-        "name",
-        "split",
-        "validation_fraction",
-        "test_fraction",
-        "dask_address",
-        "n_workers",
-        "force",
-        "strict",
-    ),
-    "train": _all_but_timeout(TrainConfig),
-    "evaluate": (),
-    "publish": _all_but_timeout(PublishConfig),
-}
-
-
 @app.command()
-@config_options(IngestConfig, param="ingest_cfg", include=_RUN_OPTIONS["ingest"])
-@config_options(TrainConfig, param="train_cfg", include=_RUN_OPTIONS["train"])
-@config_options(PublishConfig, param="publish_cfg", include=_RUN_OPTIONS["publish"])
+@config_options(IngestConfig, param="ingest_cfg", include=RUN_OPTIONS["ingest"])
+@config_options(TrainConfig, param="train_cfg", include=RUN_OPTIONS["train"])
+@config_options(PublishConfig, param="publish_cfg", include=RUN_OPTIONS["publish"])
 def run(
     ctx: typer.Context,
     source: Path = typer.Argument(
@@ -274,27 +250,7 @@ def run(
 ) -> None:
     """Ingest, train, evaluate and publish as one Prefect flow."""
     stages = {"ingest": ingest_cfg, "train": train_cfg, "publish": publish_cfg}
-    if timeout is not None:
-        build(EvaluateConfig, {"timeout": timeout})  # one line naming --timeout if out of range
-        stages = {k: v.model_copy(update={"timeout": timeout}) for k, v in stages.items()}
-        stages["evaluate"] = EvaluateConfig(timeout=timeout)
-    cfg = PipelineConfig(**stages)
-    if config is not None:
-        cfg = _with_file(ctx, cfg, config)
-    _run_pipeline(source, out, cfg, registry)
-
-
-def _with_file(ctx: typer.Context, cfg: PipelineConfig, path: Path) -> PipelineConfig:
-    """The config file's options, overridden by the options typed on the command line."""
-    data = load_config_file(path, PipelineConfig)
-    for stage, options in _RUN_OPTIONS.items():
-        typed = getattr(cfg, stage)
-        section = dict(data.get(stage) or {})
-        for name in (*options, "timeout"):
-            if given_on_command_line(ctx, name):
-                section[name] = getattr(typed, name)
-        data[stage] = section
-    return PipelineConfig.model_validate(data)
+    _run_pipeline(source, out, pipeline_config(ctx, stages, timeout, config), registry)
 
 
 @app.command()
