@@ -6,7 +6,7 @@ from these models, and every artifact stores ``model_dump_json()`` of the one it
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -24,8 +24,28 @@ SplitMode = Literal["auto", "random", "temporal"]
 SourceFormat = Literal["auto", "netflix", "ml-100k", "ml-1m", "ml-csv"]
 
 
+#: Fields that bound how a stage runs rather than what it computes: left out of
+#: ``identity()``, so a rerun with another ``--timeout`` resumes or skips as before.
+OPERATIONAL_FIELDS = frozenset({"timeout"})
+
+
 class _Stage(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def identity(self) -> dict[str, Any]:
+        """The config as runs record and compare it (``train.json``, ``metrics.json``, a
+        checkpoint's ``run.json``): ``model_dump`` without ``OPERATIONAL_FIELDS``."""
+        return self.model_dump(mode="json", exclude=set(OPERATIONAL_FIELDS))
+
+
+def _timeout(stage: str) -> Any:
+    """The ``timeout`` field of a stage: Prefect's ``timeout_seconds`` on its flow."""
+    return Field(
+        None,
+        gt=0,
+        description=f"Time limit of the {stage} in seconds (default: none); then it stops "
+        "as on SIGTERM, with one line.",
+    )
 
 
 class SynthConfig(_Stage):
@@ -83,6 +103,7 @@ class IngestConfig(_Stage):
         False,
         description="Stop at the first malformed line instead of quarantining it.",
     )
+    timeout: float | None = _timeout("ingest")
 
 
 class TrainConfig(_Stage):
@@ -154,6 +175,7 @@ class TrainConfig(_Stage):
     checkpoint_steps: int = Field(
         1000, ge=0, description="Checkpoint every N steps, besides every epoch (0: epochs only)."
     )
+    timeout: float | None = _timeout("training")
 
     @field_validator("hidden")
     @classmethod
@@ -178,6 +200,7 @@ class EvaluateConfig(_Stage):
 
     seed: int = Field(0, ge=0, description="Seed of the random baseline.")
     batch_size: int = Field(65_536, gt=0, description="Rows scored per batch.")
+    timeout: float | None = _timeout("evaluation")
 
 
 class PublishConfig(_Stage):
@@ -193,6 +216,7 @@ class PublishConfig(_Stage):
         description="How much worse than latest's test RMSE (same data) a run may be and "
         "still be promoted.",
     )
+    timeout: float | None = _timeout("publishing")
 
 
 class PipelineConfig(_Stage):

@@ -11,10 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cflib.config import MODEL_NAMES, ModelName, PipelineConfig
 from cflib.train.runs import new_run_id
-from flows.evaluate_publish import evaluate_flow, publish_flow
+from flows.evaluate_publish import run_evaluate, run_publish
 from flows.ingest import run_ingest
 from flows.pipeline import DATA_DIR, REGISTRY_DIR, RUNS_DIR
-from flows.train import train_flow
+from flows.train import run_train
 
 
 class CompareParams(BaseModel):
@@ -46,9 +46,9 @@ def compare_flow(params: CompareParams) -> list[dict[str, Any]]:
         run_id = new_run_id()
         run = str(work / RUNS_DIR / run_id)
         train_cfg = params.config.train.model_copy(update={"model": model})
-        summary = train_flow(data, run, train_cfg, run_id)
-        metrics = evaluate_flow(run, params.config.evaluate)
-        published = publish_flow(
+        summary = run_train(data, run, train_cfg, run_id)
+        metrics = run_evaluate(run, params.config.evaluate)
+        published = run_publish(
             run, params.registry or str(work / REGISTRY_DIR), params.config.publish
         )
         rows.append(

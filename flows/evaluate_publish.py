@@ -7,6 +7,7 @@ from typing import Any
 from prefect import flow
 
 from cflib.config import EvaluateConfig, PublishConfig
+from flows import limits
 from flows.runtime import run_in_child
 from tasks.evaluate import evaluate_run, write_report
 from tasks.publish import publish_run
@@ -18,7 +19,9 @@ def evaluate_flow(run: str, config: EvaluateConfig | None = None) -> dict[str, A
 
     The scoring loads TensorFlow, so it runs in a child process (see ``train_flow``).
     """
-    metrics = run_in_child(evaluate_run, {"run": run, "config": config or EvaluateConfig()})
+    config = config or EvaluateConfig()
+    limits.warn_if_unenforced(config.timeout)
+    metrics = run_in_child(evaluate_run, {"run": run, "config": config})
     write_report(run)
     return metrics
 
@@ -27,5 +30,17 @@ def evaluate_flow(run: str, config: EvaluateConfig | None = None) -> dict[str, A
 def publish_flow(run: str, registry: str, config: PublishConfig | None = None) -> dict[str, Any]:
     """Publish an evaluated run into the model registry (in a child process: exporting the
     SavedModel loads TensorFlow)."""
-    parameters = {"run": run, "registry_root": registry, "config": config or PublishConfig()}
+    config = config or PublishConfig()
+    limits.warn_if_unenforced(config.timeout)
+    parameters = {"run": run, "registry_root": registry, "config": config}
     return run_in_child(publish_run, parameters)
+
+
+def run_evaluate(run: str, config: EvaluateConfig) -> dict[str, Any]:
+    """Run the evaluate flow within ``config.timeout`` (``limits.call``)."""
+    return limits.call(evaluate_flow, config.timeout, run, config)
+
+
+def run_publish(run: str, registry: str, config: PublishConfig) -> dict[str, Any]:
+    """Run the publish flow within ``config.timeout`` (``limits.call``)."""
+    return limits.call(publish_flow, config.timeout, run, registry, config)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cflib.config import IngestConfig
 from cflib.fsutil import exclusive, naming
+from flows import limits
 from flows.runtime import dask_scheduler_address, dask_task_runner
 from tasks import ingest as t
 
@@ -33,6 +34,7 @@ def ingest_flow(params: IngestParams) -> dict[str, Any]:
     each stage is a task that fans its shards or buckets out on that cluster.
     """
     source, out, config = params.source, params.out, params.config
+    limits.warn_if_unenforced(config.timeout)
     with exclusive(Path(out).resolve(), "--out"), naming(Path(out)):  # one writer per dataset
         plan = t.plan_ingest(source, out, config)
         if plan["up_to_date"]:
@@ -51,6 +53,7 @@ def ingest_flow(params: IngestParams) -> dict[str, Any]:
 
 
 def run_ingest(source: str, out: str, config: IngestConfig) -> dict[str, Any]:
-    """Run the ingest flow on the Dask cluster that ``config`` names."""
+    """Run the ingest flow on the Dask cluster that ``config`` names, within its
+    ``timeout`` (``limits.call``; the cluster is closed and the staging directory removed)."""
     flow_ = ingest_flow.with_options(task_runner=dask_task_runner(config))
-    return flow_(IngestParams(source=source, out=out, config=config))
+    return limits.call(flow_, config.timeout, IngestParams(source=source, out=out, config=config))

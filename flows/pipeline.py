@@ -21,10 +21,10 @@ from cflib.data.manifest import load_manifest
 from cflib.evaluate.summary import stage_lines
 from cflib.models.catalog import resolve
 from cflib.train import runs
-from flows.evaluate_publish import evaluate_flow, publish_flow
+from flows.evaluate_publish import run_evaluate, run_publish
 from flows.ingest import run_ingest
 from flows.runtime import tensorflow_worker
-from flows.train import train_flow
+from flows.train import run_train
 from tasks.summary import summarize_pipeline
 
 DATA_DIR = "data"
@@ -58,23 +58,23 @@ def _pipeline(params: PipelineParams) -> dict[str, Any]:
     ingested = run_ingest(params.source, data, config.ingest)
     fingerprint = load_manifest(data).fingerprint
     train_cfg = resolve(config.train)  # once: train.json records the resolved config
-    done = runs.find_trained(root / RUNS_DIR, fingerprint, train_cfg.model_dump())
+    done = runs.find_trained(root / RUNS_DIR, fingerprint, train_cfg.identity())
     if done is None:
         # An interrupted training of the same data and config resumes from its checkpoint.
-        interrupted = runs.find_interrupted(root / RUNS_DIR, fingerprint, train_cfg.model_dump())
+        interrupted = runs.find_interrupted(root / RUNS_DIR, fingerprint, train_cfg.identity())
         run_id = runs.new_run_id() if interrupted is None else interrupted.name
         run = str(root / RUNS_DIR / run_id)
         if interrupted is not None:
             logger.info("training resumes %s, interrupted before it finished", run)
-        train_flow(data, run, train_cfg, run_id)
+        run_train(data, run, train_cfg, run_id)
     else:
         run = str(done)
         logger.info("training skipped: %s was trained on the same data and config", run)
-    if runs.is_evaluated(Path(run), config.evaluate.model_dump(mode="json")):
+    if runs.is_evaluated(Path(run), config.evaluate.identity()):
         logger.info("evaluation skipped: %s is evaluated with the same config", run)
         metrics = runs.metrics(Path(run))
     else:
-        metrics = evaluate_flow(run, config.evaluate)
+        metrics = run_evaluate(run, config.evaluate)
     registry_root = params.registry or str(root / REGISTRY_DIR)  # A path or an fsspec URL.
     summary = runs.train_summary(Path(run))
     found = registry.find_published(
@@ -84,7 +84,7 @@ def _pipeline(params: PipelineParams) -> dict[str, Any]:
         logger.info("publishing skipped: %s is already in the registry", found["artifact"])
         published = {**found, "skipped": True}
     else:
-        published = publish_flow(run, registry_root, config.publish)
+        published = run_publish(run, registry_root, config.publish)
     lines = stage_lines(ingested, summary, done is not None, metrics, published)
     summarize_pipeline(lines, run)  # the parent run's own logs and artifacts
     return {"data": data, "run": run, "metrics": metrics, "published": published}

@@ -3,6 +3,7 @@ of its TensorFlow stages, and the Prefect API they report to."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import multiprocessing
 import os
@@ -20,7 +21,7 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 from prefect.tasks import Task
 
 from cflib.config import IngestConfig
-from flows import supervise
+from flows import limits, supervise
 from flows.patches import dask_caches, prefect_server
 from flows.patches.prefect_pool import SharedProcessPool
 from flows.patches.prefect_server import ephemeral_api_url
@@ -63,6 +64,11 @@ def dask_scheduler_address() -> str:
 
     ``prefect_dask.get_dask_client`` reads the runner's private client, which the runner
     only creates on first use; its public ``client`` property creates it.
+
+    The flow's time limit waits until the cluster is up (``limits.shield``): raised in
+    the middle of ``LocalCluster()``, Prefect's cancellation would leave a half-started
+    cluster that no one closes until the process exits (10-19 s later, measured, its
+    workers running meanwhile); raised after, the runner closes the cluster.
     """
     from prefect_dask import DaskTaskRunner
 
@@ -70,7 +76,8 @@ def dask_scheduler_address() -> str:
     runner = ctx.task_runner if ctx is not None else None
     if not isinstance(runner, DaskTaskRunner):
         raise RuntimeError("dask_scheduler_address() needs a flow run with a DaskTaskRunner")
-    client = runner.client
+    with limits.shield():
+        client = runner.client
     dashboard = client.scheduler_info().get("services", {}).get("dashboard")
     get_run_logger().info(
         "Dask scheduler %s, dashboard %s",
@@ -161,13 +168,17 @@ def run_in_child(task: Task[..., Any], parameters: dict[str, Any]) -> Any:
     stop and waits for it (``supervise.stop_children``) before the pool is shut down,
     marks its task run Crashed with the one line and raises ``supervise.Interrupted``;
     when the signal is a Cancel of the flow run, marks it Cancelled and lets the signal
-    go on to Prefect's engine, which ends the flow run Cancelled.
+    go on to Prefect's engine, which ends the flow run Cancelled. The flow's time limit
+    (``--timeout``) stops the child the same way, marks the task run Crashed with
+    ``limits.TimeLimitReached``'s line and lets Prefect's cancellation through, so that
+    the flow run ends TimedOut.
 
     Raises:
         ChildProcessError: the child died without an answer (killed by a signal, such as
             the kernel's out-of-memory killer); the task's own exceptions pass through.
         supervise.Interrupted: SIGINT or SIGTERM while the child ran.
         prefect.exceptions.TerminationSignal: the flow run was cancelled while it ran.
+        asyncio.CancelledError: Prefect's cancellation when the flow's time limit fired.
     """
     task_run_id: UUID | None = None
     before = set(multiprocessing.active_children())
@@ -190,6 +201,14 @@ def run_in_child(task: Task[..., Any], parameters: dict[str, Any]) -> Any:
                     raise
                 _mark_crashed(task_run_id, interrupted.message)
                 raise interrupted from None
+            except asyncio.CancelledError:  # the flow's --timeout fired (flows/limits.py)
+                limit = limits.reached()
+                children = set(multiprocessing.active_children()) - before
+                if _worker is not None:
+                    children.update(_worker.processes)
+                supervise.stop_children(children, future.wrapped_future.done)
+                _mark_crashed(task_run_id, limit.message if limit else f"{task.name}: cancelled")
+                raise  # Prefect ends the flow run TimedOut
     except BrokenProcessPool:
         message = (
             f"{task.name}: its process died without an answer (killed by a signal, e.g. "

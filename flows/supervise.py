@@ -249,17 +249,19 @@ def cancelled_message(stage: str | None) -> str:
 
 
 def report(interrupted: Interrupted) -> int:
-    """Print the one line of ``interrupted``; its exit status (130, 143).
+    """Print the one line of ``interrupted``; its exit status (130, 143)."""
+    print_last(f"cfpipe: {interrupted.message}")
+    return interrupted.exit_code
 
-    The line stays the last: Prefect's notice that it stops the temporary server (at
-    exit, once its logs are sent) is dropped.
-    """
+
+def print_last(line: str) -> None:
+    """Print ``line`` to stderr as the command's last: Prefect's notice that it stops the
+    temporary server (at exit, once its logs are sent) is dropped."""
     logging.getLogger("prefect").addFilter(
         lambda record: not str(record.msg).startswith("Stopping temporary server")
     )
-    sys.stderr.write(f"cfpipe: {interrupted.message}\n")
+    sys.stderr.write(f"{line}\n")
     sys.stderr.flush()
-    return interrupted.exit_code
 
 
 def stop_children(children: Iterable[BaseProcess], done: Callable[[], bool]) -> None:

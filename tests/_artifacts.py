@@ -62,7 +62,7 @@ def make_run(
     summary = {
         "run_id": run_id,
         "model": model,
-        "config": cfg.model_dump(),
+        "config": cfg.identity(),
         "dataset": manifest.name,
         "data_dir": str(data),
         "data_fingerprint": manifest.fingerprint,

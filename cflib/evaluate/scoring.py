@@ -186,7 +186,7 @@ def evaluate(run: Path, cfg: EvaluateConfig) -> dict[str, Any]:
             else None
         ),
         "qualifying": None,
-        "config": cfg.model_dump(mode="json"),
+        "config": cfg.identity(),
     }
     if manifest.qualifying_rows and (data / schema.QUALIFYING_FILE).is_file():
         from cflib.evaluate.submission import write_submission

@@ -164,7 +164,7 @@ def _build(
         "n_items": manifest.n_items,
         "global_mean": global_mean,
         "train_config": summary.get("config"),
-        "publish_config": cfg.model_dump(),
+        "publish_config": cfg.identity(),
         "versions": versions(),
         "serving": serving,
         "scoring": scoring,

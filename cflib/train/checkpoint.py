@@ -102,7 +102,7 @@ def open_run_dir(
         raise ConfigError(f"--out {out_dir}: already holds a finished run")
     if (ckpt / RUN_FILE).is_file():
         started = json.loads((ckpt / RUN_FILE).read_text())
-        if started["config"] != cfg.model_dump() or started["data_fingerprint"] != fingerprint:
+        if started["config"] != cfg.identity() or started["data_fingerprint"] != fingerprint:
             raise ConfigError(
                 f"--out {out_dir}: holds an interrupted run with other options or data; "
                 "resume it with the same options, or choose another --out"
@@ -116,7 +116,7 @@ def open_run_dir(
     ckpt.mkdir(parents=True, exist_ok=True)
     runs.write_json(
         ckpt / RUN_FILE,
-        {"run_id": run_id, "config": cfg.model_dump(), "data_fingerprint": fingerprint},
+        {"run_id": run_id, "config": cfg.identity(), "data_fingerprint": fingerprint},
     )
     return run_id, None
 

@@ -368,7 +368,7 @@ def _summary(
     return {
         "run_id": run_id,
         "model": cfg.model,
-        "config": cfg.model_dump(),
+        "config": cfg.identity(),
         "dataset": manifest.name,
         "data_dir": str(data_dir),
         "data_fingerprint": manifest.fingerprint,

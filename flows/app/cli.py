@@ -25,7 +25,7 @@ from cflib.evaluate import report
 from cflib.train import stop
 from flows.app import prepare
 from flows.app.deploy_commands import deploy_app, server
-from flows.app.options import config_options, given_on_command_line, load_config_file
+from flows.app.options import RUN_OPTIONS, config_options, pipeline_config
 from flows.app.registry_commands import models_app, predict, recommend
 from flows.native_logs import VERBOSE_ENV
 
@@ -56,6 +56,8 @@ app.add_typer(models_app, name="models")
 app.command()(predict)
 app.command()(recommend)
 
+#: Exit status of a command whose stage reached its --timeout (as GNU timeout's).
+TIMED_OUT = 124
 DEMO_SYNTH = SynthConfig(movies=400, users=3_000, ratings=300_000, probe_fraction=0.05)
 
 
@@ -156,10 +158,10 @@ def train(
 
     cfg = check_inputs(data, cfg)  # Fail fast, before a Prefect server starts; resolved.
     with started(tensorflow=True) as server_ready:
-        from flows.train import train_flow
+        from flows.train import run_train
 
         server_ready()
-        summary = train_flow(str(data), str(out), cfg, run_id)
+        summary = run_train(str(data), str(out), cfg, run_id)
     _echo_kv(
         f"run {summary['run_id']} in {out}",
         {
@@ -184,10 +186,10 @@ def evaluate(
 
     runs.train_summary(run)
     with started(tensorflow=True) as server_ready:
-        from flows.evaluate_publish import evaluate_flow
+        from flows.evaluate_publish import run_evaluate
 
         server_ready()
-        metrics = evaluate_flow(str(run), cfg)
+        metrics = run_evaluate(str(run), cfg)
     typer.echo(report.format_table(metrics))
     typer.echo(f"report: {run / schema.REPORT_FILE} and {run / schema.REPORT_HTML_FILE}")
     if metrics.get("qualifying"):
@@ -210,10 +212,10 @@ def publish(
     locate(registry)  # A bad URL fails here, before Prefect starts and records it.
     runs.metrics(run)
     with started(tensorflow=True) as server_ready:
-        from flows.evaluate_publish import publish_flow
+        from flows.evaluate_publish import run_publish
 
         server_ready()
-        result = publish_flow(str(run), str(registry), cfg)
+        result = run_publish(str(run), str(registry), cfg)
     typer.echo(f"published {result['artifact']}")
     if result["latest"]:
         typer.echo(f"latest -> {result['latest']} ({result['promotion']['reason']})")
@@ -254,23 +256,10 @@ def _run_pipeline(source: Path, work: Path, cfg: PipelineConfig, registry: str |
         typer.echo(f"not promoted: {published['promotion']['reason']}")
 
 
-_RUN_INGEST_OPTIONS = (
-    "format",
-    "name",
-    "split",
-    "validation_fraction",
-    "test_fraction",
-    "dask_address",
-    "n_workers",
-    "force",
-    "strict",
-)
-
-
 @app.command()
-@config_options(IngestConfig, param="ingest_cfg", include=_RUN_INGEST_OPTIONS)
-@config_options(TrainConfig, param="train_cfg")
-@config_options(PublishConfig, param="publish_cfg")
+@config_options(IngestConfig, param="ingest_cfg", include=RUN_OPTIONS["ingest"])
+@config_options(TrainConfig, param="train_cfg", include=RUN_OPTIONS["train"])
+@config_options(PublishConfig, param="publish_cfg", include=RUN_OPTIONS["publish"])
 def run(
     ctx: typer.Context,
     source: Path = typer.Argument(
@@ -283,29 +272,20 @@ def run(
     config: Path | None = typer.Option(
         None, "--config", help="YAML or JSON file of stage options; options given here win."
     ),
+    timeout: float | None = typer.Option(
+        None,
+        "--timeout",
+        help="Time limit of each stage in seconds (default: none); the config file sets one "
+        "per stage.",
+    ),
     *,
     ingest_cfg: IngestConfig,
     train_cfg: TrainConfig,
     publish_cfg: PublishConfig,
 ) -> None:
     """Ingest, train, evaluate and publish as one Prefect flow."""
-    cfg = PipelineConfig(ingest=ingest_cfg, train=train_cfg, publish=publish_cfg)
-    if config is not None:
-        cfg = _with_file(ctx, cfg, config)
-    _run_pipeline(source, out, cfg, registry)
-
-
-def _with_file(ctx: typer.Context, cfg: PipelineConfig, path: Path) -> PipelineConfig:
-    """The config file's options, overridden by the options typed on the command line."""
-    data = load_config_file(path, PipelineConfig)
-    for stage in ("ingest", "train", "publish"):
-        typed = getattr(cfg, stage)
-        section = dict(data.get(stage) or {})
-        for name in type(typed).model_fields:
-            if name in ctx.params and given_on_command_line(ctx, name):
-                section[name] = getattr(typed, name)
-        data[stage] = section
-    return PipelineConfig.model_validate(data)
+    stages = {"ingest": ingest_cfg, "train": train_cfg, "publish": publish_cfg}
+    _run_pipeline(source, out, pipeline_config(ctx, stages, timeout, config), registry)
 
 
 @app.command()
@@ -355,7 +335,8 @@ def _log_cflib_info() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI; user errors print one line and exit with status 2, system
-    errors (a full disk, a read-only directory) one line and status 1."""
+    errors (a full disk, a read-only directory) one line and status 1, a stage past its
+    ``--timeout`` one line and status 124."""
     _set_process_defaults()
     _log_cflib_info()
     args = sys.argv[1:] if argv is None else argv
@@ -363,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     if flows_run:
         prepare.quiet_prefect_console()
     from flows import supervise
+    from flows.limits import TimeLimitReached
 
     # SIGINT, SIGTERM: stop the tree; the temporary server dies with us. A served
     # deployment's runner handles its own signals (it pauses its deployments).
@@ -378,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             typer.echo(f"cfpipe: error: {message}", err=True)
             return int(getattr(exc, "exit_code", 2))
+        except TimeLimitReached as exc:  # a stage's --timeout; a TimeoutError, so before OSError
+            supervise.print_last(f"cfpipe: error: {exc.message}")
+            return TIMED_OUT
         except OSError as exc:  # the machine, not the input: a full disk, a read-only mount
             where = f"{exc.filename}: " if exc.filename else ""
             if exc.filename2:  # a copy or a rename: from where to where

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
 
+from cflib.config import EvaluateConfig, PipelineConfig, PublishConfig, TrainConfig
 from cflib.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -114,3 +115,54 @@ def given_on_command_line(ctx: Any, name: str) -> bool:
     from typer._click.core import ParameterSource
 
     return bool(ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE)
+
+
+def _all_but_timeout(model: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(name for name in model.model_fields if name != "timeout")
+
+
+#: The options of each stage that `cfpipe run` takes, besides `--timeout` (every stage's).
+RUN_OPTIONS: dict[str, tuple[str, ...]] = {
+    "ingest": (
+        "format",
+        "name",
+        "split",
+        "validation_fraction",
+        "test_fraction",
+        "dask_address",
+        "n_workers",
+        "force",
+        "strict",
+    ),
+    "train": _all_but_timeout(TrainConfig),
+    "evaluate": (),
+    "publish": _all_but_timeout(PublishConfig),
+}
+
+
+def pipeline_config(
+    ctx: Any, typed: Mapping[str, BaseModel], timeout: float | None, path: Path | None
+) -> PipelineConfig:
+    """`cfpipe run`'s config: the stages' options as typed, ``timeout`` (``--timeout``)
+    for every stage, then the config file at ``path``, under the options typed on the
+    command line.
+
+    Raises:
+        ConfigError: ``timeout`` is out of range, or the file is bad (``load_config_file``).
+    """
+    stages = dict(typed)
+    if timeout is not None:
+        build(EvaluateConfig, {"timeout": timeout})  # one line naming --timeout if out of range
+        stages = {k: v.model_copy(update={"timeout": timeout}) for k, v in stages.items()}
+        stages["evaluate"] = EvaluateConfig(timeout=timeout)
+    cfg = PipelineConfig.model_validate(stages)
+    if path is None:
+        return cfg
+    data = load_config_file(path, PipelineConfig)
+    for stage, options in RUN_OPTIONS.items():
+        section = dict(data.get(stage) or {})
+        for name in (*options, "timeout"):
+            if given_on_command_line(ctx, name):
+                section[name] = getattr(getattr(cfg, stage), name)
+        data[stage] = section
+    return PipelineConfig.model_validate(data)

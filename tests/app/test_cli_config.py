@@ -99,3 +99,54 @@ def test_the_temporary_server_gets_minutes_to_start(monkeypatch: pytest.MonkeyPa
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def test_timeout_limits_every_stage_and_the_file_sets_one_per_stage(
+    tmp_path: Path, captured: list[PipelineConfig]
+) -> None:
+    path = tmp_path / "cfg.yaml"
+    path.write_text("ingest: {seed: 4}\ntrain: {timeout: 600}\nevaluate: {timeout: 5}\n")
+    argv = ["run", str(tmp_path), "--out", str(tmp_path / "w"), "--config", str(path)]
+    assert cli.main(argv) == 0
+    assert cli.main([*argv, "--timeout", "30", "--seed", "3"]) == 0
+    assert cli.main(["run", str(tmp_path), "--out", str(tmp_path / "w"), "--timeout", "9"]) == 0
+    from_file, typed, alone = captured
+    stages = ("ingest", "train", "evaluate", "publish")
+    assert [getattr(from_file, s).timeout for s in stages] == [None, 600, 5, None]
+    assert [getattr(typed, s).timeout for s in stages] == [30, 30, 30, 30]  # typed beats file
+    assert [getattr(alone, s).timeout for s in stages] == [9, 9, 9, 9]
+    # --seed is the training's: the file's ingest seed stays.
+    assert (typed.train.seed, typed.ingest.seed) == (3, 4)
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+@pytest.mark.parametrize("command", ["ingest", "train", "evaluate", "publish", "run"])
+def test_a_timeout_out_of_range_is_one_line_naming_it(
+    tmp_path: Path,
+    captured: list[PipelineConfig],
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    value: str,
+) -> None:
+    """Refused before anything starts (no Prefect server: the stage's paths do not exist)."""
+    paths = {
+        "ingest": [str(tmp_path / "src"), "--out", str(tmp_path / "data")],
+        "train": [str(tmp_path / "data"), "--out", str(tmp_path / "run")],
+        "evaluate": [str(tmp_path / "run")],
+        "publish": [str(tmp_path / "run"), "--registry", str(tmp_path / "reg")],
+        "run": [str(tmp_path / "src"), "--out", str(tmp_path / "w")],
+    }
+    assert cli.main([command, *paths[command], "--timeout", value]) == 2 and not captured
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"cfpipe: error: --timeout {float(value)}: Input should be greater than 0"]
+
+
+def test_a_timeout_out_of_range_in_the_file_names_the_stage(
+    tmp_path: Path, captured: list[PipelineConfig], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "cfg.yaml"
+    path.write_text("publish: {timeout: 0}\n")
+    argv = ["run", str(tmp_path), "--out", str(tmp_path / "w"), "--config", str(path)]
+    assert cli.main(argv) == 2 and not captured
+    err = capsys.readouterr().err.strip()
+    assert err == f"cfpipe: error: --config {path}: publish.timeout: Input should be greater than 0"

@@ -80,6 +80,32 @@ def test_prefect_keeps_its_temporary_servers_where_prefect_server_reads_them() -
     assert server is None or hasattr(server, "server_process")
 
 
+def test_prefect_times_flows_out_the_way_limits_expects() -> None:
+    """flows/limits.py: the alarm's error is an asyncio.CancelledError that a shield holds
+    off, and Prefect's flow engine raises a TimeoutError once out of the flow."""
+    import asyncio
+    import signal
+    import threading
+
+    from prefect._internal.concurrency import cancellation
+    from prefect.flow_engine import FlowRunTimeoutError
+
+    from flows import limits
+
+    assert limits.VERIFIED == VERIFIED["prefect"][1]
+    assert issubclass(cancellation.CancelledError, asyncio.CancelledError)
+    assert issubclass(FlowRunTimeoutError, TimeoutError)
+    assert threading.current_thread() is threading.main_thread()
+    held_off = False
+    with pytest.raises(cancellation.CancelledError):
+        with cancellation.cancel_sync_after(3600) as scope:
+            assert isinstance(scope, cancellation.AlarmCancelScope)
+            with limits.shield():
+                signal.raise_signal(signal.SIGALRM)  # the timer's signal, now
+                held_off = True
+    assert held_off
+
+
 def test_keras_records_the_scope_strategy_where_keras_strategy_clears_it() -> None:
     import keras
     import tensorflow as tf

@@ -219,7 +219,7 @@ def test_corrupt_part_fails_the_run_and_the_fixed_rerun_skips_ingest(
 
     work = tmp_path / "work"
     saved: dict[Path, bytes] = {}
-    real_train = pipeline.train_flow
+    real_train = pipeline.run_train
 
     def corrupt_then_train(data: str, *args: Any, **kwargs: Any) -> Any:
         part = sorted(Path(data, "ratings", "split=train").glob("*.parquet"))[0]
@@ -227,7 +227,7 @@ def test_corrupt_part_fails_the_run_and_the_fixed_rerun_skips_ingest(
         part.write_bytes(saved[part][:100])
         return real_train(data, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "train_flow", corrupt_then_train)
+    monkeypatch.setattr(pipeline, "run_train", corrupt_then_train)
     cfg = PipelineConfig(train=TrainConfig(epochs=1, batch_size=1024))
     params = PipelineParams(source=str(synth_source), work=str(work), config=cfg)
     state = pipeline_flow(params, return_state=True)
@@ -243,7 +243,7 @@ def test_corrupt_part_fails_the_run_and_the_fixed_rerun_skips_ingest(
     part.write_bytes(good)  # the fix
     manifest = work / "data" / schema.MANIFEST_FILE
     before = manifest.stat().st_mtime_ns
-    monkeypatch.setattr(pipeline, "train_flow", real_train)
+    monkeypatch.setattr(pipeline, "run_train", real_train)
     result = pipeline_flow(params)
     assert manifest.stat().st_mtime_ns == before  # ingest was up to date: skipped
     assert result["metrics"]["n_test"] > 0

@@ -7,9 +7,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from prefect import flow, task
 from prefect.client.orchestration import get_client
@@ -19,7 +21,10 @@ from prefect.exceptions import ObjectNotFound
 from prefect.runtime import task_run
 
 from cflib.errors import ConfigError
+from flows import limits
+from flows.limits import TimeLimitReached
 from flows.runtime import run_in_child, tensorflow_worker
+from tests import _prefect_api as api
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,25 +39,47 @@ def refuse() -> None:
     raise ConfigError("--out /x: another cfpipe process is writing it")
 
 
-@task
-def die() -> None:
-    # As a training would be when the out-of-memory killer comes: recorded as Running.
-    # No fixed window: on a loaded machine the state may take long to be recorded.
+def _once_running(sig: int, pid: int) -> None:
+    """Send ``sig`` to ``pid`` once this task run is recorded Running. No fixed window: on
+    a loaded machine the state may take long to be recorded."""
     deadline = time.monotonic() + 300
     with get_client(sync_client=True) as client:
         while time.monotonic() < deadline:
             try:
                 if client.read_task_run(task_run.id).state_type == StateType.RUNNING:
-                    os.kill(os.getpid(), signal.SIGKILL)
+                    os.kill(pid, sig)
+                    return
             except ObjectNotFound:
                 pass
             time.sleep(0.1)
     raise TimeoutError("the task run was never recorded as Running")
 
 
+@task
+def die() -> None:
+    # As a training would be when the out-of-memory killer comes: recorded as Running.
+    _once_running(signal.SIGKILL, os.getpid())
+    time.sleep(600)
+
+
+@task
+def sleep_long(pid_file: str) -> None:
+    """Start, then have the flow's time limit fire: the SIGALRM of Prefect's timer, sent
+    now rather than at a time that a loaded machine may reach before the child starts."""
+    Path(pid_file).write_text(str(os.getpid()))
+    _once_running(signal.SIGALRM, os.getppid())
+    time.sleep(60)
+    Path(pid_file).with_suffix(".woke").touch()  # it was waited for, not stopped
+
+
 @flow
-def in_child(which: str) -> object:
-    tasks = {"pid": (whose_pid, {"x": 21}), "refuse": (refuse, {}), "die": (die, {})}
+def in_child(which: str, pid_file: str = "") -> object:
+    tasks = {
+        "pid": (whose_pid, {"x": 21}),
+        "refuse": (refuse, {}),
+        "die": (die, {}),
+        "sleep": (sleep_long, {"pid_file": pid_file}),
+    }
     return run_in_child(*tasks[which])
 
 
@@ -82,6 +109,31 @@ def test_a_killed_child_fails_the_flow_run_with_a_message(prefect_harness: None)
     assert runs[0].state is not None and "died without an answer" in str(runs[0].state.message)
 
 
+def test_the_time_limit_stops_the_child_and_ends_the_flow_run_timed_out(
+    prefect_harness: None, tmp_path: Path
+) -> None:
+    """A flow's --timeout (Prefect's timeout_seconds) fires while the flow waits for its
+    child: the child is stopped (not waited for: it would sleep 60 s), its task run is
+    Crashed with the one line, the flow run ends TimedOut, and the caller gets the line."""
+    pid_file = tmp_path / "child.pid"
+    with pytest.raises(TimeLimitReached) as caught:
+        limits.call(in_child, 500, "sleep", str(pid_file))
+    line = "in-child: time limit of 500 s reached (--timeout); rerun it with a larger --timeout"
+    assert caught.value.message == line
+    assert not psutil.pid_exists(int(pid_file.read_text()))
+    assert not pid_file.with_suffix(".woke").exists()
+    flow_run_id = api.flow_run_by_parameter("in-child", "pid_file", str(pid_file))
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(flow_run_id)
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    assert flow_run.state is not None and flow_run.state.name == "TimedOut"
+    crashed = [(r.name.split("-")[0], r.state_type) for r in runs]
+    assert crashed == [("sleep_long", StateType.CRASHED)]
+    assert runs[0].state is not None and runs[0].state.message == line
+
+
 _NO_API_URL_SCRIPT = """
 import os
 from prefect import flow, get_run_logger, task
@@ -91,7 +143,10 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFi
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.client.schemas.filters import LogFilterFlowRunId
 from prefect.logging.handlers import APILogHandler
+from flows import limits
+from flows.limits import TimeLimitReached
 from flows.runtime import run_in_child
+from tests import _prefect_api as api
 
 @task
 def hello() -> tuple[int, str]:
@@ -189,3 +244,43 @@ def test_one_worker_process_serves_every_stage_under_its_own_flow_run(
     assert all(seen == own for _, seen, own in results)
     assert len({own for _, _, own in results}) == 3
     assert not left  # the process has exited after the block
+
+
+def _dask_workers() -> list[psutil.Process]:
+    """This process's LocalCluster workers (spawned by their nannies)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def test_a_time_limit_while_the_dask_cluster_starts_leaves_no_worker(
+    prefect_harness: None, tmp_path: Path
+) -> None:
+    """The limit fires (its SIGALRM, sent here once the workers are being spawned) while
+    the ingest's LocalCluster starts: the flow ends at once, and the cluster is closed
+    with it, not left half-started until this process exits."""
+    from cflib.config import IngestConfig
+    from flows.ingest import run_ingest
+    from tests.conftest import write_netflix
+
+    source = write_netflix(tmp_path / "src")
+
+    def alarm_once_workers_spawn() -> None:
+        deadline = time.monotonic() + 300
+        while not _dask_workers() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGALRM)
+
+    watcher = threading.Thread(target=alarm_once_workers_spawn, daemon=True)
+    watcher.start()
+    with pytest.raises(TimeLimitReached, match="ingest: time limit of 3600 s reached"):
+        run_ingest(str(source), str(tmp_path / "data"), IngestConfig(timeout=3600))
+    watcher.join()
+    _, alive = psutil.wait_procs(_dask_workers(), timeout=10)
+    assert not alive, [p.cmdline() for p in alive]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # nothing staged is left

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -255,3 +256,89 @@ def test_sigterm_to_cfpipe_run_stops_its_one_tensorflow_process_and_the_rerun_re
     assert json.loads((run / "train.json").read_text())["resumed"] is not None
     assert (run / "metrics.json").is_file() and "artifact: " in rerun.stdout
     assert list(work.glob("runs/*")) == [run]  # the same run, resumed
+
+
+# --- time limits (README "Stopping and killing a run": --timeout) ---------------------------
+# Prefect ends a flow at its `timeout_seconds` with a SIGALRM from its interval timer
+# (flows/limits.py). Each test sends that SIGALRM itself, at a moment of its choosing
+# (training under way, Dask workers at work), under a limit of an hour: how long start-up
+# takes on a loaded machine decides nothing. Without the limit, cfpipe has no SIGALRM
+# handler and the signal would kill it (status -14, no line).
+LIMIT = ["--timeout", "3600"]
+
+
+def _states(home: Path, flow: str) -> list[tuple[str, dict[str, object], str]]:
+    """(state name, parameters, state message) of every `flow` run in the database."""
+    query = (
+        "SELECT r.state_name, r.parameters, s.message FROM flow_run r JOIN flow f "
+        "ON r.flow_id = f.id LEFT JOIN flow_run_state s ON r.state_id = s.id WHERE f.name = ?"
+    )
+    with sqlite3.connect(home / "prefect.db") as db:
+        rows = db.execute(query, (flow,)).fetchall()
+    return [(name, json.loads(params), message) for name, params, message in rows]
+
+
+def _alarm_and_wait(proc: subprocess.Popen[str], marker: str) -> tuple[str, float, float]:
+    """SIGALRM to the command; its stderr, seconds to its exit and until nothing marked
+    is left (the README's 30 s)."""
+    sent = time.monotonic()
+    try:
+        proc.send_signal(signal.SIGALRM)
+        _, stderr = proc.communicate(timeout=STOP_S + 30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return stderr, time.monotonic() - sent, processes.gone_within(marker, STOP_S, sent)
+
+
+def test_a_training_at_its_time_limit_stops_with_a_checkpoint_and_the_rerun_resumes(
+    data: Path, home: Path, tmp_path: Path
+) -> None:
+    marker, run_id, out = processes.new_marker(), f"limit-{os.getpid()}", tmp_path / "run"
+    argv = [*CLI, "train", str(data), "--out", str(out), "--run-id", run_id, *TRAIN, *LIMIT]
+    proc = subprocess.Popen(argv, env=_env(home, marker), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    _wait_for_checkpoint(proc, out)
+    stderr, stopped, gone = _alarm_and_wait(proc, marker)
+    assert proc.returncode == 124, stderr[-3000:]
+    line = "train: time limit of 3600 s reached (--timeout); rerun the same command to resume "
+    assert stderr.strip().splitlines()[-1] == f"cfpipe: error: {line}from the last checkpoint"
+    assert processes.lock_is_free(out)
+    [(state, _, message)] = [s for s in _states(home, "train") if s[1]["run_id"] == run_id]
+    assert state == "TimedOut", (state, message)
+    print(f"train time limit: exit after {stopped:.1f} s, every process gone after {gone:.1f} s")
+    saved = json.loads((out / "checkpoints" / "state.json").read_text())
+    assert saved["steps"] > 20 or saved["epoch"] > 0  # a checkpoint of the stop itself
+    _rerun_resumes(data, out, run_id, home)  # without --timeout: not part of the run's identity
+
+
+def test_an_ingest_at_its_time_limit_leaves_no_worker_and_the_dataset_as_it_was(
+    data: Path, home: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "data"
+    shutil.copytree(data, out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    marker = processes.new_marker()
+    argv = [*CLI, "ingest", str(data.parent / "src"), "--out", str(out), "--force", *LIMIT]
+    proc = subprocess.Popen(argv, env=_env(home, marker), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + START_S
+    while not any(tmp_path.glob(".data.tmp-*/scratch/raw/shard-*.arrow")):  # Dask at work
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "no shard was ever parsed"
+        time.sleep(0.02)
+    workers = [p for p in processes.marked(marker) if "spawn_main" in processes.cmdline(p)]
+    assert len(workers) >= 2  # its Dask workers
+    stderr, stopped, gone = _alarm_and_wait(proc, marker)
+    assert proc.returncode == 124, stderr[-3000:]
+    line = "ingest: time limit of 3600 s reached (--timeout); rerun it with a larger --timeout"
+    assert stderr.strip().splitlines()[-1] == f"cfpipe: error: {line}"
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no staging directory
+    assert processes.lock_is_free(out)
+    [(state, _, message)] = [
+        s for s in _states(home, "ingest") if s[1]["params"]["out"] == str(out)
+    ]
+    assert state == "TimedOut", (state, message)
+    print(f"ingest time limit: exit after {stopped:.1f} s, every process gone after {gone:.1f} s")

@@ -12,9 +12,9 @@ from cflib.config import EvaluateConfig, TrainConfig
 from cflib.models.catalog import resolve
 from cflib.train import runs
 
-CONFIG = resolve(TrainConfig()).model_dump()
-OTHER = resolve(TrainConfig(learning_rate=0.01)).model_dump()
-EVAL = EvaluateConfig().model_dump(mode="json")
+CONFIG = resolve(TrainConfig()).identity()
+OTHER = resolve(TrainConfig(learning_rate=0.01)).identity()
+EVAL = EvaluateConfig().identity()
 
 
 def trained_run(
@@ -111,3 +111,13 @@ def test_an_interrupted_training_of_the_same_data_and_config_is_resumed(tmp_path
     assert runs.find_interrupted(runs_dir, "fp-1", CONFIG) == older
     (older / runs.CHECKPOINT_DIR / runs.RUN_FILE).write_text("{not json")
     assert runs.find_interrupted(runs_dir, "fp-1", CONFIG) is None
+
+
+def test_a_time_limit_is_not_part_of_a_runs_identity(tmp_path: Path) -> None:
+    """A rerun with another --timeout (or none) skips, or resumes, the same run."""
+    limited = resolve(TrainConfig(timeout=30)).identity()
+    assert limited == CONFIG and "timeout" not in limited
+    run = trained_run(tmp_path, "20261101T000000Z-aaaaaa", limited)
+    assert runs.find_trained(tmp_path, "fp-1", CONFIG) == run
+    evaluated(run, EvaluateConfig(timeout=5).identity())
+    assert runs.is_evaluated(run, EvaluateConfig().identity())

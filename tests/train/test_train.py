@@ -81,7 +81,7 @@ def test_train_json(planted: Path, trained: tuple[Path, dict]) -> None:
     assert json.loads((out / schema.TRAIN_SUMMARY_FILE).read_text()) == summary
     assert summary["run_id"] == "test-run"
     assert summary["model"] == "biased-mf"
-    assert summary["config"] == resolve(CFG).model_dump()
+    assert summary["config"] == resolve(CFG).identity()
     assert summary["resumed"] is None and summary["input"] == "stream"
     assert summary["dataset"] == "planted"
     assert summary["data_dir"] == str(planted.absolute())
