@@ -240,9 +240,9 @@ def _mark_crashed(task_run_id: UUID, message: str, *, cancelled: bool = False) -
     failure here is logged, not raised."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import PrefectHTTPStatusError
-    from prefect.states import Cancelled, Crashed
+    from prefect.states import Cancelled, Crashed, State
 
-    state = Cancelled(message=message) if cancelled else Crashed(message=message)
+    state: State[Any] = Cancelled(message=message) if cancelled else Crashed(message=message)
     try:
         with get_client(sync_client=True) as client:
             client.set_task_run_state(task_run_id, state, force=True)

@@ -75,7 +75,9 @@ def fill_parameters(path: Path, d: dict[str, Any]) -> dict[str, Any]:
             f"{path}: deployment {d['name']}: {missing[0]} is not set; export it (see the "
             "comments in the file) or serve the others with --only"
         )
-    filled: dict[str, Any] = apply_values(parameters, dict(os.environ), remove_notset=False)
+    filled = apply_values(parameters, dict(os.environ), remove_notset=False)
+    if not isinstance(filled, dict):  # NotSet: only for a template that is a bare placeholder
+        raise ConfigError(f"{path}: deployment {d['name']}: parameters must be a mapping")
     return filled
 
 
