@@ -246,12 +246,28 @@ def _publish_local(
 ) -> dict[str, Any]:
     """Build in a hidden sibling directory, rename it into place, swap the symlink."""
     with _registry_lock(target.parents[2]):
+        _sweep_stale_staging(target.parent)
         decision = decide()
         with atomic_dir(target, what="published artifact") as staged:
             build(staged, decision=decision)
         if decision["promoted"]:
             _point_latest(target.parent, target.name)
     return decision
+
+
+def _sweep_stale_staging(model_dir: Path) -> None:
+    """Remove the hidden staging directories a publisher killed mid-way left behind
+    (``.<run-id>.tmp-*``, ``.<run-id>.old-*``): under the registry's lock, no other
+    publisher is building one."""
+    if not model_dir.is_dir():
+        return
+    for path in model_dir.glob(".*.*-*"):
+        if (
+            path.is_dir()
+            and not path.is_symlink()
+            and (".tmp-" in path.name or ".old-" in path.name)
+        ):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _publish_remote(

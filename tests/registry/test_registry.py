@@ -70,8 +70,14 @@ def test_publish_copies_exports_verifies_and_points_latest(data: Path, tmp_path:
 
     registry.publish(make_run(tmp_path / "runs", data, "r2"), reg, PublishConfig())
     assert os.readlink(reg / "tiny" / "biased-mf" / "latest") == "r2"
+    # A publisher killed mid-way (SIGKILL, a --timeout) left its staging directory: the
+    # next publish, under the registry's lock, removes it.
+    stale = reg / "tiny" / "biased-mf" / ".r9.tmp-0123abcd"
+    (stale / "scoring").mkdir(parents=True)
+    (stale / "model.keras").write_bytes(b"half")
     run3 = make_run(tmp_path / "runs", data, "r3")
     out = registry.publish(run3, reg, PublishConfig(promote=False))
+    assert not stale.exists()
     assert out["latest"] is None and out["promotion"]["reason"] == "--no-promote"
     assert os.readlink(reg / "tiny" / "biased-mf" / "latest") == "r2"
     assert not [p for p in (reg / "tiny" / "biased-mf").iterdir() if p.name.startswith(".")]
