@@ -48,9 +48,10 @@ def pipeline_flow(params: PipelineParams) -> dict[str, Any]:
     logger = get_run_logger()
     data = str(root / DATA_DIR)
     run_ingest(params.source, data, config.ingest)
-    fingerprint = load_manifest(data).fingerprint
-    train_cfg = resolve(config.train)  # once: train.json records the resolved config
-    done = runs.find_trained(root / RUNS_DIR, fingerprint, train_cfg.model_dump())
+    manifest = load_manifest(data)
+    # Once: train.json records the resolved config (the default batch depends on the data).
+    train_cfg = resolve(config.train, n_users=manifest.n_users, n_items=manifest.n_items)
+    done = runs.find_trained(root / RUNS_DIR, manifest.fingerprint, train_cfg.model_dump())
     if done is None:
         run_id = runs.new_run_id()
         run = str(root / RUNS_DIR / run_id)
