@@ -21,6 +21,11 @@ class DatasetError(CfpipeError, ValueError):
     """An ingested dataset or run directory is missing files or inconsistent."""
 
 
+class TrainingDiverged(CfpipeError):
+    """Training diverged again after its restarts at a halved learning rate
+    (``cflib.train.guard``); a lower ``--learning-rate`` or ``--batch-size`` is needed."""
+
+
 class DataFormatError(CfpipeError, ValueError):
     """A malformed line in a source file.
 

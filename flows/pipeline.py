@@ -56,8 +56,10 @@ def _pipeline(params: PipelineParams) -> dict[str, Any]:
     logger = get_run_logger()
     data = str(root / DATA_DIR)
     ingested = run_ingest(params.source, data, config.ingest)
-    fingerprint = load_manifest(data).fingerprint
-    train_cfg = resolve(config.train)  # once: train.json records the resolved config
+    manifest = load_manifest(data)
+    fingerprint = manifest.fingerprint
+    # Once: train.json records the resolved config (the default batch depends on the data).
+    train_cfg = resolve(config.train, n_users=manifest.n_users, n_items=manifest.n_items)
     done = runs.find_trained(root / RUNS_DIR, fingerprint, train_cfg.identity())
     if done is None:
         # An interrupted training of the same data and config resumes from its checkpoint.

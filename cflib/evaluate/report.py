@@ -129,6 +129,11 @@ def _training_section(summary: dict[str, Any]) -> Section:
         f"{summary['ratings_per_second']:,.0f} ratings/s, on "
         f"{summary.get('placement') or _replicas(summary['replicas'])}."
     ]
+    for d in summary.get("divergences") or []:
+        blocks.append(
+            f"Diverged at epoch {d['epoch']}, batch {d['batch']} ({d['reason']}): restarted "
+            f"from the epoch's start with the learning rate halved to {d['learning_rate']:g}."
+        )
     history = summary.get("history", {})
     keys = [k for k in ("loss", "rmse", "val_loss", "val_rmse") if k in history]
     if keys:

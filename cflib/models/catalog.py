@@ -85,6 +85,13 @@ DEFAULTS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
 #: Default learning rate of each optimizer.
 LEARNING_RATES = {"adagrad": 0.05, "adam": 0.002}
 
+#: The default batch holds at most this many ratings per user or per item of the smaller
+#: table, on average. A table row looked up n times in one step moves about
+#: ``lr * sqrt(n)`` per coordinate when its gradients agree (``SparseAdagrad``); with 10
+#: items and a batch of 16,384 the most rated movie was looked up ~6,000 times per step
+#: and training diverged (README, Design: "Divergence").
+ROW_LOOKUPS_PER_BATCH = 64
+
 
 def spec_of(name: str) -> ModelSpec:
     """The catalogue entry of ``--model name``.
@@ -100,12 +107,16 @@ def spec_of(name: str) -> ModelSpec:
         ) from None
 
 
-def resolve(cfg: TrainConfig) -> TrainConfig:
+def resolve(
+    cfg: TrainConfig, *, n_users: int | None = None, n_items: int | None = None
+) -> TrainConfig:
     """``cfg`` with every ``None`` replaced by the model's default.
 
     ``l2_user``, ``l2_item`` and ``l2_bias`` default to ``l2``; the learning rate to the
-    optimizer's default (``LEARNING_RATES``). A resolved config resolves to itself, so
-    a run's stored config can be passed back in.
+    optimizer's default (``LEARNING_RATES``). Given the dataset's sizes, the default batch
+    is at most ``ROW_LOOKUPS_PER_BATCH`` times the smaller of ``n_users`` and ``n_items``
+    (a multiple of 64, so it splits over replicas). A resolved config resolves to itself,
+    so a run's stored config can be passed back in.
 
     Raises:
         ConfigError: an unknown model, or an option set that the model does not use
@@ -122,6 +133,8 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     for key, value in defaults.items():
         if values[key] is None:
             values[key] = value
+            if key == "batch_size" and n_users and n_items:
+                values[key] = min(value, ROW_LOOKUPS_PER_BATCH * min(n_users, n_items))
     for key in ("l2_user", "l2_item", "l2_bias"):
         if values[key] is None:
             values[key] = values["l2"]

@@ -50,6 +50,11 @@ class TrainState:
         best_val_rmse: that RMSE.
         wait: epochs since the best one.
         weights: the checkpoint's weights file, relative to the checkpoint directory.
+        rows_trained: ratings trained on, over the completed epochs.
+        first_loss: the loss of the run's first batch (``cflib.train.guard``).
+        lr_scale: the factor of the learning rate, halved at each divergence.
+        divergences: each divergence: epoch (1-based), batch, loss, reason and the
+            learning rate after it.
     """
 
     epoch: int = 0
@@ -62,6 +67,14 @@ class TrainState:
     wait: int = 0
     weights: str | None = None
     rows_trained: int = 0
+    first_loss: float | None = None
+    lr_scale: float = 1.0
+    divergences: list[dict[str, Any]] = field(default_factory=list)
+
+    def assign(self, other: TrainState) -> None:
+        """Make this state (shared by the loop and the callbacks) equal to ``other``."""
+        for key, value in asdict(other).items():
+            setattr(self, key, value)
 
     def end_epoch(self, logs: dict[str, Any], seconds: float, rows: int) -> bool:
         """Record a finished epoch's metrics; return whether its validation RMSE is the best."""
@@ -186,7 +199,10 @@ class Checkpointer(keras.callbacks.Callback):
         """
         if not self.write:
             return
-        name = f"ckpt-{self.state.steps:09d}.weights.h5"
+        # After a divergence the step count goes back to where the epoch started: the
+        # restart count keeps the name new.
+        restarts = len(self.state.divergences)
+        name = f"ckpt-{self.state.steps:09d}{f'-r{restarts}' if restarts else ''}.weights.h5"
         if name == self.state.weights:
             return
         self.model.save_weights(self.directory / name)
@@ -224,7 +240,7 @@ class Checkpointer(keras.callbacks.Callback):
                     exc,
                 )
                 continue
-            self._become(state)
+            self.state.assign(state)
             log.info(
                 "resumed from %s: epoch %d, batch %d",
                 state.weights,
@@ -233,12 +249,7 @@ class Checkpointer(keras.callbacks.Callback):
             )
             return
         log.warning("no readable checkpoint in %s: training starts over", self.directory)
-        self._become(TrainState())
-
-    def _become(self, state: TrainState) -> None:
-        """Make ``self.state`` (shared with the training loop) equal to ``state``."""
-        for key, value in asdict(state).items():
-            setattr(self.state, key, value)
+        self.state.assign(TrainState())
 
 
 class EpochLogger(keras.callbacks.Callback):

@@ -13,9 +13,6 @@ import logging
 import shutil
 import sys
 import time
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +26,7 @@ from cflib.data.side import SideFeatures, load_side_features
 from cflib.fsutil import exclusive, naming
 from cflib.models.catalog import build_model, resolve, spec_of
 from cflib.models.io import save_model
-from cflib.models.losses import squared_error
-from cflib.train import runs, stop
+from cflib.train import guard, runs, stop
 from cflib.train.checkpoint import (
     BEST_WEIGHTS,
     CHECKPOINT_DIR,
@@ -51,14 +47,12 @@ from cflib.train.distribute import (
     describe,
     device_names,
 )
+from cflib.train.epochs import Fit, OnEpoch, Run, compile_model, fit_epochs, set_lr_scale
 from cflib.train.inputs import TrainInputs
 from cflib.train.keras_strategy import use_scope_strategy
-from cflib.train.optim import make_optimizer
 from cflib.train.preflight import trainable_manifest
 
 log = logging.getLogger(__name__)
-
-OnEpoch = Callable[[int, int, dict[str, float]], None]
 
 
 def train(
@@ -75,10 +69,12 @@ def train(
     ``cfg`` is first completed with the model's defaults (``resolve``). The optimizer
     (``SparseAdagrad`` by default) minimizes the mean squared error plus the models' L2
     penalty on the batch's table rows. Training stops after ``cfg.patience`` epochs
-    without a better validation RMSE, and the best epoch's weights are saved. Every
-    ``cfg.checkpoint_steps`` steps and every epoch a checkpoint is written under
-    ``out_dir/checkpoints``; called again with the same ``out_dir``, options and data
-    after an interruption, training resumes from the last checkpoint.
+    without a better validation RMSE, and the best epoch's weights are saved. An epoch
+    whose loss diverges is trained again from its start at half the learning rate
+    (``cflib.train.guard``). Every ``cfg.checkpoint_steps`` steps and every epoch a
+    checkpoint is written under ``out_dir/checkpoints``; called again with the same
+    ``out_dir``, options and data after an interruption, training resumes from the last
+    checkpoint.
 
     Args:
         data_dir: a dataset directory written by ``cfpipe ingest``.
@@ -96,13 +92,17 @@ def train(
         ``n_items``, ``global_mean``, ``epochs_run``, ``best_epoch`` (1-based),
         ``val_rmse`` (best), ``history`` (metric -> one value per epoch), ``seconds``
         (this process), ``ratings_per_second`` (training steps only),
-        ``train_seconds`` (training steps of each epoch), ``resumed``
+        ``train_seconds`` (training steps of each epoch), ``divergences`` (each
+        divergence survived: epoch, batch, loss, reason, the learning rate after it),
+        ``lr_scale`` (the learning rate's final factor, 1 without divergence), ``resumed``
         (from which epoch and batch, or null), ``input``, ``strategy``, ``replicas``,
         ``workers``, ``devices``, ``tensorflow``, ``keras``.
 
     Raises:
         DatasetError: the manifest is missing, the train or validation split is empty,
             or ``run_id`` is not a safe directory name.
+        TrainingDiverged: training diverged after three restarts at a halved learning
+            rate (``cflib.train.guard``); the run directory keeps its last checkpoint.
         ConfigError: another process is training into ``out_dir`` (the chief holds a
             lock on it for the whole run), ``out_dir`` holds other files or another
             run, the model does not fit the dataset, the batch does not split over
@@ -112,7 +112,8 @@ def train(
     data_dir = Path(data_dir).absolute()
     out_dir = Path(out_dir)
     manifest = trainable_manifest(data_dir)
-    cfg = resolve(cfg)  # a no-op on the resolved config the CLI and the flows pass
+    # A no-op on the resolved config the CLI and the flows pass.
+    cfg = resolve(cfg, n_users=manifest.n_users, n_items=manifest.n_items)
     cluster = cluster_from_env()
     # One writer per run directory: a second training into it would take the first
     # one's checkpoints for an interrupted run and write over them.
@@ -122,34 +123,6 @@ def train(
             data_dir, out_dir, cfg, manifest, cluster,
             run_id=run_id, in_memory=in_memory, on_epoch=on_epoch, start=start,
         )  # fmt: skip
-
-
-@dataclass
-class _Run:
-    """The run directory trained into, and where training stands in it."""
-
-    out_dir: Path
-    run_id: str
-    state: TrainState
-    resumed: dict[str, int] | None  # from which epoch and batch (1-based epoch)
-    chief: bool  # the one process that writes the run directory
-
-    @property
-    def ckpt_dir(self) -> Path:
-        return self.out_dir / CHECKPOINT_DIR
-
-
-@dataclass
-class _Fit:
-    """What each epoch's ``fit`` runs with."""
-
-    model: keras.Model
-    strategy: tf.distribute.Strategy
-    inputs: TrainInputs
-    validate: DistributedValidation | None  # across workers; else Keras validates
-    checkpointer: Checkpointer
-    timer: EpochLogger
-    callbacks: list[keras.callbacks.Callback]
 
 
 def _train(
@@ -172,16 +145,22 @@ def _train(
     check_batch(cfg.batch_size, strategy.num_replicas_in_sync, manifest.splits["train"].rows)
     keras.utils.set_random_seed(cfg.seed)
     inputs = TrainInputs(manifest, data_dir, cfg, strategy, cluster, in_memory)
-    model = _compiled_model(cfg, manifest, strategy, inputs.train_batches, side)
+    lr_scale = run.state.lr_scale  # the last checkpoint's: restore may fall back
+    model = _compiled_model(cfg, manifest, strategy, inputs.train_batches, side, lr_scale)
     validate = _for_multi_worker(model, strategy, inputs) if cluster is not None else None
-    fit = _Fit(
+    fit = Fit(
         model, strategy, inputs, validate, _restored_checkpointer(run, model, cfg),
         EpochLogger(cfg.batch_size), [],
     )  # fmt: skip
-    fit.callbacks = [fit.checkpointer, fit.timer, *_reporting(run, cfg, inputs.train_batches)]
+    if run.state.lr_scale != lr_scale:
+        set_lr_scale(fit, cfg, run.state.lr_scale)
+    fit.callbacks = [
+        guard.DivergenceGuard(run.state, cfg.batch_size),  # first: before any checkpoint
+        fit.checkpointer, fit.timer, *_reporting(run, cfg, inputs.train_batches),
+    ]  # fmt: skip
     _log_start(cfg, manifest, run, strategy)
     with stop.listening():  # a stop request now ends training with a checkpoint
-        _fit_epochs(fit, run, cfg, manifest.splits["train"].rows, on_epoch)
+        fit_epochs(fit, run, cfg, manifest.splits["train"].rows, on_epoch)
     summary = _summary(run.run_id, cfg, manifest, data_dir, run.state, strategy, cluster)
     summary.update(
         seconds=time.perf_counter() - start,
@@ -207,7 +186,7 @@ def _side_features(cfg: TrainConfig, manifest: Manifest, data_dir: Path) -> Side
 
 def _open_run(
     out_dir: Path, cfg: TrainConfig, manifest: Manifest, cluster: Cluster | None, run_id: str | None
-) -> _Run:
+) -> Run:
     """Create the run directory or find the interrupted run in it; other workers only
     read the chief's state (on a shared filesystem), they never write."""
     chief = cluster is None or cluster.is_chief
@@ -219,7 +198,7 @@ def _open_run(
     else:
         run_id, state = run_id or "worker", read_state(out_dir / CHECKPOINT_DIR)
     resumed = None if state is None else {"epoch": state.epoch + 1, "batch": state.batch}
-    return _Run(out_dir, run_id, state or TrainState(), resumed, chief)
+    return Run(out_dir, run_id, state or TrainState(), resumed, chief)
 
 
 def _compiled_model(
@@ -228,9 +207,9 @@ def _compiled_model(
     strategy: tf.distribute.Strategy,
     train_batches: int,
     side: SideFeatures | None,
+    lr_scale: float,
 ) -> keras.Model:
     """The model of ``cfg``, built and compiled in the strategy's scope."""
-    assert cfg.learning_rate is not None
     with strategy.scope():
         model = build_model(
             cfg, n_users=manifest.n_users, n_items=manifest.n_items,
@@ -238,12 +217,7 @@ def _compiled_model(
         )  # fmt: skip
         # XLA cannot reach the variables of other logical devices; see DotModel.call.
         model.xla = strategy.num_replicas_in_sync == 1
-        model.compile(
-            optimizer=make_optimizer(cfg, cfg.learning_rate, train_batches),
-            loss=squared_error,  # not MeanSquaredError: see cflib.models.losses
-            metrics=[keras.metrics.RootMeanSquaredError(name="rmse")],
-            jit_compile=False,  # the model compiles its own arithmetic (DotModel.call)
-        )
+    compile_model(model, cfg, strategy, train_batches, lr_scale)
     return model
 
 
@@ -259,7 +233,7 @@ def _for_multi_worker(
     return DistributedValidation(strategy, inputs.validation(), inputs.val_steps or 1)
 
 
-def _restored_checkpointer(run: _Run, model: keras.Model, cfg: TrainConfig) -> Checkpointer:
+def _restored_checkpointer(run: Run, model: keras.Model, cfg: TrainConfig) -> Checkpointer:
     """The checkpoint callback, with the last checkpoint's weights restored into ``model``."""
     checkpointer = Checkpointer(run.ckpt_dir, run.state, cfg.checkpoint_steps, write=run.chief)
     checkpointer.set_model(model)
@@ -270,7 +244,7 @@ def _restored_checkpointer(run: _Run, model: keras.Model, cfg: TrainConfig) -> C
     return checkpointer
 
 
-def _reporting(run: _Run, cfg: TrainConfig, train_batches: int) -> list[keras.callbacks.Callback]:
+def _reporting(run: Run, cfg: TrainConfig, train_batches: int) -> list[keras.callbacks.Callback]:
     """TensorBoard logs (the chief's), and a progress bar on a terminal."""
     assert cfg.batch_size is not None
     callbacks: list[keras.callbacks.Callback] = []
@@ -284,7 +258,7 @@ def _reporting(run: _Run, cfg: TrainConfig, train_batches: int) -> list[keras.ca
 
 
 def _log_start(
-    cfg: TrainConfig, manifest: Manifest, run: _Run, strategy: tf.distribute.Strategy
+    cfg: TrainConfig, manifest: Manifest, run: Run, strategy: tf.distribute.Strategy
 ) -> None:
     state = run.state
     log.info(
@@ -295,64 +269,12 @@ def _log_start(
     )  # fmt: skip
 
 
-def _fit_epochs(
-    fit: _Fit, run: _Run, cfg: TrainConfig, train_rows: int, on_epoch: OnEpoch | None
-) -> None:
-    """Epochs until ``cfg.epochs`` or early stopping; the best weights kept, a checkpoint
-    after each."""
-    assert cfg.batch_size is not None
-    state = run.state
-    val_ds = None if fit.validate else fit.inputs.validation()
-    while state.epoch < cfg.epochs and not _should_stop(state, cfg.patience):
-        fit.checkpointer.stop_if_requested()  # asked between epochs (during validation)
-        epoch = state.epoch
-        logs = _fit_epoch(fit, state, val_ds)
-        rows = min(fit.timer.batches * cfg.batch_size, train_rows)
-        if state.end_epoch(logs, fit.timer.train_seconds, rows) and run.chief:
-            fit.model.save_weights(run.ckpt_dir / BEST_WEIGHTS)
-        fit.checkpointer.save()
-        if on_epoch is not None:
-            on_epoch(epoch + 1, cfg.epochs, logs)
-
-
-def _fit_epoch(fit: _Fit, state: TrainState, val_ds: Any) -> dict[str, float]:
-    """One epoch of ``fit`` from where ``state`` stands; its logs, validation included."""
-    epoch, skip = state.epoch, state.batch
-    inputs = fit.inputs
-    with fit.strategy.scope(), warnings.catch_warnings():
-        # The train split's batch count is left undeclared (see make_dataset), so
-        # Keras warns when a one-epoch fit reaches its end.
-        warnings.filterwarnings("ignore", message="Your input ran out of data")
-        fitted = fit.model.fit(
-            inputs.train(epoch, skip),
-            validation_data=None if fit.validate else val_ds,
-            initial_epoch=epoch,
-            epochs=epoch + 1,
-            steps_per_epoch=inputs.train_batches - skip if inputs.cluster else None,
-            validation_steps=None if fit.validate else inputs.val_steps,
-            callbacks=fit.callbacks,
-            shuffle=False,  # make_dataset shuffles; Keras cannot shuffle a tf.data.Dataset
-            verbose=0,
-        )
-    logs = {k: v[-1] for k, v in fitted.history.items()}
-    if fit.validate is not None:
-        with fit.strategy.scope():
-            logs.update(fit.validate(fit.model))
-        log.info("epoch %d: val_rmse %.4f over every worker's shard", epoch + 1, logs["val_rmse"])
-    return logs
-
-
-def _write_run(run: _Run, model: keras.Model, summary: dict[str, Any]) -> None:
+def _write_run(run: Run, model: keras.Model, summary: dict[str, Any]) -> None:
     """The finished run: the best epoch's model, ``train.json``; checkpoints removed."""
     model.load_weights(run.ckpt_dir / BEST_WEIGHTS)
     save_model(model, run.out_dir / schema.MODEL_FILE)
     runs.write_json(run.out_dir / schema.TRAIN_SUMMARY_FILE, summary)
     shutil.rmtree(run.ckpt_dir, ignore_errors=True)
-
-
-def _should_stop(state: TrainState, patience: int) -> bool:
-    """Early stopping: ``patience`` epochs in a row without a better validation RMSE."""
-    return state.wait > 0 and state.wait >= patience
 
 
 def _summary(
@@ -381,6 +303,8 @@ def _summary(
         "history": state.history,
         "ratings_per_second": state.rows_trained / max(sum(state.train_seconds), 1e-9),
         "train_seconds": state.train_seconds,
+        "divergences": state.divergences,
+        "lr_scale": state.lr_scale,
         # MultiWorkerMirroredStrategy's class is named CollectiveAllReduceStrategy.
         "strategy": "MultiWorkerMirroredStrategy" if cluster else type(strategy).__name__,
         "replicas": strategy.num_replicas_in_sync,

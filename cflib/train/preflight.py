@@ -40,7 +40,7 @@ def check_inputs(data_dir: Path, cfg: TrainConfig) -> TrainConfig:
     from cflib.data.side import load_side_features
 
     manifest = trainable_manifest(data_dir)
-    cfg = resolve(cfg)
+    cfg = resolve(cfg, n_users=manifest.n_users, n_items=manifest.n_items)
     if spec_of(cfg.model).side_features:
         load_side_features(data_dir, n_users=manifest.n_users, n_items=manifest.n_items)
     return cfg
