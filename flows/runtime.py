@@ -190,10 +190,7 @@ def run_in_child(task: Task[..., Any], parameters: dict[str, Any]) -> Any:
                 return future.result()
             except (KeyboardInterrupt, TerminationSignal, supervise.Interrupted) as exc:
                 interrupted = supervise.interrupted_by(exc)
-                children = set(multiprocessing.active_children()) - before
-                if _worker is not None:
-                    children.update(_worker.processes)
-                supervise.stop_children(children, future.wrapped_future.done)
+                supervise.stop_children(_children(before), future.wrapped_future.done)
                 if isinstance(exc, TerminationSignal) and supervise.cancelling():
                     # A Cancel: Prefect's engine ends the flow runs Cancelled on this signal.
                     message = supervise.cancelled_message(interrupted.stage)
@@ -203,10 +200,7 @@ def run_in_child(task: Task[..., Any], parameters: dict[str, Any]) -> Any:
                 raise interrupted from None
             except asyncio.CancelledError:  # the flow's --timeout fired (flows/limits.py)
                 limit = limits.reached()
-                children = set(multiprocessing.active_children()) - before
-                if _worker is not None:
-                    children.update(_worker.processes)
-                supervise.stop_children(children, future.wrapped_future.done)
+                supervise.stop_children(_children(before), future.wrapped_future.done)
                 _mark_crashed(task_run_id, limit.message if limit else f"{task.name}: cancelled")
                 raise  # Prefect ends the flow run TimedOut
     except BrokenProcessPool:
@@ -218,6 +212,15 @@ def run_in_child(task: Task[..., Any], parameters: dict[str, Any]) -> Any:
         if task_run_id is not None:
             _mark_crashed(task_run_id, message)
         raise ChildProcessError(message) from None
+
+
+def _children(before: set[BaseProcess]) -> set[BaseProcess]:
+    """The processes running a task now: those started since ``before``, and the one of
+    the enclosing :func:`tensorflow_worker` (started before it)."""
+    children = set(multiprocessing.active_children()) - before
+    if _worker is not None:
+        children.update(_worker.processes)
+    return children
 
 
 @contextlib.contextmanager
