@@ -74,19 +74,8 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 def find_trained(runs_dir: Path, data_fingerprint: str, config: dict[str, Any]) -> Path | None:
     """The newest run under ``runs_dir`` that finished training on the same data (by
     fingerprint) with the same config, or None. Lets a rerun skip a completed stage."""
-    if not runs_dir.is_dir():
-        return None
-    for path in sorted(runs_dir.glob(f"*/{schema.TRAIN_SUMMARY_FILE}"), reverse=True):
-        try:
-            summary = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if (
-            isinstance(summary, dict)
-            and summary.get("data_fingerprint") == data_fingerprint
-            and summary.get("config") == config
-            and (path.parent / schema.MODEL_FILE).is_file()
-        ):
+    for path in _newest_first(runs_dir, schema.TRAIN_SUMMARY_FILE):
+        if _records(path, data_fingerprint, config) and (path.parent / schema.MODEL_FILE).is_file():
             return path.parent
     return None
 
@@ -95,23 +84,32 @@ def find_interrupted(runs_dir: Path, data_fingerprint: str, config: dict[str, An
     """The newest run under ``runs_dir`` that started training on the same data with the
     same config and did not finish (no ``train.json``), or None: the run a rerun of the
     pipeline resumes rather than starting over."""
-    if not runs_dir.is_dir():
-        return None
-    for path in sorted(runs_dir.glob(f"*/{CHECKPOINT_DIR}/{RUN_FILE}"), reverse=True):
+    for path in _newest_first(runs_dir, f"{CHECKPOINT_DIR}/{RUN_FILE}"):
         run = path.parent.parent
-        if (run / schema.TRAIN_SUMMARY_FILE).exists():
-            continue
-        try:
-            started = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if (
-            isinstance(started, dict)
-            and started.get("data_fingerprint") == data_fingerprint
-            and started.get("config") == config
+        if not (run / schema.TRAIN_SUMMARY_FILE).exists() and _records(
+            path, data_fingerprint, config
         ):
             return run
     return None
+
+
+def _newest_first(runs_dir: Path, name: str) -> list[Path]:
+    """``runs_dir/*/name``, newest run id first (run ids sort by time)."""
+    return sorted(runs_dir.glob(f"*/{name}"), reverse=True) if runs_dir.is_dir() else []
+
+
+def _records(path: Path, data_fingerprint: str, config: dict[str, Any]) -> bool:
+    """Whether the JSON object at ``path`` names this data fingerprint and config; an
+    unreadable file names none."""
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(found, dict)
+        and found.get("data_fingerprint") == data_fingerprint
+        and found.get("config") == config
+    )
 
 
 def is_evaluated(run: Path, config: dict[str, Any]) -> bool:
