@@ -74,13 +74,32 @@ def _train(data: Path, out: Path, run_id: str, env: dict[str, str], **popen):  #
                             text=True, **popen)  # fmt: skip
 
 
-def _wait_for_checkpoint(proc: subprocess.Popen[str], out: Path) -> None:
+def _wait_for_checkpoint(
+    proc: subprocess.Popen[str], out: Path, where: str = "checkpoints/state.json"
+) -> None:
+    """Until a file matching ``where`` under ``out`` (a training's first checkpoint)."""
     deadline = time.monotonic() + START_S
-    while not (out / "checkpoints" / "state.json").is_file():
+    while not any(out.glob(where)):
         if proc.poll() is not None:
             pytest.fail(f"ended ({proc.returncode}) before a checkpoint: {proc.stderr.read()}")  # type: ignore[union-attr]
         assert time.monotonic() < deadline, "no checkpoint was ever written"
         time.sleep(0.05)
+
+
+def _signal_and_wait(
+    proc: subprocess.Popen[str], marker: str, sig: int
+) -> tuple[str, float, float]:
+    """``sig`` to the command; its stderr, seconds to its exit and until nothing marked
+    is left (the README's 30 s)."""
+    sent = time.monotonic()
+    try:
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=STOP_S + 30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return stderr, time.monotonic() - sent, processes.gone_within(marker, STOP_S, sent)
 
 
 def _interrupt(
@@ -226,23 +245,11 @@ def test_sigterm_to_cfpipe_run_stops_its_one_tensorflow_process_and_the_rerun_re
     marker = processes.new_marker()
     proc = subprocess.Popen(argv, env=_env(home, marker), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
-    try:
-        deadline = time.monotonic() + START_S
-        while not list(work.glob("runs/*/checkpoints/state.json")):
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "no checkpoint was ever written"
-            time.sleep(0.05)
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=STOP_S + 30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    _wait_for_checkpoint(proc, work, "runs/*/checkpoints/state.json")
+    stderr, _, gone = _signal_and_wait(proc, marker, signal.SIGTERM)
     assert proc.returncode == 143, stderr[-3000:]
     line = "cfpipe: interrupted (SIGTERM) during train; rerun the same command to resume from "
     assert stderr.strip().splitlines()[-1] == line + "the last checkpoint", stderr[-3000:]
-    gone = processes.gone_within(marker, STOP_S, sent)
     (run,) = work.glob("runs/*")
     assert processes.lock_is_free(run)
     with sqlite3.connect(home / "prefect.db") as db:
@@ -278,20 +285,6 @@ def _states(home: Path, flow: str) -> list[tuple[str, dict[str, object], str]]:
     return [(name, json.loads(params), message) for name, params, message in rows]
 
 
-def _alarm_and_wait(proc: subprocess.Popen[str], marker: str) -> tuple[str, float, float]:
-    """SIGALRM to the command; its stderr, seconds to its exit and until nothing marked
-    is left (the README's 30 s)."""
-    sent = time.monotonic()
-    try:
-        proc.send_signal(signal.SIGALRM)
-        _, stderr = proc.communicate(timeout=STOP_S + 30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return stderr, time.monotonic() - sent, processes.gone_within(marker, STOP_S, sent)
-
-
 def test_a_training_at_its_time_limit_stops_with_a_checkpoint_and_the_rerun_resumes(
     data: Path, home: Path, tmp_path: Path
 ) -> None:
@@ -300,7 +293,7 @@ def test_a_training_at_its_time_limit_stops_with_a_checkpoint_and_the_rerun_resu
     proc = subprocess.Popen(argv, env=_env(home, marker), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     _wait_for_checkpoint(proc, out)
-    stderr, stopped, gone = _alarm_and_wait(proc, marker)
+    stderr, stopped, gone = _signal_and_wait(proc, marker, signal.SIGALRM)
     assert proc.returncode == 124, stderr[-3000:]
     line = "train: time limit of 3600 s reached (--timeout); rerun the same command to resume "
     assert stderr.strip().splitlines()[-1] == f"cfpipe: error: {line}from the last checkpoint"
@@ -330,7 +323,7 @@ def test_an_ingest_at_its_time_limit_leaves_no_worker_and_the_dataset_as_it_was(
         time.sleep(0.02)
     workers = [p for p in processes.marked(marker) if "spawn_main" in processes.cmdline(p)]
     assert len(workers) >= 2  # its Dask workers
-    stderr, stopped, gone = _alarm_and_wait(proc, marker)
+    stderr, stopped, gone = _signal_and_wait(proc, marker, signal.SIGALRM)
     assert proc.returncode == 124, stderr[-3000:]
     line = "ingest: time limit of 3600 s reached (--timeout); rerun it with a larger --timeout"
     assert stderr.strip().splitlines()[-1] == f"cfpipe: error: {line}"
