@@ -108,9 +108,9 @@ class TrainState:
             self.wait += 1
         return improved
 
-    def begin_refit(self, epochs: int) -> None:
-        """End the fit phase (its results go to ``validated``); the refit's counters start."""
-        self.validated = {
+    def fit_results(self) -> dict[str, Any]:
+        """The fit phase's results: ``validated`` once the refit has started."""
+        return self.validated or {
             "epochs_run": self.epoch,
             "best_epoch": self.best_epoch + 1,
             "val_rmse": self.best_val_rmse,
@@ -118,6 +118,10 @@ class TrainState:
             "train_seconds": self.train_seconds,
             "rows_trained": self.rows_trained,
         }
+
+    def begin_refit(self, epochs: int) -> None:
+        """End the fit phase (its results go to ``validated``); the refit's counters start."""
+        self.validated = self.fit_results()
         self.phase, self.refit_epochs = "refit", epochs
         self.epoch, self.batch, self.history, self.train_seconds = 0, 0, {}, []
         self.rows_trained, self.first_loss = 0, None
@@ -229,10 +233,11 @@ class Checkpointer(keras.callbacks.Callback):
         """
         if not self.write:
             return
-        # After a divergence the step count goes back to where the epoch started: the
-        # restart count keeps the name new.
+        # The refit starts at the fit phase's last step, and after a divergence the step
+        # count goes back to where the epoch started: phase and restarts keep names new.
         restarts = len(self.state.divergences)
-        name = f"ckpt-{self.state.steps:09d}{f'-r{restarts}' if restarts else ''}.weights.h5"
+        refit = "-refit" if self.state.phase == "refit" else ""
+        name = f"ckpt-{self.state.steps:09d}{refit}{f'-r{restarts}' if restarts else ''}.weights.h5"
         if name == self.state.weights:
             return
         self.model.save_weights(self.directory / name)

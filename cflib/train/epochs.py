@@ -229,7 +229,8 @@ def _recover(fit: Fit, cfg: TrainConfig, start: guard.Snapshot, diverged: guard.
     assert cfg.learning_rate is not None
     state = fit.checkpointer.state
     lr = cfg.learning_rate * state.lr_scale
-    where = f"epoch {diverged.epoch + 1}, batch {diverged.batch}"
+    phase = "refit " if state.phase == "refit" else ""
+    where = f"{phase}epoch {diverged.epoch + 1}, batch {diverged.batch}"
     if len(state.divergences) >= guard.MAX_RETRIES:
         raise TrainingDiverged(
             f"training diverged at {where} ({diverged.reason}) after {guard.MAX_RETRIES} "
@@ -244,7 +245,7 @@ def _recover(fit: Fit, cfg: TrainConfig, start: guard.Snapshot, diverged: guard.
         "phase": state.phase, "epoch": diverged.epoch + 1, "batch": diverged.batch, "loss": loss,
         "reason": diverged.reason, "learning_rate": lr / 2,
     })  # fmt: skip
-    back = f"epoch {state.epoch + 1}" + (f", batch {state.batch}" if state.batch else "")
+    back = f"{phase}epoch {state.epoch + 1}" + (f", batch {state.batch}" if state.batch else "")
     log.warning(
         "training diverged at %s (%s): restarting from %s with the learning rate halved "
         "to %g (restart %d of %d)",

@@ -45,7 +45,6 @@ from cflib.train.distribute import (
     check_batch,
     cluster_from_env,
     configure_devices,
-    device_names,
 )
 from cflib.train.epochs import (
     FIT_ON,
@@ -60,6 +59,7 @@ from cflib.train.epochs import (
 from cflib.train.inputs import TrainInputs
 from cflib.train.keras_strategy import use_scope_strategy
 from cflib.train.preflight import trainable_manifest
+from cflib.train.summary import train_summary
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def _train(
     _log_start(cfg, manifest, run, strategy)
     with stop.listening():  # a stop request now ends training with a checkpoint
         train_phases(fit, run, cfg, on_epoch)
-    summary = _summary(run.run_id, cfg, manifest, data_dir, run.state, strategy, cluster)
+    summary = train_summary(run.run_id, cfg, manifest, data_dir, run.state, strategy, cluster)
     summary.update(
         seconds=time.perf_counter() - start,
         resumed=run.resumed,
@@ -305,79 +305,10 @@ def _log_start(
 
 
 def _write_run(run: Run, model: keras.Model, summary: dict[str, Any]) -> None:
-    """The finished run: the best epoch's model, ``train.json``; checkpoints removed."""
+    """The finished run: its model (the refit's, else the best epoch's), ``train.json``;
+    checkpoints removed."""
     if run.state.phase == "fit":  # else the refit's weights, as they are
         model.load_weights(run.ckpt_dir / BEST_WEIGHTS)
     save_model(model, run.out_dir / schema.MODEL_FILE)
     runs.write_json(run.out_dir / schema.TRAIN_SUMMARY_FILE, summary)
     shutil.rmtree(run.ckpt_dir, ignore_errors=True)
-
-
-def _fit_phase(state: TrainState) -> dict[str, Any]:
-    """``train.json``'s figures of the fit phase, and the speed over both phases."""
-    fit = state.validated or {
-        "epochs_run": state.epoch,
-        "best_epoch": state.best_epoch + 1,
-        "val_rmse": state.best_val_rmse,
-        "history": state.history,
-        "train_seconds": state.train_seconds,
-        "rows_trained": state.rows_trained,
-    }
-    rows, seconds = fit["rows_trained"], sum(fit["train_seconds"])
-    if state.validated is not None:
-        rows, seconds = rows + state.rows_trained, seconds + sum(state.train_seconds)
-    return {
-        "epochs_run": fit["epochs_run"],
-        "best_epoch": fit["best_epoch"],
-        "val_rmse": fit["val_rmse"],
-        "history": fit["history"],
-        "ratings_per_second": rows / max(seconds, 1e-9),
-        "train_seconds": fit["train_seconds"],
-    }
-
-
-def _refit_phase(state: TrainState, manifest: Manifest) -> dict[str, Any] | None:
-    """``train.json``'s ``refit`` (the phase that trained the run's model), or None."""
-    if state.validated is None:
-        return None
-    return {
-        "epochs": state.epoch,
-        "ratings": manifest.splits["train"].rows + manifest.splits["validation"].rows,
-        "rmse": state.history["rmse"][-1] if state.history.get("rmse") else None,
-        "history": state.history,
-        "train_seconds": state.train_seconds,
-    }
-
-
-def _summary(
-    run_id: str,
-    cfg: TrainConfig,
-    manifest: Manifest,
-    data_dir: Path,
-    state: TrainState,
-    strategy: tf.distribute.Strategy,
-    cluster: Cluster | None,
-) -> dict[str, Any]:
-    """``train.json`` without the timings of this process."""
-    return {
-        "run_id": run_id,
-        "model": cfg.model,
-        "config": cfg.model_dump(),
-        "dataset": manifest.name,
-        "data_dir": str(data_dir),
-        "data_fingerprint": manifest.fingerprint,
-        "n_users": manifest.n_users,
-        "n_items": manifest.n_items,
-        "global_mean": manifest.global_mean,
-        **_fit_phase(state),
-        "refit": _refit_phase(state, manifest),
-        "divergences": state.divergences,
-        "lr_scale": state.lr_scale,
-        # MultiWorkerMirroredStrategy's class is named CollectiveAllReduceStrategy.
-        "strategy": "MultiWorkerMirroredStrategy" if cluster else type(strategy).__name__,
-        "replicas": strategy.num_replicas_in_sync,
-        "workers": cluster.workers if cluster else 1,
-        "devices": device_names(strategy),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-    }

@@ -143,6 +143,7 @@ def test_killed_during_the_refit_resumes_in_the_refit(
     state = checkpoint.read_state(ckpt)
     assert state is not None and state.phase == "refit" and state.validated is not None
     assert (state.steps, state.epoch, state.batch) == (STOP, 1, STOP - FIT_STEPS - REFIT_BATCHES)
+    assert state.weights == f"ckpt-{STOP:09d}-refit.weights.h5"
     saved, _ = checkpoint_arrays(ckpt / str(state.weights))
 
     seen: list[tuple[str, list[np.ndarray]]] = []
