@@ -154,6 +154,11 @@ class TrainConfig(_Stage):
     )
     epochs: int = Field(20, gt=0, le=10_000, description="Maximum number of epochs.")
     patience: int = Field(2, ge=0, description="Epochs without validation improvement to stop.")
+    refit: bool = Field(
+        True,
+        description="Then retrain on train + validation for the epoch count that early "
+        "stopping chose; that model is the run's.",
+    )
     seed: int = Field(0, ge=0, description="Seed of initialization and shuffling.")
     replicas: int = Field(
         1, gt=0, le=64, description="CPU logical devices for MirroredStrategy when no GPU."

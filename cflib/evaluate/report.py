@@ -129,6 +129,14 @@ def _training_section(summary: dict[str, Any]) -> Section:
         f"{summary['ratings_per_second']:,.0f} ratings/s, on "
         f"{summary.get('placement') or _replicas(summary['replicas'])}."
     ]
+    refit = summary.get("refit")
+    if refit:
+        rmse = "" if refit.get("rmse") is None else f", training RMSE {refit['rmse']:.4f}"
+        blocks.append(
+            f"Then refit from the initial weights on train + validation ({refit['ratings']:,} "
+            f"ratings) for {refit['epochs']} epochs{rmse}: that model is the one scored "
+            "here (the validation RMSE is the early-stopped model's, before the refit)."
+        )
     for d in summary.get("divergences") or []:
         blocks.append(
             f"Diverged at epoch {d['epoch']}, batch {d['batch']} ({d['reason']}): restarted "

@@ -40,7 +40,13 @@ BEST_WEIGHTS = "best.weights.h5"
 class TrainState:
     """Where training is; saved with every checkpoint.
 
+    Training has two phases: ``fit`` (on the train split, validated every epoch, stopped
+    early) and ``refit`` (on train + validation for ``refit_epochs`` epochs, without
+    validation). The counters, history and timings are those of the current phase; the
+    refit starts them again and keeps the fit phase's in ``validated``.
+
     Attributes:
+        phase: ``fit`` or ``refit``.
         epoch: epochs completed.
         batch: batches of epoch ``epoch`` (0-based) already trained on.
         steps: optimizer steps taken in all.
@@ -53,10 +59,15 @@ class TrainState:
         rows_trained: ratings trained on, over the completed epochs.
         first_loss: the loss of the run's first batch (``cflib.train.guard``).
         lr_scale: the factor of the learning rate, halved at each divergence.
-        divergences: each divergence: epoch (1-based), batch, loss, reason and the
-            learning rate after it.
+        divergences: each divergence: phase, epoch (1-based), batch, loss, reason and
+            the learning rate after it.
+        refit_epochs: epochs of the refit phase (0 before it).
+        validated: the fit phase's ``epochs_run``, ``best_epoch`` (1-based),
+            ``val_rmse``, ``history``, ``train_seconds`` and ``rows_trained``, once the
+            refit has started.
     """
 
+    phase: str = "fit"
     epoch: int = 0
     batch: int = 0
     steps: int = 0
@@ -70,6 +81,8 @@ class TrainState:
     first_loss: float | None = None
     lr_scale: float = 1.0
     divergences: list[dict[str, Any]] = field(default_factory=list)
+    refit_epochs: int = 0
+    validated: dict[str, Any] | None = None
 
     def assign(self, other: TrainState) -> None:
         """Make this state (shared by the loop and the callbacks) equal to ``other``."""
@@ -77,20 +90,41 @@ class TrainState:
             setattr(self, key, value)
 
     def end_epoch(self, logs: dict[str, Any], seconds: float, rows: int) -> bool:
-        """Record a finished epoch's metrics; return whether its validation RMSE is the best."""
+        """Record a finished epoch's metrics; return whether its validation RMSE is the
+        best (never, in the refit phase: it has no validation)."""
         for key, value in logs.items():
             self.history.setdefault(key, []).append(float(value))
         self.train_seconds.append(seconds)
         self.rows_trained += rows
+        self.epoch += 1
+        self.batch = 0
+        if "val_rmse" not in logs:
+            return False
         val = float(logs["val_rmse"])
         improved = val < self.best_val_rmse
         if improved:
-            self.best_epoch, self.best_val_rmse, self.wait = self.epoch, val, 0
+            self.best_epoch, self.best_val_rmse, self.wait = self.epoch - 1, val, 0
         else:
             self.wait += 1
-        self.epoch += 1
-        self.batch = 0
         return improved
+
+    def fit_results(self) -> dict[str, Any]:
+        """The fit phase's results: ``validated`` once the refit has started."""
+        return self.validated or {
+            "epochs_run": self.epoch,
+            "best_epoch": self.best_epoch + 1,
+            "val_rmse": self.best_val_rmse,
+            "history": self.history,
+            "train_seconds": self.train_seconds,
+            "rows_trained": self.rows_trained,
+        }
+
+    def begin_refit(self, epochs: int) -> None:
+        """End the fit phase (its results go to ``validated``); the refit's counters start."""
+        self.validated = self.fit_results()
+        self.phase, self.refit_epochs = "refit", epochs
+        self.epoch, self.batch, self.history, self.train_seconds = 0, 0, {}, []
+        self.rows_trained, self.first_loss = 0, None
 
 
 def open_run_dir(
@@ -199,10 +233,11 @@ class Checkpointer(keras.callbacks.Callback):
         """
         if not self.write:
             return
-        # After a divergence the step count goes back to where the epoch started: the
-        # restart count keeps the name new.
+        # The refit starts at the fit phase's last step, and after a divergence the step
+        # count goes back to where the epoch started: phase and restarts keep names new.
         restarts = len(self.state.divergences)
-        name = f"ckpt-{self.state.steps:09d}{f'-r{restarts}' if restarts else ''}.weights.h5"
+        refit = "-refit" if self.state.phase == "refit" else ""
+        name = f"ckpt-{self.state.steps:09d}{refit}{f'-r{restarts}' if restarts else ''}.weights.h5"
         if name == self.state.weights:
             return
         self.model.save_weights(self.directory / name)
@@ -253,11 +288,13 @@ class Checkpointer(keras.callbacks.Callback):
 
 
 class EpochLogger(keras.callbacks.Callback):
-    """Time the training steps of each epoch; log its losses, RMSEs and ratings/s."""
+    """Time the training steps of each epoch; log its losses, RMSEs and ratings/s (and
+    which phase it is, from ``state`` when given)."""
 
-    def __init__(self, rows_per_batch: int) -> None:
+    def __init__(self, rows_per_batch: int, state: TrainState | None = None) -> None:
         super().__init__()
         self.rows_per_batch = rows_per_batch
+        self.state = state
         self.train_seconds = 0.0
         self.batches = 0
         self._start = 0.0
@@ -279,12 +316,15 @@ class EpochLogger(keras.callbacks.Callback):
         now = time.perf_counter()
         self.train_seconds = (self._train_end or now) - self._start
         logs = logs or {}
+        refit = self.state is not None and self.state.phase == "refit"
+        val = "" if "val_rmse" not in logs else f" val_rmse {logs['val_rmse']:.4f}"
         log.info(
-            "epoch %d: loss %.4f rmse %.4f val_rmse %.4f, %.1f s, %.0f ratings/s",
+            "%sepoch %d: loss %.4f rmse %.4f%s, %.1f s, %.0f ratings/s",
+            "refit " if refit else "",
             epoch + 1,
             logs.get("loss", float("nan")),
             logs.get("rmse", float("nan")),
-            logs.get("val_rmse", float("nan")),
+            val,
             now - self._start,
             self.batches * self.rows_per_batch / max(self.train_seconds, 1e-9),
         )

@@ -1,8 +1,12 @@
-"""The epoch loop: one ``fit`` per epoch, early stopping, and recovery from divergence.
+"""The epoch loop: one ``fit`` per epoch, early stopping, the refit, divergence restarts.
 
 ``cflib.train.loop`` sets a run up (run directory, strategy, inputs, model, callbacks)
-and hands it here. Everything in this module works around ``fit``, never inside a
-training step: the step itself may change (a faster one) without touching it.
+and hands it here. Training has two phases (``TrainState.phase``): ``fit`` trains on the
+train split and stops early on the validation RMSE; ``refit`` (``--refit``, the default)
+then trains the model again from its initial weights on train + validation for the
+best epoch's count of epochs, and that model is the run's. Everything in this module
+works around ``fit``, never inside a training step: the step itself may change (a
+faster one) without touching it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from cflib.config import TrainConfig
@@ -27,6 +32,7 @@ from cflib.train.checkpoint import (
     CHECKPOINT_DIR,
     Checkpointer,
     EpochLogger,
+    ProgressBar,
     TrainState,
 )
 from cflib.train.distribute import DistributedValidation
@@ -45,7 +51,7 @@ class Run:
     out_dir: Path
     run_id: str
     state: TrainState
-    resumed: dict[str, int] | None  # from which epoch and batch (1-based epoch)
+    resumed: dict[str, Any] | None  # from which epoch (1-based), batch and phase
     chief: bool  # the one process that writes the run directory
 
     @property
@@ -53,9 +59,13 @@ class Run:
         return self.out_dir / CHECKPOINT_DIR
 
 
+#: The splits each phase trains on (``TrainState.phase``).
+FIT_ON = {"fit": ("train",), "refit": ("train", "validation")}
+
+
 @dataclass
 class Fit:
-    """What each epoch's ``fit`` runs with."""
+    """What each epoch's ``fit`` runs with, and how to set up the refit phase."""
 
     model: keras.Model
     strategy: tf.distribute.Strategy
@@ -64,6 +74,15 @@ class Fit:
     checkpointer: Checkpointer
     timer: EpochLogger
     callbacks: list[keras.callbacks.Callback]
+    make_inputs: Callable[[tuple[str, ...]], TrainInputs]  # the inputs over these splits
+    initial_weights: Callable[[], list[np.ndarray]]  # the model's seeded initial weights
+
+
+def tensorboard(log_dir: Path, phase: str) -> keras.callbacks.TensorBoard:
+    """TensorBoard logs under ``log_dir``, the refit's in ``log_dir/refit`` (its epochs
+    count from 1 again)."""
+    where = log_dir / "refit" if phase == "refit" else log_dir
+    return keras.callbacks.TensorBoard(where, write_graph=False, profile_batch=0)
 
 
 def compile_model(
@@ -98,39 +117,83 @@ def set_lr_scale(fit: Fit, cfg: TrainConfig, lr_scale: float) -> None:
             variable.assign(kept[i])
 
 
-def fit_epochs(
-    fit: Fit, run: Run, cfg: TrainConfig, train_rows: int, on_epoch: OnEpoch | None
-) -> None:
-    """Epochs until ``cfg.epochs`` or early stopping; the best weights kept, a checkpoint
-    after each. A diverged epoch is trained again from its start at half the learning
-    rate (``cflib.train.guard``).
+def train_phases(fit: Fit, run: Run, cfg: TrainConfig, on_epoch: OnEpoch | None) -> None:
+    """The fit phase (unless a resumed run is past it), then with ``cfg.refit`` the refit.
 
     Raises:
         TrainingDiverged: an epoch diverged after ``guard.MAX_RETRIES`` restarts.
     """
+    state = run.state
+    if state.phase == "fit":
+        _epochs(fit, run, cfg, on_epoch, validate=True)
+        if not cfg.refit:
+            return
+        _begin_refit(fit, run, cfg)
+    _epochs(fit, run, cfg, on_epoch, validate=False)
+
+
+def match_state(fit: Fit, cfg: TrainConfig, phase: str, lr_scale: float) -> None:
+    """After a restore that fell back to an earlier checkpoint: the inputs and the learning
+    rate of its phase and scale, if they are not those ``fit`` was set up with."""
+    state = fit.checkpointer.state
+    if state.phase != phase:
+        fit.inputs = fit.make_inputs(FIT_ON[state.phase])
+    if state.phase != phase or state.lr_scale != lr_scale:
+        set_lr_scale(fit, cfg, state.lr_scale)
+
+
+def _begin_refit(fit: Fit, run: Run, cfg: TrainConfig) -> None:
+    """From the fit phase to the refit: from the initial weights and a new optimizer, as
+    many epochs as the best epoch's (README, Design: "Refit"); a checkpoint."""
+    state = run.state
+    state.begin_refit(state.best_epoch + 1)
+    fit.inputs = fit.make_inputs(FIT_ON["refit"])
+    for i, callback in enumerate(fit.callbacks):
+        if isinstance(callback, ProgressBar):
+            callback.batches = fit.inputs.train_batches
+        if isinstance(callback, keras.callbacks.TensorBoard):
+            fit.callbacks[i] = tensorboard(Path(callback.log_dir), "refit")
+    compile_model(fit.model, cfg, fit.strategy, fit.inputs.train_batches, state.lr_scale)
+    fit.model.set_weights(fit.initial_weights())
+    log.info(
+        "refit: %d epochs on train + validation (%d ratings) from the initial weights",
+        state.refit_epochs, fit.inputs.rows["train"],
+    )  # fmt: skip
+    fit.checkpointer.save()
+
+
+def _epochs(
+    fit: Fit, run: Run, cfg: TrainConfig, on_epoch: OnEpoch | None, *, validate: bool
+) -> None:
+    """The epochs of the current phase, a checkpoint after each. Fit phase (``validate``):
+    until ``cfg.epochs`` or early stopping, the best epoch's weights kept. Refit: its
+    ``refit_epochs``. A diverged epoch is trained again from its start at half the
+    learning rate (``cflib.train.guard``)."""
     assert cfg.batch_size is not None
     state = run.state
-    val_ds = None if fit.validate else fit.inputs.validation()
-    while state.epoch < cfg.epochs and not should_stop(state, cfg.patience):
+    val_ds = fit.inputs.validation() if validate and not fit.validate else None
+    most = cfg.epochs if validate else state.refit_epochs
+    while state.epoch < most and not (validate and should_stop(state, cfg.patience)):
         fit.checkpointer.stop_if_requested()  # asked between epochs (during validation)
         epoch = state.epoch
         start = guard.Snapshot.take(fit.model, state)
         try:
-            logs = _fit_epoch(fit, state, val_ds)
+            logs = _fit_epoch(fit, state, val_ds, validate)
             guard.check_epoch(state, logs)
         except guard.Diverged as diverged:
             _recover(fit, cfg, start, diverged)
             continue
-        rows = min(fit.timer.batches * cfg.batch_size, train_rows)
+        rows = min(fit.timer.batches * cfg.batch_size, fit.inputs.rows["train"])
         if state.end_epoch(logs, fit.timer.train_seconds, rows) and run.chief:
             fit.model.save_weights(run.ckpt_dir / BEST_WEIGHTS)
         fit.checkpointer.save()
         if on_epoch is not None:
-            on_epoch(epoch + 1, cfg.epochs, logs)
+            on_epoch(epoch + 1, most, logs)
 
 
-def _fit_epoch(fit: Fit, state: TrainState, val_ds: Any) -> dict[str, float]:
-    """One epoch of ``fit`` from where ``state`` stands; its logs, validation included."""
+def _fit_epoch(fit: Fit, state: TrainState, val_ds: Any, validate: bool) -> dict[str, float]:
+    """One epoch of ``fit`` from where ``state`` stands; its logs, validation included if
+    ``validate``."""
     epoch, skip = state.epoch, state.batch
     inputs = fit.inputs
     with fit.strategy.scope(), warnings.catch_warnings():
@@ -139,17 +202,17 @@ def _fit_epoch(fit: Fit, state: TrainState, val_ds: Any) -> dict[str, float]:
         warnings.filterwarnings("ignore", message="Your input ran out of data")
         fitted = fit.model.fit(
             inputs.train(epoch, skip),
-            validation_data=None if fit.validate else val_ds,
+            validation_data=val_ds,
             initial_epoch=epoch,
             epochs=epoch + 1,
             steps_per_epoch=inputs.train_batches - skip if inputs.cluster else None,
-            validation_steps=None if fit.validate else inputs.val_steps,
+            validation_steps=inputs.val_steps if val_ds is not None else None,
             callbacks=fit.callbacks,
             shuffle=False,  # make_dataset shuffles; Keras cannot shuffle a tf.data.Dataset
             verbose=0,
         )
     logs = {k: v[-1] for k, v in fitted.history.items()}
-    if fit.validate is not None:
+    if validate and fit.validate is not None:
         with fit.strategy.scope():
             logs.update(fit.validate(fit.model))
         log.info("epoch %d: val_rmse %.4f over every worker's shard", epoch + 1, logs["val_rmse"])
@@ -166,7 +229,8 @@ def _recover(fit: Fit, cfg: TrainConfig, start: guard.Snapshot, diverged: guard.
     assert cfg.learning_rate is not None
     state = fit.checkpointer.state
     lr = cfg.learning_rate * state.lr_scale
-    where = f"epoch {diverged.epoch + 1}, batch {diverged.batch}"
+    phase = "refit " if state.phase == "refit" else ""
+    where = f"{phase}epoch {diverged.epoch + 1}, batch {diverged.batch}"
     if len(state.divergences) >= guard.MAX_RETRIES:
         raise TrainingDiverged(
             f"training diverged at {where} ({diverged.reason}) after {guard.MAX_RETRIES} "
@@ -178,10 +242,10 @@ def _recover(fit: Fit, cfg: TrainConfig, start: guard.Snapshot, diverged: guard.
     set_lr_scale(fit, cfg, state.lr_scale)
     loss = diverged.loss if math.isfinite(diverged.loss) else None  # JSON has no NaN
     state.divergences.append({
-        "epoch": diverged.epoch + 1, "batch": diverged.batch, "loss": loss,
+        "phase": state.phase, "epoch": diverged.epoch + 1, "batch": diverged.batch, "loss": loss,
         "reason": diverged.reason, "learning_rate": lr / 2,
     })  # fmt: skip
-    back = f"epoch {state.epoch + 1}" + (f", batch {state.batch}" if state.batch else "")
+    back = f"{phase}epoch {state.epoch + 1}" + (f", batch {state.batch}" if state.batch else "")
     log.warning(
         "training diverged at %s (%s): restarting from %s with the learning rate halved "
         "to %g (restart %d of %d)",

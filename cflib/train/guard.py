@@ -82,7 +82,7 @@ def check_epoch(state: TrainState, logs: dict[str, Any]) -> None:
     Raises:
         Diverged: the epoch's loss or validation RMSE diverged.
     """
-    val = float(logs["val_rmse"])
+    val = float(logs.get("val_rmse", 0.0))  # the refit phase does not validate
     reason = check_loss(float(logs["loss"]), reference_loss(state))
     if reason is None and not math.isfinite(val):
         reason = f"the validation RMSE is {val}"

@@ -14,7 +14,12 @@ from cflib.train.distribute import Cluster
 
 
 class TrainInputs:
-    """The train and validation datasets of one strategy (sharded per worker if any)."""
+    """The train and validation datasets of one strategy (sharded per worker if any).
+
+    ``fit_on`` names the splits trained on: the train split, or with the validation split
+    too for the refit (``cflib.train.epochs``); validation always reads the validation
+    split.
+    """
 
     def __init__(
         self,
@@ -24,10 +29,18 @@ class TrainInputs:
         strategy: tf.distribute.Strategy,
         cluster: Cluster | None,
         in_memory: bool,
+        fit_on: tuple[str, ...] = ("train",),
     ) -> None:
         assert cfg.batch_size is not None
-        self.paths = {s: manifest.split_paths(root, s) for s in ("train", "validation")}
-        self.rows = {s: manifest.splits[s].rows for s in ("train", "validation")}
+        self.fit_on = fit_on
+        self.paths = {
+            "train": [p for s in fit_on for p in manifest.split_paths(root, s)],
+            "validation": manifest.split_paths(root, "validation"),
+        }
+        self.rows = {
+            "train": sum(manifest.splits[s].rows for s in fit_on),
+            "validation": manifest.splits["validation"].rows,
+        }
         self.batch = cfg.batch_size
         self.seed = cfg.seed
         self.strategy = strategy

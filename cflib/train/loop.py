@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from cflib import schema
@@ -45,12 +46,21 @@ from cflib.train.distribute import (
     cluster_from_env,
     configure_devices,
     describe,
-    device_names,
 )
-from cflib.train.epochs import Fit, OnEpoch, Run, compile_model, fit_epochs, set_lr_scale
+from cflib.train.epochs import (
+    FIT_ON,
+    Fit,
+    OnEpoch,
+    Run,
+    compile_model,
+    match_state,
+    tensorboard,
+    train_phases,
+)
 from cflib.train.inputs import TrainInputs
 from cflib.train.keras_strategy import use_scope_strategy
 from cflib.train.preflight import trainable_manifest
+from cflib.train.summary import train_summary
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +79,14 @@ def train(
     ``cfg`` is first completed with the model's defaults (``resolve``). The optimizer
     (``SparseAdagrad`` by default) minimizes the mean squared error plus the models' L2
     penalty on the batch's table rows. Training stops after ``cfg.patience`` epochs
-    without a better validation RMSE, and the best epoch's weights are saved. An epoch
-    whose loss diverges is trained again from its start at half the learning rate
-    (``cflib.train.guard``). Every ``cfg.checkpoint_steps`` steps and every epoch a
-    checkpoint is written under ``out_dir/checkpoints``; called again with the same
-    ``out_dir``, options and data after an interruption, training resumes from the last
-    checkpoint.
+    without a better validation RMSE, and the best epoch's weights are saved; with
+    ``cfg.refit`` (the default) the model is then trained again from its initial weights
+    on train + validation for the best epoch's count of epochs, and that is the model
+    saved (``cflib.train.epochs``). An epoch whose loss diverges is trained again from
+    its start at half the learning rate (``cflib.train.guard``). Every
+    ``cfg.checkpoint_steps`` steps and every epoch a checkpoint is written under
+    ``out_dir/checkpoints``; called again with the same ``out_dir``, options and data
+    after an interruption, training resumes from the last checkpoint, in either phase.
 
     Args:
         data_dir: a dataset directory written by ``cfpipe ingest``.
@@ -90,12 +102,15 @@ def train(
         The content of ``out_dir/train.json``: ``run_id``, ``model``, ``config``
         (resolved), ``dataset``, ``data_dir``, ``data_fingerprint``, ``n_users``,
         ``n_items``, ``global_mean``, ``epochs_run``, ``best_epoch`` (1-based),
-        ``val_rmse`` (best), ``history`` (metric -> one value per epoch), ``seconds``
-        (this process), ``ratings_per_second`` (training steps only),
-        ``train_seconds`` (training steps of each epoch), ``divergences`` (each
+        ``val_rmse`` (best), ``history`` (metric -> one value per epoch), ``train_seconds``
+        (training steps of each epoch) (all of the fit phase), ``refit`` (``epochs``,
+        ``ratings``, ``rmse`` (its last epoch's training RMSE), ``history``,
+        ``train_seconds``; null without refit), ``seconds`` (this process),
+        ``ratings_per_second`` (training steps of both phases), ``divergences`` (each
         divergence survived: epoch, batch, loss, reason, the learning rate after it),
         ``lr_scale`` (the learning rate's final factor, 1 without divergence), ``resumed``
-        (from which epoch and batch, or null), ``input``, ``strategy``, ``replicas``,
+        (from which epoch and batch, and ``phase: refit`` if in the refit, or null),
+        ``input``, ``strategy``, ``replicas``,
         ``workers``, ``devices``, ``tensorflow``, ``keras``.
 
     Raises:
@@ -144,24 +159,38 @@ def _train(
     strategy = configure_devices(cfg.replicas)
     check_batch(cfg.batch_size, strategy.num_replicas_in_sync, manifest.splits["train"].rows)
     keras.utils.set_random_seed(cfg.seed)
-    inputs = TrainInputs(manifest, data_dir, cfg, strategy, cluster, in_memory)
-    lr_scale = run.state.lr_scale  # the last checkpoint's: restore may fall back
+
+    def make_inputs(fit_on: tuple[str, ...]) -> TrainInputs:
+        return TrainInputs(manifest, data_dir, cfg, strategy, cluster, in_memory, fit_on)
+
+    def initial_weights() -> list[np.ndarray]:
+        """The weights the model was built with (the same seed, the same draws)."""
+        keras.utils.set_random_seed(cfg.seed)
+        with strategy.scope():
+            fresh = build_model(
+                cfg, n_users=manifest.n_users, n_items=manifest.n_items,
+                global_mean=manifest.global_mean, side=side,
+            )  # fmt: skip
+        return list(fresh.get_weights())
+
+    # The last checkpoint's phase and rate: restore may fall back to an earlier one.
+    phase, lr_scale = run.state.phase, run.state.lr_scale
+    inputs = make_inputs(FIT_ON[phase])
     model = _compiled_model(cfg, manifest, strategy, inputs.train_batches, side, lr_scale)
     validate = _for_multi_worker(model, strategy, inputs) if cluster is not None else None
     fit = Fit(
         model, strategy, inputs, validate, _restored_checkpointer(run, model, cfg),
-        EpochLogger(cfg.batch_size), [],
+        EpochLogger(cfg.batch_size, run.state), [], make_inputs, initial_weights,
     )  # fmt: skip
-    if run.state.lr_scale != lr_scale:
-        set_lr_scale(fit, cfg, run.state.lr_scale)
+    match_state(fit, cfg, phase, lr_scale)
     fit.callbacks = [
         guard.DivergenceGuard(run.state, cfg.batch_size),  # first: before any checkpoint
-        fit.checkpointer, fit.timer, *_reporting(run, cfg, inputs.train_batches),
+        fit.checkpointer, fit.timer, *_reporting(run, cfg, fit.inputs.train_batches),
     ]  # fmt: skip
     _log_start(cfg, manifest, run, strategy)
     with stop.listening():  # a stop request now ends training with a checkpoint
-        fit_epochs(fit, run, cfg, manifest.splits["train"].rows, on_epoch)
-    summary = _summary(run.run_id, cfg, manifest, data_dir, run.state, strategy, cluster)
+        train_phases(fit, run, cfg, on_epoch)
+    summary = train_summary(run.run_id, cfg, manifest, data_dir, run.state, strategy, cluster)
     summary.update(
         seconds=time.perf_counter() - start,
         resumed=run.resumed,
@@ -170,8 +199,9 @@ def _train(
     if run.chief:
         _write_run(run, model, summary)
     log.info(
-        "%s: best epoch %d of %d, validation RMSE %.4f, %.1f s",
+        "%s: best epoch %d of %d, validation RMSE %.4f%s, %.1f s",
         run.run_id, summary["best_epoch"], summary["epochs_run"], summary["val_rmse"],
+        f", then {summary['refit']['epochs']} on train + validation" if summary["refit"] else "",
         summary["seconds"],
     )  # fmt: skip
     return summary
@@ -197,8 +227,15 @@ def _open_run(
         )
     else:
         run_id, state = run_id or "worker", read_state(out_dir / CHECKPOINT_DIR)
-    resumed = None if state is None else {"epoch": state.epoch + 1, "batch": state.batch}
-    return Run(out_dir, run_id, state or TrainState(), resumed, chief)
+    return Run(out_dir, run_id, state or TrainState(), _resumed_at(state), chief)
+
+
+def _resumed_at(state: TrainState | None) -> dict[str, Any] | None:
+    """``train.json``'s ``resumed``: epoch (1-based) and batch, and the phase if refit."""
+    if state is None:
+        return None
+    refit = {"phase": "refit"} if state.phase == "refit" else {}
+    return {"epoch": state.epoch + 1, "batch": state.batch, **refit}
 
 
 def _compiled_model(
@@ -240,7 +277,7 @@ def _restored_checkpointer(run: Run, model: keras.Model, cfg: TrainConfig) -> Ch
     checkpointer.restore()  # may fall back to an earlier checkpoint, or start over
     if run.resumed is not None:
         state = run.state
-        run.resumed = {"epoch": state.epoch + 1, "batch": state.batch} if state.weights else None
+        run.resumed = _resumed_at(state) if state.weights else None
     return checkpointer
 
 
@@ -249,9 +286,7 @@ def _reporting(run: Run, cfg: TrainConfig, train_batches: int) -> list[keras.cal
     assert cfg.batch_size is not None
     callbacks: list[keras.callbacks.Callback] = []
     if run.chief:
-        callbacks.append(
-            keras.callbacks.TensorBoard(run.out_dir / LOG_DIR, write_graph=False, profile_batch=0)
-        )
+        callbacks.append(tensorboard(run.out_dir / LOG_DIR, run.state.phase))
     if sys.stdout.isatty():
         callbacks.append(ProgressBar(train_batches, cfg.batch_size))
     return callbacks
@@ -265,52 +300,16 @@ def _log_start(
         "training %s on %s (%d ratings, %d users, %d items) on %s%s",
         cfg.model, manifest.name, manifest.splits["train"].rows, manifest.n_users,
         manifest.n_items, describe(strategy, cluster_from_env()),
-        f", resuming at epoch {state.epoch + 1} batch {state.batch}" if run.resumed else "",
+        f", resuming at {state.phase} epoch {state.epoch + 1} batch {state.batch}"
+        if run.resumed else "",
     )  # fmt: skip
 
 
 def _write_run(run: Run, model: keras.Model, summary: dict[str, Any]) -> None:
-    """The finished run: the best epoch's model, ``train.json``; checkpoints removed."""
-    model.load_weights(run.ckpt_dir / BEST_WEIGHTS)
+    """The finished run: its model (the refit's, else the best epoch's), ``train.json``;
+    checkpoints removed."""
+    if run.state.phase == "fit":  # else the refit's weights, as they are
+        model.load_weights(run.ckpt_dir / BEST_WEIGHTS)
     save_model(model, run.out_dir / schema.MODEL_FILE)
     runs.write_json(run.out_dir / schema.TRAIN_SUMMARY_FILE, summary)
     shutil.rmtree(run.ckpt_dir, ignore_errors=True)
-
-
-def _summary(
-    run_id: str,
-    cfg: TrainConfig,
-    manifest: Manifest,
-    data_dir: Path,
-    state: TrainState,
-    strategy: tf.distribute.Strategy,
-    cluster: Cluster | None,
-) -> dict[str, Any]:
-    """``train.json`` without the timings of this process."""
-    return {
-        "run_id": run_id,
-        "model": cfg.model,
-        "config": cfg.identity(),
-        "dataset": manifest.name,
-        "data_dir": str(data_dir),
-        "data_fingerprint": manifest.fingerprint,
-        "n_users": manifest.n_users,
-        "n_items": manifest.n_items,
-        "global_mean": manifest.global_mean,
-        "epochs_run": state.epoch,
-        "best_epoch": state.best_epoch + 1,
-        "val_rmse": state.best_val_rmse,
-        "history": state.history,
-        "ratings_per_second": state.rows_trained / max(sum(state.train_seconds), 1e-9),
-        "train_seconds": state.train_seconds,
-        "divergences": state.divergences,
-        "lr_scale": state.lr_scale,
-        # MultiWorkerMirroredStrategy's class is named CollectiveAllReduceStrategy.
-        "strategy": "MultiWorkerMirroredStrategy" if cluster else type(strategy).__name__,
-        "replicas": strategy.num_replicas_in_sync,
-        "placement": describe(strategy, cluster),
-        "workers": cluster.workers if cluster else 1,
-        "devices": device_names(strategy),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-    }

@@ -50,6 +50,7 @@ def test_demo_settings_come_within_the_claimed_margin_of_the_planted_model(
     metrics = evaluate(tmp_path / "run", EvaluateConfig())
     truth = json.loads((tmp_path / "source" / "truth.json").read_text())
     assert metrics["oracle_rmse"] == truth["oracle_rmse_probe"]
-    # 0.8240 against 0.7861 (4.8%) on this stack, and the bias baseline 0.9063.
+    # 0.8231 against 0.7861 (4.7%) on this stack (0.8240 without the refit), and the
+    # bias baseline 0.9063.
     assert metrics["rmse"] <= _claimed_margin() * metrics["oracle_rmse"]
     assert metrics["rmse"] < metrics["baselines"]["user_item_bias"]["rmse"] - 0.05

@@ -172,6 +172,6 @@ def test_ten_items_train_without_diverging(tmp_path: Path) -> None:
     assert all(b < a for a, b in zip(loss, loss[1:], strict=False)), loss
     metrics = evaluate(out, EvaluateConfig())
     bias = metrics["baselines"]["user_item_bias"]["rmse"]
-    # Level with the damped biases (1.0067 against 1.0062): with 1.3 ratings a
-    # customer there is little else to learn (see README, Design: "Divergence").
+    # Level with the damped biases (1.0074 against 1.0062; 1.0067 without the refit):
+    # with 1.3 ratings a customer there is little else to learn (README, Design).
     assert metrics["rmse"] < bias + 0.002

@@ -32,10 +32,12 @@ from tests._planted import (
     write_planted,
 )
 
-# Fast settings that still learn the planted biases and factors.
+# Fast settings that still learn the planted biases and factors. The fit phase alone:
+# tests/train/test_refit.py trains with the refit that follows it by default.
 CFG = TrainConfig(
-    embedding_dim=8, learning_rate=0.1, batch_size=2000, epochs=4, patience=1, l2=0.0, l2_bias=0.0
-)
+    embedding_dim=8, learning_rate=0.1, batch_size=2000, epochs=4, patience=1, l2=0.0,
+    l2_bias=0.0, refit=False,
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +165,7 @@ print("SUMMARY " + json.dumps(summary))
 
 def test_two_replicas_in_a_fresh_process(planted: Path, tmp_path: Path) -> None:
     # Logical CPU devices must be configured before TensorFlow starts: a new process.
-    cfg = CFG.model_copy(update={"replicas": 2})
+    cfg = CFG.model_copy(update={"replicas": 2, "refit": True})  # the refit too
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "1", "CUDA_VISIBLE_DEVICES": ""}
     args = [sys.executable, "-c", TWO_REPLICAS, str(planted), str(tmp_path / "run")]
     proc = subprocess.run(
@@ -181,6 +183,7 @@ def test_two_replicas_in_a_fresh_process(planted: Path, tmp_path: Path) -> None:
     assert history["val_loss"][-1] == pytest.approx(history["val_rmse"][-1] ** 2, rel=1e-3)
     assert summary["val_rmse"] < quality_bar(planted)
     assert summary["loaded_shape"] == [2]
+    assert summary["refit"]["epochs"] == summary["best_epoch"]  # the refit ran across replicas
     assert "auto_shard" not in proc.stderr.lower()
 
 

@@ -245,11 +245,14 @@ def test_cli_train_exits_1_on_a_full_disk(
     is /dev/full: a real ENOSPC in the training child, one line and exit status 1."""
     ckpt = interrupted / checkpoint.CHECKPOINT_DIR
     (ckpt / f".{checkpoint.STATE_FILE}.tmp").symlink_to("/dev/full")
-    options = [
-        (f"--{name.replace('_', '-')}", str(value))
-        for name, value in RESUME.model_dump(exclude_defaults=True).items()
-    ]
-    proc = _cli("train", str(planted), "--out", str(interrupted), *sum(options, ()), home=tmp_path)
+    options: list[str] = []
+    for name, value in RESUME.model_dump(exclude_defaults=True).items():
+        flag = name.replace("_", "-")
+        if isinstance(value, bool):  # a switch: --refit / --no-refit
+            options.append(f"--{'' if value else 'no-'}{flag}")
+        else:
+            options += [f"--{flag}", str(value)]
+    proc = _cli("train", str(planted), "--out", str(interrupted), *options, home=tmp_path)
     said = [line for line in proc.stderr.splitlines() if line.startswith("cfpipe: ")]
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert len(said) == 1 and "No space left on device" in said[0], said
