@@ -191,10 +191,11 @@ def enable_memory_growth() -> list[str]:
 
 
 #: Ratings per replica per step on each kind of device. On a GPU one step of biased MF
-#: is a few gathers and scatters that take microseconds, against about a millisecond of
-#: fixed cost per step (kernel launches, Keras' bookkeeping, the input hand-off), so
-#: small batches leave it idle; not measured here (no GPU: README, "GPU"). On a CPU the
-#: model's own default applies (``cflib.models.catalog``).
+#: is a few gathers and scatters that take microseconds, against a fixed cost per step
+#: (kernel launches, Keras' bookkeeping, the input hand-off) of the order of a
+#: millisecond, so small batches leave it idle; an estimate, not measured (no GPU here:
+#: README, "GPU"; ``bench/gpu.py`` measures it). On a CPU the model's own default
+#: applies (``cflib.models.catalog``).
 BATCH_PER_REPLICA = {"GPU": 131_072}
 
 
