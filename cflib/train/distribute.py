@@ -255,18 +255,24 @@ def advise_batch(
     return advice
 
 
-def check_batch(batch_size: int, replicas: int, train_rows: int) -> None:
-    """The global batch must split evenly, and fill every replica at least once."""
+def check_batch(
+    batch_size: int, replicas: int, train_rows: int, validation_rows: int | None = None
+) -> None:
+    """The global batch must split evenly, and fill every replica at least once, in the
+    train split and (if given) in the validation split: with replicas the short last
+    batch is dropped, and an empty validation stopped ``fit`` with a bare StopIteration."""
     if batch_size % replicas:
         raise ConfigError(
             f"--batch-size {batch_size} does not split evenly over {replicas} replicas; "
             f"use a multiple of {replicas}"
         )
-    if train_rows < batch_size and replicas > 1:
-        raise ConfigError(
-            f"--batch-size {batch_size} is larger than the {train_rows} training ratings; "
-            f"with {replicas} replicas every batch must be full"
-        )
+    splits = {"training": train_rows, "validation": validation_rows}
+    for split, rows in splits.items():
+        if rows is not None and rows < batch_size and replicas > 1:
+            raise ConfigError(
+                f"--batch-size {batch_size} is larger than the {rows} {split} ratings; "
+                f"with {replicas} replicas every batch must be full"
+            )
 
 
 def device_names(strategy: tf.distribute.Strategy) -> list[str]:

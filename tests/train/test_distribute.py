@@ -18,6 +18,7 @@ from cflib.train.distribute import (
     GROWTH_ENV,
     advise_batch,
     batch_advice,
+    check_batch,
     describe,
     device_batch,
     device_kind,
@@ -59,6 +60,23 @@ def test_batch_advice_names_the_batch_to_pass() -> None:
     assert batch_advice("GPU", 2, 262_144, **NETFLIX) is None
     assert batch_advice("GPU", 1, 500_000, **NETFLIX) is None  # larger: the user's choice
     assert batch_advice("CPU", 1, 16_384, **NETFLIX) is None
+
+
+def test_with_replicas_every_batch_is_full_in_both_splits() -> None:
+    check_batch(2000, 2, 24_095, 2_932)
+    check_batch(4000, 1, 24_095, 2_932)  # one replica keeps the short last batch
+    with pytest.raises(ConfigError, match="--batch-size 3 does not split evenly over 2"):
+        check_batch(3, 2, 24_095, 2_932)
+    # With replicas the short last batch is dropped: a validation split smaller than the
+    # batch had none, and Keras stopped with a bare StopIteration.
+    with pytest.raises(
+        ConfigError,
+        match="--batch-size 4000 is larger than the 2932 validation ratings; "
+        "with 2 replicas every batch must be full",
+    ):
+        check_batch(4000, 2, 24_095, 2_932)
+    with pytest.raises(ConfigError, match="larger than the 3000 training ratings"):
+        check_batch(4000, 2, 3_000, 5_000)
 
 
 def test_no_advice_on_the_default_cpu_strategy() -> None:
