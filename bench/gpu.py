@@ -136,9 +136,10 @@ def table(results: list[dict[str, Any]]) -> str:
         n, kind = r["devices"], r["kind"]
         devices = f"1 {kind}" if n == 1 else f"{n} logical {kind}s cut from one"
         per = r["batch"] // r["replicas"]
+        rate = f"{r['rate'] / 1e6:.2f} M" if r["rate"] >= 1e5 else f"{r['rate']:,.0f}"
         lines.append(
-            f"| {devices} | {r['placement']} | {r['batch']:,} ({per:,}) | "
-            f"{r['rate'] / 1e6:.2f} M | {r['seconds']:.1f} | {r['val_rmse']:.4f} |"
+            f"| {devices} | {r['placement']} | {r['batch']:,} ({per:,}) | {rate} | "
+            f"{r['seconds']:.1f} | {r['val_rmse']:.4f} |"
         )
     return "\n".join(lines)
 
