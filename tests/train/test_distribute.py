@@ -8,11 +8,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
+from cflib.config import TrainConfig
 from cflib.errors import ConfigError
-from cflib.models.catalog import ROW_LOOKUPS_PER_BATCH
+from cflib.models.catalog import ROW_LOOKUPS_PER_BATCH, build_model, resolve
 from cflib.train.distribute import (
     BATCH_PER_REPLICA,
     GROWTH_ENV,
@@ -23,8 +25,10 @@ from cflib.train.distribute import (
     device_batch,
     device_kind,
     enable_memory_growth,
+    mirror_over,
     split_device,
 )
+from cflib.train.epochs import compile_model
 
 NETFLIX = {"n_users": 480_189, "n_items": 17_770}
 GPU = "/job:localhost/replica:0/task:0/device:GPU:0"
@@ -181,3 +185,25 @@ def test_tables_and_steps_on_each_logical_device() -> None:
         assert table["same"] and table["changed"], name  # the step updated both alike
     for name, acc in accumulators.items():
         assert acc["devices"] == cpus and acc["same"] and acc["nonzero"], name
+
+
+def test_one_device_mirrored_trains_with_xla() -> None:
+    """One GPU is a MirroredStrategy over one device, with the model's and the optimizer's
+    XLA functions on (as ``num_replicas_in_sync == 1``): the same set-up on the CPU."""
+    strategy = mirror_over("CPU")
+    assert strategy.num_replicas_in_sync == 1
+    assert describe(strategy) == "MirroredStrategy over 1 CPU device"
+    cfg = resolve(TrainConfig(embedding_dim=4, batch_size=64), n_users=50, n_items=40)
+    with strategy.scope():
+        model = build_model(cfg, n_users=50, n_items=40, global_mean=3.5)
+    assert model.xla  # as the trainer leaves it with one replica
+    compile_model(model, cfg, strategy, train_batches=4)
+    before = [np.array(w) for w in model.get_weights()]
+    rng = np.random.default_rng(0)
+    x = {"user": rng.integers(0, 50, 256, "int32"), "item": rng.integers(0, 40, 256, "int32")}
+    ds = tf.data.Dataset.from_tensor_slices((x, rng.uniform(1, 5, 256).astype("float32")))
+    with strategy.scope():
+        history = model.fit(ds.batch(64), epochs=1, shuffle=False, verbose=0).history
+    assert np.isfinite(history["loss"][-1])
+    after = model.get_weights()
+    assert all(not np.array_equal(b, a) for b, a in zip(before, after, strict=True))
