@@ -1,4 +1,5 @@
-"""The distribution strategy: one device, MirroredStrategy, or MultiWorkerMirroredStrategy."""
+"""The distribution strategy (one device, MirroredStrategy, MultiWorkerMirroredStrategy), the
+logical devices cut from one, GPU memory growth, and the batch a GPU needs."""
 
 from __future__ import annotations
 
