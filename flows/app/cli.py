@@ -156,7 +156,9 @@ def train(
     from cflib.train.preflight import check_inputs
     from flows.runtime import started
 
-    cfg = check_inputs(data, cfg)  # Fail fast, before a Prefect server starts; resolved.
+    # Fail fast, before a Prefect server starts. The options go on as given: training
+    # resolves them, and searches those left unset (--tune).
+    check_inputs(data, cfg)
     with started(tensorflow=True) as server_ready:
         from flows.train import run_train
 
@@ -169,8 +171,19 @@ def train(
             "epochs": summary["epochs_run"],
             "validation RMSE": f"{summary['val_rmse']:.4f}",
             "replicas": summary["replicas"],
+            "tuned": tuned(summary.get("tuning")),
         },
     )
+
+
+def tuned(tuning: dict[str, Any] | None) -> str:
+    """``train.json``'s ``tuning`` in words: the choice and its trials, or why none."""
+    if not tuning:
+        return "no"
+    if tuning["skipped"]:
+        return f"no ({tuning['skipped']})"
+    chosen = ", ".join(f"{k.replace('_', '-')} {v:g}" for k, v in tuning["chosen"].items())
+    return f"{chosen} (best of {len(tuning['trials'])} trials)"
 
 
 @app.command()
