@@ -250,13 +250,22 @@ def run_cfpipe(data: Path, run: Path) -> dict[str, Any]:
         "settings": (
             f"{cfg['model']}, dim {cfg['embedding_dim']}, l2 {cfg['l2']}, "
             f"batch {cfg['batch_size']:,}, {cfg['optimizer']} lr {cfg['learning_rate']}, "
-            f"at most {cfg['epochs']} epochs, patience {cfg['patience']}"
+            f"at most {cfg['epochs']} epochs, patience {cfg['patience']}, "
+            + _tuned(summary["tuning"])
         ),
         "baselines": {k: v["rmse"] for k, v in metrics["baselines"].items()},
         "oracle_rmse": metrics["oracle_rmse"],
         "train_rows": load_manifest(data).splits["train"].rows,
         "test_rows": metrics["n_test"],
     }
+
+
+def _tuned(tuning: dict[str, Any]) -> str:
+    """The validation search in a few words: its trials and choice, or why there was none."""
+    if tuning["skipped"]:
+        return f"no search ({tuning['skipped']})"
+    chosen = ", ".join(f"{k} {v:g}" for k, v in tuning["chosen"].items())
+    return f"searched: {chosen} chosen of {len(tuning['trials'])} trials"
 
 
 def main(argv: list[str]) -> None:

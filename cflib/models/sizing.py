@@ -31,10 +31,6 @@ MIN_VALIDATION_ROWS = 5_000
 #: The longest default budget; a larger one is asked for with ``--tune-budget``.
 MAX_DEFAULT_BUDGET = 3_600.0
 
-#: Ratings per user and per item (the sparser of the two) from which the embedding size
-#: of the catalogue doubles, and doubles again.
-DENSE = 100.0
-VERY_DENSE = 400.0
 #: At or above this many training ratings an epoch is long: patience 2, else 3.
 LONG_EPOCH_RATINGS = 5_000_000
 
@@ -59,16 +55,14 @@ class Shape:
 def shape_defaults(shape: Shape, base_dim: int) -> dict[str, int]:
     """The embedding size, epoch cap and patience for a dataset of this shape.
 
-    The embedding size is the model's catalogue size (``base_dim``) where the sparser side
-    has fewer than ``DENSE`` ratings a row, twice it from ``DENSE``, four times from
-    ``VERY_DENSE``: each row's factors are fitted from its ratings, so rows with many
-    can carry more. The epoch cap is 40 (early stopping ends runs well before it);
+    The embedding size is the model's catalogue size (``base_dim``): wider tables were
+    not better on the generated shapes of ``bench/peers.py`` (BENCHMARKS.md), so the
+    search tries half and twice it rather than the rule guessing. The epoch cap is 40
+    (early stopping ends runs well before it; a stronger L2 needs more than the old 20);
     patience is 3 epochs, 2 where an epoch is long (``LONG_EPOCH_RATINGS``).
     """
-    sparser = min(shape.per_user, shape.per_item)
-    factor = 4 if sparser >= VERY_DENSE else 2 if sparser >= DENSE else 1
     return {
-        "embedding_dim": base_dim * factor,
+        "embedding_dim": base_dim,
         "epochs": 40,
         "patience": 2 if shape.ratings >= LONG_EPOCH_RATINGS else 3,
     }
