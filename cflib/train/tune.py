@@ -247,16 +247,25 @@ def trial(
     return {"val_rmse": best, "epochs": epochs, "seconds": time.perf_counter() - start}
 
 
+class _StopOnRequest(keras.callbacks.Callback):
+    """Ends a trial's epoch at the next batch once a stop is requested (a trial keeps no
+    checkpoint: the run resumes at the start of the trial)."""
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if stop.requested() is not None:
+            self.model.stop_training = True
+
+
 def _val_rmse_per_epoch(
     model: keras.Model, inputs: TrainInputs, val_ds: Any, most: int
 ) -> Iterator[tuple[int, float]]:
     for epoch in range(min(most, sizing.TRIAL_EPOCHS)):
-        if (reason := stop.requested()) is not None:
-            raise stop.TrainingInterrupted(reason, None)
         with inputs.strategy.scope(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Your input ran out of data")
             fitted = model.fit(
                 inputs.train(epoch, 0), validation_data=val_ds, initial_epoch=epoch,
-                epochs=epoch + 1, shuffle=False, verbose=0,
+                epochs=epoch + 1, shuffle=False, verbose=0, callbacks=[_StopOnRequest()],
             )  # fmt: skip
+        if (reason := stop.requested()) is not None:
+            raise stop.TrainingInterrupted(reason, None)
         yield epoch, float(fitted.history["val_rmse"][-1])

@@ -14,7 +14,7 @@ from cflib.data.manifest import load_manifest
 from cflib.models import sizing
 from cflib.models.catalog import resolve, resolve_for
 from cflib.models.io import load_model
-from cflib.train import tune
+from cflib.train import stop, tune
 from cflib.train.loop import train
 from tests._planted import write_planted
 
@@ -159,3 +159,14 @@ def test_no_search_on_a_small_validation_split(planted: Path, tmp_path: Path) ->
     tuning = summary["tuning"]
     assert tuning["trials"] == [] and "too few to tell candidates apart" in tuning["skipped"]
     assert summary["config"] == summary["request"]
+
+
+def test_a_stop_request_ends_a_trial_at_its_next_batch(planted: Path) -> None:
+    import tensorflow as tf
+
+    manifest = load_manifest(planted)
+    cfg = resolve_for(TrainConfig(embedding_dim=4, batch_size=500, epochs=3), manifest)
+    with stop.listening(), pytest.raises(stop.TrainingInterrupted) as stopped:
+        stop.request("SIGTERM")
+        tune.trial(cfg, manifest, planted, tf.distribute.get_strategy(), None, False)
+    assert stopped.value.reason == "SIGTERM" and stopped.value.checkpoint is None
