@@ -172,7 +172,7 @@ def choose(
         "planned_trials": planned, "trials": [], "chosen": {}, "skipped": None,
     }  # fmt: skip
     if skip is None:
-        skip = _why_not(cfg, fields, validation, planned, per_trial)
+        skip = _why_not(asked, cfg, fields, validation, planned, per_trial)
     if skip is not None:
         tuning["skipped"] = skip
         if cfg.tune:
@@ -191,12 +191,19 @@ def choose(
 
 
 def _why_not(
-    cfg: TrainConfig, fields: tuple[str, ...], validation: int, planned: int, per_trial: float
+    asked: TrainConfig,
+    cfg: TrainConfig,
+    fields: tuple[str, ...],
+    validation: int,
+    planned: int,
+    per_trial: float,
 ) -> str | None:
     if not cfg.tune:
         return "--no-tune"
     if not fields:
-        return "--embedding-dim and --l2 given" if cfg.l2 else "--embedding-dim given"
+        given = [f"--{f.replace('_', '-')}" for f in SEARCHED if getattr(asked, f) is not None]
+        unset_l2 = "" if asked.l2 is not None else f"; --model {cfg.model} has no L2 to tune"
+        return f"{' and '.join(given)} given{unset_l2}"
     if validation < sizing.MIN_VALIDATION_ROWS:
         return (
             f"{validation:,} validation ratings, fewer than {sizing.MIN_VALIDATION_ROWS:,}: "

@@ -85,8 +85,8 @@ def test_train_json(planted: Path, trained: tuple[Path, dict]) -> None:
     assert summary["run_id"] == "test-run"
     assert summary["model"] == "biased-mf"
     assert summary["config"] == resolve_for(CFG, load_manifest(planted)).identity()
-    assert summary["request"] == summary["config"]  # 3,000 validation ratings: no search
-    assert "too few to tell candidates apart" in summary["tuning"]["skipped"]
+    assert summary["request"] == summary["config"]
+    assert summary["tuning"]["skipped"] == "--embedding-dim and --l2 given"
     assert summary["resumed"] is None and summary["input"] == "stream"
     assert summary["dataset"] == "planted"
     assert summary["data_dir"] == str(planted.absolute())
