@@ -171,12 +171,12 @@ def train(
             "epochs": summary["epochs_run"],
             "validation RMSE": f"{summary['val_rmse']:.4f}",
             "replicas": summary["replicas"],
-            "tuned": tuned(summary.get("tuning")),
+            "tuned": _tuned(summary.get("tuning")),
         },
     )
 
 
-def tuned(tuning: dict[str, Any] | None) -> str:
+def _tuned(tuning: dict[str, Any] | None) -> str:
     """``train.json``'s ``tuning`` in words: the choice and its trials, or why none."""
     if not tuning:
         return "no"
