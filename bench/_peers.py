@@ -233,6 +233,7 @@ def run_cfpipe(data: Path, run: Path) -> dict[str, Any]:
 
     from cflib.config import EvaluateConfig, TrainConfig
     from cflib.evaluate.scoring import evaluate
+    from cflib.evaluate.summary import tuning_words
     from cflib.train.loop import train  # TensorFlow loads here, before the clock starts
 
     shutil.rmtree(run, ignore_errors=True)
@@ -251,21 +252,13 @@ def run_cfpipe(data: Path, run: Path) -> dict[str, Any]:
             f"{cfg['model']}, dim {cfg['embedding_dim']}, l2 {cfg['l2']}, "
             f"batch {cfg['batch_size']:,}, {cfg['optimizer']} lr {cfg['learning_rate']}, "
             f"at most {cfg['epochs']} epochs, patience {cfg['patience']}, "
-            + _tuned(summary["tuning"])
+            + f"searched: {tuning_words(summary['tuning'])}"
         ),
         "baselines": {k: v["rmse"] for k, v in metrics["baselines"].items()},
         "oracle_rmse": metrics["oracle_rmse"],
         "train_rows": load_manifest(data).splits["train"].rows,
         "test_rows": metrics["n_test"],
     }
-
-
-def _tuned(tuning: dict[str, Any]) -> str:
-    """The validation search in a few words: its trials and choice, or why there was none."""
-    if tuning["skipped"]:
-        return f"no search ({tuning['skipped']})"
-    chosen = ", ".join(f"{k} {v:g}" for k, v in tuning["chosen"].items())
-    return f"searched: {chosen} chosen of {len(tuning['trials'])} trials"
 
 
 def main(argv: list[str]) -> None:

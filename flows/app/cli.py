@@ -22,6 +22,7 @@ from cflib.config import (
 )
 from cflib.errors import CfpipeError
 from cflib.evaluate import report
+from cflib.evaluate.summary import tuning_words
 from cflib.train import stop
 from flows.app import prepare
 from flows.app.deploy_commands import deploy_app, server
@@ -171,19 +172,9 @@ def train(
             "epochs": summary["epochs_run"],
             "validation RMSE": f"{summary['val_rmse']:.4f}",
             "replicas": summary["replicas"],
-            "tuned": _tuned(summary.get("tuning")),
+            "tuned": tuning_words(summary.get("tuning")),
         },
     )
-
-
-def _tuned(tuning: dict[str, Any] | None) -> str:
-    """``train.json``'s ``tuning`` in words: the choice and its trials, or why none."""
-    if not tuning:
-        return "no"
-    if tuning["skipped"]:
-        return f"no ({tuning['skipped']})"
-    chosen = ", ".join(f"{k.replace('_', '-')} {v:g}" for k, v in tuning["chosen"].items())
-    return f"{chosen} (best of {len(tuning['trials'])} trials)"
 
 
 @app.command()
