@@ -241,7 +241,9 @@ def _verdict(results: dict[str, dict[str, Any]]) -> list[str]:
     out.append(
         "Training wall time: the fit alone for the peers (building their own structures "
         "from the arrays shown apart), `train()` for cfpipe (reading Parquet, validation "
-        "every epoch, checkpoints, saving the model). vs cfpipe: the peer's RMSE minus "
+        "every epoch, checkpoints, saving the model, and the validation search before it: "
+        "its trials are planned at 1M ratings/s, so they take longer on a loaded machine). "
+        "vs cfpipe: the peer's RMSE minus "
         "cfpipe's (positive: cfpipe ahead). Each measure ran in a process of its "
         "own, one after the other; predictions clipped to [1, 5]. Surprise fits on one "
         "thread; LIBMF and TensorFlow use both cores. LIBMF's Python binding defaults to "
