@@ -235,6 +235,7 @@ def run_cfpipe(data: Path, run: Path) -> dict[str, Any]:
 
     from cflib.config import EvaluateConfig, TrainConfig
     from cflib.evaluate.scoring import evaluate
+    from cflib.evaluate.summary import tuning_words
     from cflib.train.loop import train  # TensorFlow loads here, before the clock starts
 
     shutil.rmtree(run, ignore_errors=True)
@@ -253,7 +254,8 @@ def run_cfpipe(data: Path, run: Path) -> dict[str, Any]:
         "settings": (
             f"{cfg['model']}, dim {cfg['embedding_dim']}, l2 {cfg['l2']}, "
             f"batch {cfg['batch_size']:,}, {cfg['optimizer']} lr {cfg['learning_rate']}, "
-            f"at most {cfg['epochs']} epochs, patience {cfg['patience']}"
+            f"at most {cfg['epochs']} epochs, patience {cfg['patience']}, "
+            + f"searched: {tuning_words(summary['tuning'])}"
         ),
         "baselines": {k: v["rmse"] for k, v in metrics["baselines"].items()},
         "oracle_rmse": metrics["oracle_rmse"],

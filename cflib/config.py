@@ -154,12 +154,31 @@ class TrainConfig(_Stage):
     batch_size: int | None = Field(
         None, gt=0, le=1 << 22, description="Global batch size (default: per model)."
     )
-    epochs: int = Field(20, gt=0, le=10_000, description="Maximum number of epochs.")
-    patience: int = Field(2, ge=0, description="Epochs without validation improvement to stop.")
+    epochs: int | None = Field(
+        None, gt=0, le=10_000, description="Maximum number of epochs (default: from the data)."
+    )
+    patience: int | None = Field(
+        None,
+        ge=0,
+        le=10_000,
+        description="Epochs without validation improvement to stop (default: from the data).",
+    )
     refit: bool = Field(
         True,
         description="Then retrain on train + validation for the epoch count that early "
         "stopping chose; that model is the run's.",
+    )
+    tune: bool = Field(
+        True,
+        description="Choose the embedding size and L2 not given by a short validation "
+        "search within --tune-budget.",
+    )
+    tune_budget: float | None = Field(
+        None,
+        gt=0,
+        le=86_400,
+        description="Seconds the search may plan for, at a nominal speed, so the trials are "
+        "the same on any machine (default: from the data's size).",
     )
     seed: int = Field(0, ge=0, description="Seed of initialization and shuffling.")
     replicas: int = Field(

@@ -19,7 +19,7 @@ from cflib import registry
 from cflib.config import PipelineConfig
 from cflib.data.manifest import load_manifest
 from cflib.evaluate.summary import stage_lines
-from cflib.models.catalog import resolve
+from cflib.models.catalog import resolve_for
 from cflib.train import runs
 from flows.evaluate_publish import run_evaluate, run_publish
 from flows.ingest import run_ingest
@@ -58,8 +58,9 @@ def _pipeline(params: PipelineParams) -> dict[str, Any]:
     ingested = run_ingest(params.source, data, config.ingest)
     manifest = load_manifest(data)
     fingerprint = manifest.fingerprint
-    # Once: train.json records the resolved config (the default batch depends on the data).
-    train_cfg = resolve(config.train, n_users=manifest.n_users, n_items=manifest.n_items)
+    # What train.json records as its request: the options resolved for this data (the
+    # defaults depend on it), before the validation search chooses any.
+    train_cfg = resolve_for(config.train, manifest)
     done = runs.find_trained(root / RUNS_DIR, fingerprint, train_cfg.identity())
     if done is None:
         # An interrupted training of the same data and config resumes from its checkpoint.
@@ -68,7 +69,7 @@ def _pipeline(params: PipelineParams) -> dict[str, Any]:
         run = str(root / RUNS_DIR / run_id)
         if interrupted is not None:
             logger.info("training resumes %s, interrupted before it finished", run)
-        run_train(data, run, train_cfg, run_id)
+        run_train(data, run, config.train, run_id)  # as given: the search needs to know
     else:
         run = str(done)
         logger.info("training skipped: %s was trained on the same data and config", run)

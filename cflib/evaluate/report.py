@@ -218,6 +218,30 @@ def _data_section(manifest: Manifest) -> Section:
     return Section("Data", blocks)
 
 
+def _tuning_section(tuning: dict[str, Any] | None) -> Section | None:
+    """The validation search's trials and choice (``train.json``'s ``tuning``)."""
+    if not tuning or (tuning["skipped"] == "--no-tune"):
+        return None
+    if tuning["skipped"]:
+        return Section("Validation search", [f"No search: {tuning['skipped']}."])
+    fields = tuning["searched"]
+    rows = [
+        [str(i), *(f"{t['values'][f]:g}" for f in fields), f"{t['val_rmse']:.4f}",
+         str(t["epochs"]), f"{t['seconds']:.1f}"]
+        for i, t in enumerate(tuning["trials"], 1)
+    ]  # fmt: skip
+    chosen = ", ".join(f"{k} {v:g}" for k, v in tuning["chosen"].items())
+    return Section(
+        "Validation search",
+        [
+            f"{len(rows)} trials of at most {tuning['planned_trials']} (`--tune-budget "
+            f"{tuning['budget']:g}`), each trained on the train split and scored on the "
+            f"validation split; chosen: {chosen}.",
+            Table(["trial", *fields, "validation RMSE", "epochs", "seconds"], rows),
+        ],
+    )
+
+
 def build(metrics: dict[str, Any], summary: dict[str, Any], manifest: Manifest) -> list[Section]:
     """The report's sections, in order."""
     sections = [_metrics_section(metrics), _training_section(summary)]
@@ -225,6 +249,9 @@ def build(metrics: dict[str, Any], summary: dict[str, Any], manifest: Manifest) 
     if segments is not None:
         sections.append(segments)
     sections.append(_data_section(manifest))
+    tuning = _tuning_section(summary.get("tuning"))
+    if tuning is not None:
+        sections.append(tuning)
     sections.append(Section("Configuration", code=json.dumps(summary["config"], indent=2)))
     return sections
 

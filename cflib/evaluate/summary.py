@@ -47,3 +47,14 @@ def stage_lines(
         f"evaluate: test RMSE {metrics['rmse']:.4f}{versus} over {metrics['n_test']:,} ratings",
         last,
     ]
+
+
+def tuning_words(tuning: dict[str, Any] | None) -> str:
+    """``train.json``'s ``tuning`` in words: the search's choice and its trials
+    (``embedding-dim 32, l2 0.05 (best of 5 trials)``), or ``no (why)``."""
+    if not tuning:
+        return "no"
+    if tuning["skipped"]:
+        return f"no ({tuning['skipped']})"
+    chosen = ", ".join(f"{k.replace('_', '-')} {v:g}" for k, v in tuning["chosen"].items())
+    return f"{chosen} (best of {len(tuning['trials'])} trials)"

@@ -17,11 +17,13 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from cflib.errors import ConfigError
+from cflib.models import sizing
 
 if TYPE_CHECKING:
     import keras
 
     from cflib.config import TrainConfig
+    from cflib.data.manifest import Manifest
     from cflib.data.side import SideFeatures
     from cflib.models.dot import DotModel
 
@@ -107,28 +109,49 @@ def spec_of(name: str) -> ModelSpec:
         ) from None
 
 
+#: Without the data's sizes: the epoch cap and patience (``sizing.shape_defaults`` sets
+#: them from the data).
+EPOCHS, PATIENCE = 20, 2
+#: The options the validation search chooses when the user leaves them unset
+#: (``cflib.train.tune``).
+SEARCHED = ("embedding_dim", "l2")
+
+
 def resolve(
-    cfg: TrainConfig, *, n_users: int | None = None, n_items: int | None = None
+    cfg: TrainConfig,
+    *,
+    n_users: int | None = None,
+    n_items: int | None = None,
+    n_ratings: int | None = None,
+    n_validation: int | None = None,
 ) -> TrainConfig:
     """``cfg`` with every ``None`` replaced by the model's default.
 
     ``l2_user``, ``l2_item`` and ``l2_bias`` default to ``l2``; the learning rate to the
     optimizer's default (``LEARNING_RATES``). Given the dataset's sizes, the default batch
     is at most ``ROW_LOOKUPS_PER_BATCH`` times the smaller of ``n_users`` and ``n_items``
-    (a multiple of 64, so it splits over replicas). A resolved config resolves to itself,
-    so a run's stored config can be passed back in.
+    (a multiple of 64, so it splits over replicas); given the train split's ratings too,
+    the embedding size, epoch cap and patience follow the data's shape
+    (``sizing.shape_defaults``), and with the validation split's ratings the search's
+    budget (``sizing.default_budget``). A resolved config resolves to itself, so a run's
+    stored config can be passed back in.
 
     Raises:
         ConfigError: an unknown model, or an option set that the model does not use
             (``--hidden`` or ``--dropout`` for ``dot`` or ``biased-mf``).
     """
-    defaults = spec_of(cfg.model).defaults
+    defaults = dict(spec_of(cfg.model).defaults)
     for option in _MLP_OPTIONS:
         if getattr(cfg, option) is not None and option not in defaults:
             users = ", ".join(k for k, v in DEFAULTS.items() if option in v)
             raise ConfigError(
                 f"--{option} does not apply to --model {cfg.model}; it applies to {users}"
             )
+    defaults.update(epochs=EPOCHS, patience=PATIENCE)
+    shape = None
+    if n_users and n_items and n_ratings:
+        shape = sizing.Shape(n_ratings, n_users, n_items)
+        defaults.update(sizing.shape_defaults(shape, defaults["embedding_dim"]))
     values = cfg.model_dump()
     for key, value in defaults.items():
         if values[key] is None:
@@ -140,7 +163,21 @@ def resolve(
             values[key] = values["l2"]
     if values["learning_rate"] is None:
         values["learning_rate"] = LEARNING_RATES[cfg.optimizer]
+    if values["tune_budget"] is None and shape is not None and n_validation is not None:
+        values["tune_budget"] = sizing.default_budget(shape, n_validation, values["epochs"])
     return type(cfg)(**values)
+
+
+def resolve_for(cfg: TrainConfig, manifest: Manifest) -> TrainConfig:
+    """``resolve`` with a dataset's sizes: its users and items, its train and validation
+    ratings."""
+    return resolve(
+        cfg,
+        n_users=manifest.n_users,
+        n_items=manifest.n_items,
+        n_ratings=manifest.splits["train"].rows,
+        n_validation=manifest.splits["validation"].rows,
+    )
 
 
 def build_model(

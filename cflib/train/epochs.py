@@ -169,7 +169,7 @@ def _epochs(
     until ``cfg.epochs`` or early stopping, the best epoch's weights kept. Refit: its
     ``refit_epochs``. A diverged epoch is trained again from its start at half the
     learning rate (``cflib.train.guard``)."""
-    assert cfg.batch_size is not None
+    assert cfg.batch_size is not None and cfg.epochs is not None and cfg.patience is not None
     state = run.state
     val_ds = fit.inputs.validation() if validate and not fit.validate else None
     most = cfg.epochs if validate else state.refit_epochs

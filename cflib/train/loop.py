@@ -25,9 +25,9 @@ from cflib.config import TrainConfig
 from cflib.data.manifest import Manifest
 from cflib.data.side import SideFeatures, load_side_features
 from cflib.fsutil import exclusive, naming
-from cflib.models.catalog import build_model, resolve, spec_of
+from cflib.models.catalog import build_model, resolve_for, spec_of
 from cflib.models.io import save_model
-from cflib.train import guard, runs, stop
+from cflib.train import guard, runs, stop, tune
 from cflib.train.checkpoint import (
     BEST_WEIGHTS,
     CHECKPOINT_DIR,
@@ -128,15 +128,14 @@ def train(
     data_dir = Path(data_dir).absolute()
     out_dir = Path(out_dir)
     manifest = trainable_manifest(data_dir)
-    # A no-op on the resolved config the CLI and the flows pass.
-    cfg = resolve(cfg, n_users=manifest.n_users, n_items=manifest.n_items)
+    asked, cfg = cfg, resolve_for(cfg, manifest)  # the search chooses what ``asked`` leaves unset
     cluster = cluster_from_env()
     # One writer per run directory: a second training into it would take the first
     # one's checkpoints for an interrupted run and write over them.
     lock = exclusive(out_dir.absolute(), "--out")
     with lock if cluster is None or cluster.is_chief else contextlib.nullcontext(), naming(out_dir):
         return _train(
-            data_dir, out_dir, cfg, manifest, cluster,
+            data_dir, out_dir, cfg, manifest, cluster, asked=asked,
             run_id=run_id, in_memory=in_memory, on_epoch=on_epoch, start=start,
         )  # fmt: skip
 
@@ -148,6 +147,7 @@ def _train(
     manifest: Manifest,
     cluster: Cluster | None,
     *,
+    asked: TrainConfig,
     run_id: str | None,
     in_memory: bool,
     on_epoch: OnEpoch | None,
@@ -162,6 +162,10 @@ def _train(
     replicas = strategy.num_replicas_in_sync
     check_batch(cfg.batch_size, replicas, splits["train"].rows, splits["validation"].rows)
     advise_batch(strategy, cfg.batch_size, n_users=manifest.n_users, n_items=manifest.n_items)
+    request = cfg
+    with stop.listening():  # a stop request ends the search after its finished trials
+        cfg, tuning = _tuned(asked, cfg, manifest, data_dir, run, strategy, side, in_memory)
+    assert cfg.batch_size is not None
     keras.utils.set_random_seed(cfg.seed)
 
     def make_inputs(fit_on: tuple[str, ...]) -> TrainInputs:
@@ -196,6 +200,8 @@ def _train(
         train_phases(fit, run, cfg, on_epoch)
     summary = train_summary(run.run_id, cfg, manifest, data_dir, run.state, strategy, cluster)
     summary.update(
+        request=request.identity(),
+        tuning=tuning,
         seconds=time.perf_counter() - start,
         resumed=run.resumed,
         input="memory" if in_memory else "stream",
@@ -209,6 +215,33 @@ def _train(
         summary["seconds"],
     )  # fmt: skip
     return summary
+
+
+def _tuned(
+    asked: TrainConfig,
+    cfg: TrainConfig,
+    manifest: Manifest,
+    data_dir: Path,
+    run: Run,
+    strategy: tf.distribute.Strategy,
+    side: SideFeatures | None,
+    in_memory: bool,
+) -> tuple[TrainConfig, dict[str, Any]]:
+    """The config to train with, after the validation search (``cflib.train.tune``), and
+    ``train.json``'s ``tuning``."""
+    skip = None
+    if cluster_from_env() is not None:
+        skip = "multi-worker training: every worker would have to run the same trials"
+    elif run.state.weights and not (run.ckpt_dir / tune.TUNE_FILE).is_file():
+        skip = "resumed a run that trained without a search"
+
+    def make_cfg(values: tune.Candidate) -> TrainConfig:
+        return resolve_for(asked.model_copy(update=values), manifest)
+
+    def trainer(values: tune.Candidate) -> dict[str, Any]:
+        return tune.trial(make_cfg(values), manifest, data_dir, strategy, side, in_memory)
+
+    return tune.choose(asked, cfg, manifest, make_cfg, trainer, ckpt_dir=run.ckpt_dir, skip=skip)
 
 
 def _side_features(cfg: TrainConfig, manifest: Manifest, data_dir: Path) -> SideFeatures | None:

@@ -147,6 +147,7 @@ def learning_rate(cfg: TrainConfig, lr: float, steps_per_epoch: int) -> Any:
     if cfg.lr_schedule == "constant":
         return lr
     if cfg.lr_schedule == "cosine":
+        assert cfg.epochs is not None  # resolved
         return keras.optimizers.schedules.CosineDecay(
             lr, decay_steps=steps_per_epoch * cfg.epochs, alpha=0.01
         )

@@ -10,7 +10,7 @@ from pathlib import Path
 from cflib.config import TrainConfig
 from cflib.data.manifest import Manifest, load_manifest
 from cflib.errors import DatasetError
-from cflib.models.catalog import resolve, spec_of
+from cflib.models.catalog import resolve_for, spec_of
 
 
 def trainable_manifest(data_dir: Path) -> Manifest:
@@ -40,7 +40,7 @@ def check_inputs(data_dir: Path, cfg: TrainConfig) -> TrainConfig:
     from cflib.data.side import load_side_features
 
     manifest = trainable_manifest(data_dir)
-    cfg = resolve(cfg, n_users=manifest.n_users, n_items=manifest.n_items)
+    cfg = resolve_for(cfg, manifest)
     if spec_of(cfg.model).side_features:
         load_side_features(data_dir, n_users=manifest.n_users, n_items=manifest.n_items)
     return cfg

@@ -105,10 +105,12 @@ def _records(path: Path, data_fingerprint: str, config: dict[str, Any]) -> bool:
         found = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
+    # train.json's ``config`` is what trained (the search's choice in it); ``request``
+    # the options before the search, as a rerun resolves them (run.json's ``config``).
     return (
         isinstance(found, dict)
         and found.get("data_fingerprint") == data_fingerprint
-        and found.get("config") == config
+        and found.get("request", found.get("config")) == config
     )
 
 

@@ -22,6 +22,7 @@ from cflib.config import (
 )
 from cflib.errors import CfpipeError
 from cflib.evaluate import report
+from cflib.evaluate.summary import tuning_words
 from cflib.train import stop
 from flows.app import prepare
 from flows.app.deploy_commands import deploy_app, server
@@ -156,7 +157,9 @@ def train(
     from cflib.train.preflight import check_inputs
     from flows.runtime import started
 
-    cfg = check_inputs(data, cfg)  # Fail fast, before a Prefect server starts; resolved.
+    # Fail fast, before a Prefect server starts. The options go on as given: training
+    # resolves them, and searches those left unset (--tune).
+    check_inputs(data, cfg)
     with started(tensorflow=True) as server_ready:
         from flows.train import run_train
 
@@ -169,6 +172,7 @@ def train(
             "epochs": summary["epochs_run"],
             "validation RMSE": f"{summary['val_rmse']:.4f}",
             "replicas": summary["replicas"],
+            "tuned": tuning_words(summary.get("tuning")),
         },
     )
 

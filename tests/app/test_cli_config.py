@@ -150,3 +150,41 @@ def test_a_timeout_out_of_range_in_the_file_names_the_stage(
     assert cli.main(argv) == 2 and not captured
     err = capsys.readouterr().err.strip()
     assert err == f"cfpipe: error: --config {path}: publish.timeout: Input should be greater than 0"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--tune-budget", "0", "--tune-budget 0.0: Input should be greater than 0"),
+        ("--tune-budget", "-5", "--tune-budget -5.0: Input should be greater than 0"),
+        ("--tune-budget", "1e9", "--tune-budget 1000000000.0: Input should be less than or"),
+        ("--patience", "-1", "--patience -1: Input should be greater than or equal to 0"),
+    ],
+)
+@pytest.mark.parametrize("command", ["train", "run"])
+def test_a_search_option_out_of_range_is_one_line_naming_it(
+    tmp_path: Path,
+    captured: list[PipelineConfig],
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    option: str,
+    value: str,
+    message: str,
+) -> None:
+    where = [str(tmp_path / "data"), "--out", str(tmp_path / "run")]
+    assert cli.main([command, *where, option, value]) == 2 and not captured
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"cfpipe: error: {message}"), err
+
+
+def test_the_search_options_reach_the_pipeline_config(
+    tmp_path: Path, captured: list[PipelineConfig]
+) -> None:
+    path = tmp_path / "cfg.yaml"
+    path.write_text("train: {tune_budget: 30, tune: true}\n")
+    argv = ["run", str(tmp_path), "--out", str(tmp_path / "w"), "--config", str(path)]
+    assert cli.main([*argv, "--no-tune"]) == 0
+    assert cli.main(argv) == 0
+    typed, from_file = captured
+    assert (typed.train.tune, typed.train.tune_budget) == (False, 30)  # typed beats file
+    assert (from_file.train.tune, from_file.train.tune_budget) == (True, 30)

@@ -62,6 +62,11 @@ def test_repository_deployments_build_and_validate(shipped_env: Path) -> None:
 
     schema = parameter_schema(pipeline_flow.fn)
     assert list(schema.properties) == ["params"] and nightly.enforce_parameter_schema
+    # The search's options are fields of the form's train section, with their limits.
+    train = schema.model_dump()["definitions"]["TrainConfig"]["properties"]
+    assert train["tune"]["default"] is True
+    assert any(branch.get("exclusiveMinimum") == 0 for branch in train["tune_budget"]["anyOf"])
+    assert nightly.parameters["params"]["config"]["train"]["tune_budget"] == 3600
 
 
 def test_serve_check_names_the_unset_variable_or_the_missing_source(

@@ -37,7 +37,7 @@ COMMAND_ONLY = {"--out", "--run-id", "--registry"}
 #: Defaults that the README words, for a field left at None and filled in later.
 FILLED_IN = {
     "none", "source directory name", "per model", "per optimizer", "`--l2`",
-    "per model, else `--l2`",
+    "per model, else `--l2`", "from the data",
 }  # fmt: skip
 
 

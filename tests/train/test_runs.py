@@ -56,6 +56,16 @@ def test_changed_options_or_data_train_again(tmp_path: Path) -> None:
     assert runs.find_trained(tmp_path / "missing", "fp-1", CONFIG) is None
 
 
+def test_a_tuned_run_is_found_by_its_options_before_the_search(tmp_path: Path) -> None:
+    """train.json's ``config`` holds the search's choice; a rerun resolves the options as
+    they were asked (``request``), and must find the run by those."""
+    run = trained_run(tmp_path, "20261101T000000Z-aaaaaa", {**CONFIG, "embedding_dim": 64})
+    summary = json.loads((run / schema.TRAIN_SUMMARY_FILE).read_text())
+    (run / schema.TRAIN_SUMMARY_FILE).write_text(json.dumps({**summary, "request": CONFIG}))
+    assert runs.find_trained(tmp_path, "fp-1", CONFIG) == run
+    assert runs.find_trained(tmp_path, "fp-1", {**CONFIG, "embedding_dim": 64}) is None
+
+
 def test_a_crashed_training_is_not_taken_for_a_finished_one(tmp_path: Path) -> None:
     # Killed mid-run: checkpoints, no train.json.
     (tmp_path / "20261101T000000Z-aaaaaa" / "checkpoints").mkdir(parents=True)

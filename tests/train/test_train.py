@@ -16,8 +16,9 @@ import tensorflow as tf
 
 from cflib import schema
 from cflib.config import TrainConfig
+from cflib.data.manifest import load_manifest
 from cflib.errors import ConfigError, DatasetError
-from cflib.models.catalog import resolve
+from cflib.models.catalog import resolve_for
 from cflib.models.io import load_model
 from cflib.train.distribute import configure_devices
 from cflib.train.loop import train
@@ -83,7 +84,9 @@ def test_train_json(planted: Path, trained: tuple[Path, dict]) -> None:
     assert json.loads((out / schema.TRAIN_SUMMARY_FILE).read_text()) == summary
     assert summary["run_id"] == "test-run"
     assert summary["model"] == "biased-mf"
-    assert summary["config"] == resolve(CFG).identity()
+    assert summary["config"] == resolve_for(CFG, load_manifest(planted)).identity()
+    assert summary["request"] == summary["config"]
+    assert summary["tuning"]["skipped"] == "--embedding-dim and --l2 given"
     assert summary["resumed"] is None and summary["input"] == "stream"
     assert summary["dataset"] == "planted"
     assert summary["data_dir"] == str(planted.absolute())

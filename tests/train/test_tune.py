@@ -1,0 +1,172 @@
+"""The validation search (``--tune``): the candidates, the budget in trials, the choice,
+the user's flags kept, the record in ``train.json``, and resuming a search."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cflib.config import TrainConfig
+from cflib.data.manifest import load_manifest
+from cflib.models import sizing
+from cflib.models.catalog import resolve, resolve_for
+from cflib.models.io import load_model
+from cflib.train import stop, tune
+from cflib.train.loop import train
+from tests._planted import write_planted
+
+
+def _scored(scores: dict[tuple[Any, ...], float]) -> tuple[tune.Trainer, list[dict]]:
+    """A trainer that scores each candidate from ``scores`` (by its values), and its calls."""
+    calls: list[dict] = []
+
+    def trainer(values: tune.Candidate) -> dict[str, Any]:
+        calls.append(dict(values))
+        val = scores.get(tuple(sorted(values.items())), 1.0)
+        return {"val_rmse": val, "epochs": 1, "seconds": 0.0}
+
+    return trainer, calls
+
+
+def test_candidates_move_from_the_best_so_far() -> None:
+    centre = {"embedding_dim": 32, "l2": 0.05}
+    fields = ("embedding_dim", "l2")
+    # L2 halved is the best so far: the next moves start from it.
+    trainer, calls = _scored({(("embedding_dim", 32), ("l2", 0.025)): 0.5})
+    trials = tune.search(centre, fields, sizing.MAX_TRIALS, trainer)
+    assert calls == [
+        {"embedding_dim": 32, "l2": 0.05},
+        {"embedding_dim": 32, "l2": 0.025},  # doubling the best is the centre: not again
+        {"embedding_dim": 16, "l2": 0.025},
+        {"embedding_dim": 64, "l2": 0.025},
+        {"embedding_dim": 32, "l2": 0.0175},
+        {"embedding_dim": 32, "l2": 0.035},
+    ]
+    assert [t["values"] for t in trials] == calls
+
+
+def test_the_budget_counts_trials() -> None:
+    trainer, calls = _scored({})
+    trials = tune.search({"embedding_dim": 32, "l2": 0.05}, ("embedding_dim", "l2"), 3, trainer)
+    assert len(trials) == len(calls) == 3
+    shape = sizing.Shape(ratings=1_000_000, users=6_000, items=4_000)
+    per_trial = sizing.trial_seconds(shape, 50_000, 40)
+    assert sizing.planned_trials(3 * per_trial + 0.1, shape, 50_000, 40) == 3
+    assert sizing.planned_trials(3 * per_trial - 0.1, shape, 50_000, 40) == 2
+    assert sizing.planned_trials(1e9, shape, 50_000, 40) == sizing.MAX_TRIALS
+
+
+def test_only_the_options_the_user_left_unset_are_searched() -> None:
+    def fields(**given: Any) -> tuple[str, ...]:
+        asked = TrainConfig(**given)
+        return tune.searched(asked, resolve(asked))
+
+    assert fields() == ("embedding_dim", "l2")
+    assert fields(l2=0.1) == ("embedding_dim",)
+    assert fields(embedding_dim=64) == ("l2",)
+    assert fields(embedding_dim=64, l2=0.1) == ()
+    assert fields(tune=False) == ()
+    assert fields(model="deep") == ("embedding_dim",)  # no L2 by default: none to tune
+    trainer, calls = _scored({})
+    tune.search({"embedding_dim": 32}, ("embedding_dim",), sizing.MAX_TRIALS, trainer)
+    assert calls == [{"embedding_dim": 32}, {"embedding_dim": 16}, {"embedding_dim": 64}]
+
+
+def test_a_resumed_search_does_not_redo_finished_trials(tmp_path: Path) -> None:
+    record = tmp_path / tune.TUNE_FILE
+    centre, fields = {"embedding_dim": 32, "l2": 0.05}, ("embedding_dim", "l2")
+    scores = {(("embedding_dim", 32), ("l2", 0.1)): 0.5}
+    first, first_calls = _scored(scores)
+    tune.search(centre, fields, 2, first, record)  # killed after two trials, say
+    assert json.loads(record.read_text())["trials"][1]["values"] == {
+        "embedding_dim": 32, "l2": 0.025,
+    }  # fmt: skip
+    again, again_calls = _scored(scores)
+    trials = tune.search(centre, fields, 5, again, record)
+    assert again_calls == [
+        {"embedding_dim": 32, "l2": 0.1},
+        {"embedding_dim": 16, "l2": 0.1},  # from the best, found after the resume
+        {"embedding_dim": 64, "l2": 0.1},
+    ]
+    assert [t["values"] for t in trials] == first_calls + again_calls
+
+
+def test_defaults_follow_the_data_shape() -> None:
+    def shaped(ratings: int, users: int, items: int) -> tuple[int | None, int | None, int | None]:
+        cfg = resolve(TrainConfig(), n_users=users, n_items=items, n_ratings=ratings)
+        return cfg.embedding_dim, cfg.epochs, cfg.patience
+
+    assert shaped(100_000, 5_000, 1_000) == (32, 40, 3)
+    assert shaped(855_000, 6_040, 3_706) == (32, 40, 3)  # MovieLens-1M-like
+    assert shaped(9_000_000, 480_000, 17_770) == (32, 40, 2)  # Netflix-like: long epochs
+    given = resolve(TrainConfig(embedding_dim=8, epochs=5), n_users=9, n_items=9, n_ratings=81)
+    assert (given.embedding_dim, given.epochs, given.patience) == (8, 5, 3)
+    budget = resolve(
+        TrainConfig(), n_users=6_040, n_items=3_706, n_ratings=855_000, n_validation=45_000
+    ).tune_budget
+    shape = sizing.Shape(855_000, 6_040, 3_706)
+    assert sizing.planned_trials(budget or 0, shape, 45_000, 40) == sizing.DEFAULT_TRIALS
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_planted(tmp_path_factory.mktemp("data") / "planted")
+
+
+def test_the_search_takes_the_better_candidate(
+    planted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Embedding size 1 against 8 on rank-4 planted data: 8 is clearly better; it is
+    tried second, so a search that kept its centre would fail. ``l2`` is given: kept."""
+    monkeypatch.setattr(sizing, "MIN_VALIDATION_ROWS", 0)  # the planted set is small
+    monkeypatch.setattr(tune, "MOVES", (("embedding_dim", 8.0), ("embedding_dim", 16.0)))
+    base = sizing.shape_defaults
+
+    def centre_one(shape: sizing.Shape, base_dim: int) -> dict[str, int]:
+        return {**base(shape, base_dim), "embedding_dim": 1}
+
+    monkeypatch.setattr(sizing, "shape_defaults", centre_one)
+    asked = TrainConfig(
+        learning_rate=0.1, batch_size=2000, epochs=3, l2=0.0, l2_bias=0.0, refit=False
+    )
+    manifest = load_manifest(planted)
+    shape = sizing.Shape(manifest.splits["train"].rows, manifest.n_users, manifest.n_items)
+    per_trial = sizing.trial_seconds(shape, manifest.splits["validation"].rows, 3)
+    # Two trials' budget: the third move (embedding size 16) is not made.
+    asked = asked.model_copy(update={"tune_budget": 2.5 * per_trial})
+    summary = train(planted, tmp_path / "run", asked, run_id="tuned")
+    tuning = summary["tuning"]
+    assert tuning["searched"] == ["embedding_dim"] and tuning["planned_trials"] == 2
+    assert [t["values"] for t in tuning["trials"]] == [{"embedding_dim": 1}, {"embedding_dim": 8}]
+    one, eight = (t["val_rmse"] for t in tuning["trials"])
+    assert eight < one - 0.05
+    assert tuning["chosen"] == {"embedding_dim": 8} and tuning["skipped"] is None
+    assert summary["config"]["embedding_dim"] == 8 and summary["config"]["l2"] == 0.0
+    assert summary["request"] == resolve_for(asked, manifest).identity()
+    assert summary["request"]["embedding_dim"] == 1
+    written = json.loads((tmp_path / "run" / "train.json").read_text())
+    assert written["tuning"] == json.loads(json.dumps(tuning))
+    assert load_model(tmp_path / "run" / "model.keras").user_embedding.output_dim == 8
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_no_search_on_a_small_validation_split(planted: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(embedding_dim=4, batch_size=2000, epochs=1, refit=False)
+    summary = train(planted, tmp_path / "run", cfg)
+    tuning = summary["tuning"]
+    assert tuning["trials"] == [] and "too few to tell candidates apart" in tuning["skipped"]
+    assert summary["config"] == summary["request"]
+
+
+def test_a_stop_request_ends_a_trial_at_its_next_batch(planted: Path) -> None:
+    import tensorflow as tf
+
+    manifest = load_manifest(planted)
+    cfg = resolve_for(TrainConfig(embedding_dim=4, batch_size=500, epochs=3), manifest)
+    with stop.listening(), pytest.raises(stop.TrainingInterrupted) as stopped:
+        stop.request("SIGTERM")
+        tune.trial(cfg, manifest, planted, tf.distribute.get_strategy(), None, False)
+    assert stopped.value.reason == "SIGTERM" and stopped.value.checkpoint is None
