@@ -11,7 +11,6 @@ predictions for ``qualifying.txt`` in the Prize's submission format.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -33,9 +32,10 @@ from cflib.evaluate.metrics import (
     Segments,
 )
 from cflib.evaluate.metrics import rmse as rmse
+from cflib.logs import stage_logger
 from cflib.train import runs
 
-log = logging.getLogger(__name__)
+log = stage_logger("evaluate")
 
 #: Shrinkage of the damped-mean bias baseline (ratings' worth of prior at the mean).
 ITEM_DAMPING = 25.0

@@ -3,7 +3,6 @@ renamed to ``--out``; or, after a failure, the stage removed."""
 
 from __future__ import annotations
 
-import logging
 import shutil
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -18,8 +17,9 @@ from cflib.ingest import quarantine
 from cflib.ingest.compact import Part
 from cflib.ingest.id_maps import IdMaps
 from cflib.ingest.plan import load_plan
+from cflib.logs import stage_logger
 
-log = logging.getLogger(__name__)
+log = stage_logger("ingest")
 
 
 def finalize(

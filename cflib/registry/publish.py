@@ -15,7 +15,6 @@ import fcntl
 import functools
 import importlib.metadata
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -30,6 +29,7 @@ from cflib.config import PublishConfig
 from cflib.data.manifest import Manifest, load_manifest
 from cflib.errors import ConfigError, DatasetError
 from cflib.fsutil import atomic_dir, naming, sha256_file
+from cflib.logs import stage_logger
 from cflib.registry import promote
 from cflib.registry.artifact import (
     ARTIFACT_FILE,
@@ -68,7 +68,7 @@ VERSIONED = (
     "dask",
     "pydantic",
 )
-log = logging.getLogger(__name__)
+log = stage_logger("publish")
 _LOCK_FILE = ".publish.lock"
 #: Dataset splits whose pairs go into ``seen.parquet`` (the test split stays unseen).
 SEEN_SPLITS = ("train", "validation")

@@ -9,7 +9,6 @@ variables). A run started again with the same ``--out`` resumes from ``state.jso
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import sys
@@ -23,9 +22,10 @@ import keras
 from cflib import schema
 from cflib.config import TrainConfig
 from cflib.errors import ConfigError
+from cflib.logs import stage_logger
 from cflib.train import runs, stop
 
-log = logging.getLogger(__name__)
+log = stage_logger("train")
 
 CHECKPOINT_DIR = runs.CHECKPOINT_DIR
 LOG_DIR = "logs"

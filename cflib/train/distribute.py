@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass
 
 import tensorflow as tf
 
 from cflib.errors import ConfigError
+from cflib.logs import stage_logger
 
-log = logging.getLogger(__name__)
+log = stage_logger("train")
 
 
 @dataclass(frozen=True)
