@@ -35,9 +35,13 @@ def finalize(
     split_info = {}
     for split in schema.SPLITS:
         mine = sorted((p for p in parts if p.split == split and p.file), key=lambda p: p.bucket)
+        lows = [p.rating_min for p in mine if p.rating_min is not None]
+        highs = [p.rating_max for p in mine if p.rating_max is not None]
         split_info[split] = SplitInfo(
             rows=sum(p.rows for p in mine),
             rating_sum=sum(p.rating_sum for p in mine),
+            rating_min=min(lows, default=None),
+            rating_max=max(highs, default=None),
             files=[p.file for p in mine if p.file],
         )
     rows = sum(info.rows for info in split_info.values())

@@ -106,7 +106,9 @@ def _point_latest(model_dir: Path, run_id: str) -> None:
     os.replace(tmp, model_dir / LATEST)
 
 
-def _export(staged: Path, global_mean: float) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _export(
+    staged: Path, global_mean: float, rating_range: tuple[float, float]
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The SavedModel and the numpy form, from the staged (already copied) Keras model
     and id maps; what each is, for ``artifact.json``."""
     from cflib.models.io import load_model
@@ -119,6 +121,7 @@ def _export(staged: Path, global_mean: float) -> tuple[dict[str, Any], dict[str,
         user_map=staged / schema.USER_MAP_FILE,
         item_map=staged / schema.ITEM_MAP_FILE,
         global_mean=global_mean,
+        rating_range=rating_range,
     )
     return serving, export_scoring(model, staged / SCORING_DIR)
 
@@ -142,7 +145,7 @@ def _build(
         name = DATA_MANIFEST_FILE if src.name == schema.MANIFEST_FILE else src.name
         files[name] = sha256_file(src)  # Of the source: verify checks the copy.
         shutil.copyfile(src, staged / name)
-    serving, scoring = _export(staged, global_mean)
+    serving, scoring = _export(staged, global_mean, manifest.rating_range)
     from cflib.registry.seen import write_seen
 
     parts = [p for s in SEEN_SPLITS for p in manifest.split_paths(data, s)]

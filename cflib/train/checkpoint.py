@@ -51,7 +51,8 @@ class TrainState:
         batch: batches of epoch ``epoch`` (0-based) already trained on.
         steps: optimizer steps taken in all.
         history: metric -> one value per completed epoch.
-        train_seconds: seconds of training steps per completed epoch.
+        train_seconds: seconds of training steps per completed epoch, compilation (the
+            first step's excess over the mean step, ``EpochLogger``) left out.
         best_epoch: 0-based epoch of the best validation RMSE (-1: none yet).
         best_val_rmse: that RMSE.
         wait: epochs since the best one.
@@ -288,45 +289,77 @@ class Checkpointer(keras.callbacks.Callback):
 
 
 class EpochLogger(keras.callbacks.Callback):
-    """Time the training steps of each epoch; log its losses, RMSEs and ratings/s (and
-    which phase it is, from ``state`` when given)."""
+    """Time the training steps of each epoch; log its loss, RMSEs and ratings/s (and
+    which phase it is, from ``state`` when given).
+
+    The ratings/s are measured from the end of the epoch's first step: that step also
+    traces and compiles the step function (seconds, against milliseconds for the
+    others), which would make the first epoch look many times slower than it trains.
+    The first step's excess over the epoch's mean step is logged apart as compilation
+    and left out of ``train_seconds``.
+    """
 
     def __init__(self, rows_per_batch: int, state: TrainState | None = None) -> None:
         super().__init__()
         self.rows_per_batch = rows_per_batch
         self.state = state
         self.train_seconds = 0.0
+        self.compile_seconds = 0.0
         self.batches = 0
         self._start = 0.0
+        self._first_end: float | None = None
         self._train_end: float | None = None
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._start = time.perf_counter()
-        self._train_end = None
+        self._first_end = self._train_end = None
         self.batches = 0
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self.batches += 1
+        if self._first_end is None:
+            self._first_end = time.perf_counter()
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
         if self._train_end is None:  # during fit, validation starts after training
             self._train_end = time.perf_counter()
 
+    def _timings(self, now: float) -> float:
+        """Set ``train_seconds`` and ``compile_seconds``; return the ratings/s after the
+        first step (over the whole epoch when it had one step)."""
+        end = self._train_end or now
+        total = end - self._start
+        if self._first_end is None or self.batches < 2:
+            self.compile_seconds, self.train_seconds = 0.0, total
+            return self.batches * self.rows_per_batch / max(total, 1e-9)
+        steady = max(end - self._first_end, 1e-9)
+        step = steady / (self.batches - 1)
+        self.compile_seconds = max(self._first_end - self._start - step, 0.0)
+        self.train_seconds = total - self.compile_seconds
+        return (self.batches - 1) * self.rows_per_batch / steady
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         now = time.perf_counter()
-        self.train_seconds = (self._train_end or now) - self._start
+        rate = self._timings(now)
         logs = logs or {}
         refit = self.state is not None and self.state.phase == "refit"
-        val = "" if "val_rmse" not in logs else f" val_rmse {logs['val_rmse']:.4f}"
+        val = "" if "val_rmse" not in logs else f", validation RMSE {logs['val_rmse']:.4f}"
+        compiling = (
+            f" (+{self.compile_seconds:.1f} s compiling)" if self.compile_seconds >= 0.05 else ""
+        )
+        # "loss" is what the optimizer minimizes: the squared error plus the L2 penalty, so
+        # it can rise while the RMSEs fall; users read the RMSEs.
         log.info(
-            "%sepoch %d: loss %.4f rmse %.4f%s, %.1f s, %.0f ratings/s",
+            "%sepoch %d: loss %.4f (squared error + L2 penalty), RMSE %.4f%s, %.1f s%s, "
+            "%.0f ratings/s",
             "refit " if refit else "",
             epoch + 1,
             logs.get("loss", float("nan")),
             logs.get("rmse", float("nan")),
             val,
-            now - self._start,
-            self.batches * self.rows_per_batch / max(self.train_seconds, 1e-9),
+            now - self._start - self.compile_seconds,
+            compiling,
+            rate,
         )
 
 
