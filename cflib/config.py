@@ -261,6 +261,7 @@ class TrainConfig(_Stage):
     )
     learning_rate: float | None = optional(
         "Learning rate",
+        "Step size of the optimizer. "
         f"Default: {_number(LEARNING_RATES['adagrad'])} with adagrad, "
         f"{_number(LEARNING_RATES['adam'])} with adam.",
         gt=0,
