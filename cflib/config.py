@@ -46,8 +46,8 @@ def _drop_null(schema: dict[str, Any]) -> None:
     """An optional field's JSON schema as its non-null branch, with no default.
 
     Prefect's form shows ``anyOf [X, null]`` as a type toggle whose null side reads
-    'Property is type "None"'; without the null branch the field is a plain input that,
-    left empty, is left out of the parameters, so pydantic's ``None`` default applies.
+    'Property is type "None"'; without the null branch the field is a plain input, and a
+    field left out of the parameters takes pydantic's ``None`` default.
     """
     branches = [b for b in schema.pop("anyOf", []) if b.get("type") != "null"]
     if len(branches) == 1:
@@ -61,7 +61,8 @@ def _drop_null(schema: dict[str, Any]) -> None:
 def optional(title: str, description: str, **constraints: Any) -> Any:
     """A field that is ``None`` until a stage fills it in; ``description`` ends with its
     default in words ("Default: ...")."""
-    assert "Default: " in description, description
+    if "Default: " not in description:
+        raise ValueError(f"{title}: an optional field's description says its default")
     return Field(
         None, title=title, description=description, json_schema_extra=_drop_null, **constraints
     )
@@ -103,18 +104,12 @@ def _timeout(stage: str) -> Any:
     )
 
 
-def error_lines(exc: ValidationError, name: Any = None) -> list[str]:
-    """Each error of ``exc`` as ``where: reason``, in pydantic's order (every invalid field,
-    not only the first).
-
-    Args:
-        exc: the validation error.
-        name: turns an error's location (a tuple) into the name a user knows it by; by
-            default the location joined with dots (``train.epochs``).
-    """
+def error_lines(exc: ValidationError) -> list[str]:
+    """Each error of ``exc`` as ``where: reason`` (``train.epochs: Input should be greater
+    than 0``), in pydantic's order: every invalid field, not only the first."""
     lines = []
     for err in exc.errors():
-        where = name(err["loc"]) if name else ".".join(str(p) for p in err["loc"])
+        where = ".".join(str(p) for p in err["loc"])
         lines.append(f"{where}: {err['msg']}" if where else err["msg"])
     return lines
 
