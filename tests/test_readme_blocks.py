@@ -93,7 +93,9 @@ def test_every_block_is_run_or_skipped_with_a_reason() -> None:
     assert not stale, f"SKIPPED entries that match no README block: {stale}"
 
 
-@pytest.mark.parametrize("block", [b for b in blocks() if b.lang == "yaml"], ids=str)
+@pytest.mark.parametrize(
+    "block", [b for b in blocks() if b.lang == "yaml"], ids=lambda b: f"README.md:{b.line}"
+)
 def test_yaml_blocks_are_valid_config_files(block: Block, tmp_path: Path) -> None:
     path = tmp_path / "cfg.yaml"
     path.write_text(block.text)
