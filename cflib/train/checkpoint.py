@@ -349,7 +349,7 @@ class EpochLogger(keras.callbacks.Callback):
         refit = self.state is not None and self.state.phase == "refit"
         val = "" if "val_rmse" not in logs else f", validation RMSE {logs['val_rmse']:.4f}"
         warm_up = self.warm_up_seconds
-        warm = f" (+{warm_up:.1f} s warm-up: compiling)" if warm_up >= 0.05 else ""
+        warm = f" (+{warm_up:.1f} s warm-up)" if warm_up >= 0.05 else ""
         # "loss" is what the optimizer minimizes: the squared error plus the L2 penalty, so
         # it can rise while the RMSEs fall; users read the RMSEs.
         log.info(

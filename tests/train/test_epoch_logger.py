@@ -49,7 +49,7 @@ def test_compiling_steps_are_apart_from_the_ratings_per_second(
     [line] = [r.getMessage() for r in caplog.records]
     assert line == (
         "epoch 1: loss 0.8125 (squared error + L2 penalty), RMSE 0.9000, validation RMSE "
-        "0.9500, 1.5 s (+7.0 s warm-up: compiling), 10000 ratings/s"
+        "0.9500, 1.5 s (+7.0 s warm-up), 10000 ratings/s"
     )
 
 
