@@ -2,15 +2,19 @@
 
 The CLI options, the Prefect flow parameters and the deployment parameters all derive
 from these models, and every artifact stores ``model_dump_json()`` of the one it used.
+Titles and descriptions are what a user reads, in ``--help`` and in the Prefect run form:
+they name no module or command-line flag, and an optional field (``None`` until a stage
+fills it in) says in words what it defaults to, and is shown in the form as a plain
+input left empty (``optional``) rather than as a choice between a value and "None".
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cflib.models.catalog import MODEL_NAMES
+from cflib.models.catalog import DEFAULTS, LEARNING_RATES, MODEL_NAMES, ROW_LOOKUPS_PER_BATCH
 
 if TYPE_CHECKING:  # a Literal built at run time is opaque to type checkers
     ModelName = str
@@ -40,14 +44,76 @@ class _Stage(BaseModel):
         return self.model_dump(mode="json", exclude=set(OPERATIONAL_FIELDS))
 
 
+def _drop_null(schema: dict[str, Any]) -> None:
+    """An optional field's JSON schema as its non-null branch, with no default.
+
+    Prefect's form shows ``anyOf [X, null]`` as a type toggle whose null side reads
+    'Property is type "None"'; without the null branch the field is a plain input, and a
+    field left out of the parameters takes pydantic's ``None`` default.
+    """
+    branches = [b for b in schema.pop("anyOf", []) if b.get("type") != "null"]
+    if len(branches) == 1:
+        schema.update(branches[0])
+    elif branches:
+        schema["anyOf"] = branches
+    if schema.get("default", 0) is None:
+        del schema["default"]
+
+
+def optional(title: str, description: str, **constraints: Any) -> Any:
+    """A field that is ``None`` until a stage fills it in; ``description`` ends with its
+    default in words ("Default: ...")."""
+    if "Default: " not in description:
+        raise ValueError(f"{title}: an optional field's description says its default")
+    return Field(
+        None, title=title, description=description, json_schema_extra=_drop_null, **constraints
+    )
+
+
+def _number(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+
+def per_model(field: str, unset: str = "not used by {}") -> str:
+    """Each model's default of ``field`` in words, from the model catalogue: "0.05 for dot
+    and biased-mf; 0 for deep"; ``unset`` words the models that have none."""
+    by_value: dict[str, list[str]] = {}
+    for name, defaults in DEFAULTS.items():
+        if field in defaults:
+            value = defaults[field]
+            by_value.setdefault(value if isinstance(value, str) else _number(value), []).append(
+                name
+            )
+    if len(by_value) == 1 and sum(map(len, by_value.values())) == len(DEFAULTS):
+        return f"{next(iter(by_value))} for every model"
+    groups = [f"{value} for {_and(names)}" for value, names in by_value.items()]
+    unused = [name for name in DEFAULTS if field not in DEFAULTS[name]]
+    if unused:
+        groups.append(unset.format(_and(unused)))
+    return "; ".join(groups)
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def _timeout(stage: str) -> Any:
     """The ``timeout`` field of a stage: Prefect's ``timeout_seconds`` on its flow."""
-    return Field(
-        None,
+    return optional(
+        "Time limit (seconds)",
+        f"Past it the {stage} stops as on Ctrl-C, with one line saying so. Default: no limit.",
         gt=0,
-        description=f"Time limit of the {stage} in seconds (default: none); then it stops "
-        "as on SIGTERM, with one line.",
     )
+
+
+def error_lines(exc: ValidationError) -> list[str]:
+    """Each error of ``exc`` as ``where: reason`` (``train.epochs: Input should be greater
+    than 0``), in pydantic's order: every invalid field, not only the first."""
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        lines.append(f"{where}: {err['msg']}" if where else err["msg"])
+    return lines
 
 
 class SynthConfig(_Stage):
@@ -68,138 +134,218 @@ class SynthConfig(_Stage):
 
 
 class IngestConfig(_Stage):
-    """Parsing a source directory into the partitioned Parquet dataset."""
+    """Reading the source files into a dataset of training, validation and test ratings."""
 
-    format: SourceFormat = Field("auto", description="Source format; 'auto' detects it.")
-    name: str | None = Field(
-        None, min_length=1, description="Dataset name in the registry (default: source dir name)."
+    model_config = ConfigDict(title="Ingest")
+
+    format: SourceFormat = Field(
+        "auto", title="Source format", description="'auto' recognizes it from the files."
+    )
+    name: str | None = optional(
+        "Dataset name",
+        "The dataset's name in the model registry. Default: the source directory's name.",
+        min_length=1,
     )
     split: SplitMode = Field(
         "auto",
-        description="Test split: 'random' (hash of the pair), 'temporal' (each user's latest); "
-        "'auto' uses Netflix's probe.txt where present, else 'random'.",
+        title="Test split",
+        description="How test ratings are chosen: 'random' (a seeded hash of user and "
+        "item), 'temporal' (each user's latest ratings); 'auto' uses Netflix's probe set "
+        "where there is one, else 'random'.",
     )
     validation_fraction: float = Field(
-        0.05, gt=0, lt=1, description="Share of the training ratings held out for validation."
+        0.05,
+        gt=0,
+        lt=1,
+        title="Validation share",
+        description="Share of the ratings left after the test split held out for validation "
+        "(between 0 and 1).",
     )
     test_fraction: float = Field(
-        0.1, gt=0, lt=1, description="Share held out for test when the source has no probe set."
+        0.1,
+        gt=0,
+        lt=1,
+        title="Test share",
+        description="Share of the ratings held out for test with a 'random' or 'temporal' "
+        "split (between 0 and 1).",
     )
-    seed: int = Field(0, ge=0, description="Seed of the hash that assigns splits.")
+    seed: int = Field(0, ge=0, title="Seed", description="Seed of the hash that splits.")
     shard_mb: float = Field(
         64,
         gt=0,
-        description="Source megabytes parsed per Dask task (whole files; many files per task).",
+        title="Megabytes per parse task",
+        description="Source megabytes one Dask task parses (whole files).",
     )
     bucket_rows: int = Field(
         2_000_000,
         gt=0,
-        description="Target rows per train Parquet part; rows are shuffled across parts.",
+        title="Rows per Parquet file",
+        description="Target number of training ratings in each Parquet file of the dataset.",
     )
-    dask_address: str | None = Field(
-        None, description="tcp://HOST:PORT of an existing Dask scheduler (default: LocalCluster)."
+    dask_address: str | None = optional(
+        "Dask scheduler",
+        "Address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786. Default: a local "
+        "cluster started for the ingest.",
     )
-    n_workers: int = Field(2, gt=0, le=256, description="LocalCluster worker processes.")
-    force: bool = Field(False, description="Rebuild even if the output matches the inputs.")
+    n_workers: int = Field(
+        2,
+        gt=0,
+        le=256,
+        title="Dask workers",
+        description="Worker processes of the local cluster (not used with a Dask scheduler).",
+    )
+    force: bool = Field(
+        False,
+        title="Rebuild",
+        description="Rebuild the dataset even when it is up to date with the source files.",
+    )
     strict: bool = Field(
         False,
-        description="Stop at the first malformed line instead of quarantining it.",
+        title="Stop at a malformed line",
+        description="Stop at the first malformed line instead of setting it aside in the "
+        "quarantine file.",
     )
     timeout: float | None = _timeout("ingest")
 
 
 class TrainConfig(_Stage):
-    """Training one model on an ingested dataset.
+    """Training: the model and how it learns. Empty fields take the model's default."""
 
-    Fields left at ``None`` take the model's default (``cflib.models.catalog.MODELS``);
-    ``cflib.models.catalog.resolve`` fills them in before training, and the run stores
-    the resolved values.
-    """
+    # Fields left at None take the model's default (cflib.models.catalog.MODELS);
+    # catalog.resolve fills them in before training, and the run stores the resolved values.
+    model_config = ConfigDict(title="Training")
 
-    model: ModelName = Field("biased-mf", description="Model architecture.")
-    embedding_dim: int | None = Field(
-        None, gt=0, le=4096, description="Embedding size (default: per model)."
+    model: ModelName = Field(
+        "biased-mf", title="Model", description="The model to train (see the README's table)."
     )
-    l2: float | None = Field(
-        None,
+    embedding_dim: int | None = optional(
+        "Embedding size",
+        f"Length of each user and item vector. Default: {per_model('embedding_dim')}.",
+        gt=0,
+        le=4096,
+    )
+    l2: float | None = optional(
+        "L2 weight",
+        "Penalty on the squared vector entries of each batch, every table. "
+        f"Default: {per_model('l2')}.",
         ge=0,
         le=100,
-        description="L2 weight on the squared table rows of each batch (default: per model).",
     )
-    l2_user: float | None = Field(
-        None, ge=0, le=100, description="L2 weight of the user-side tables (default: --l2)."
-    )
-    l2_item: float | None = Field(
-        None, ge=0, le=100, description="L2 weight of the item-side tables (default: --l2)."
-    )
-    l2_bias: float | None = Field(
-        None,
+    l2_user: float | None = optional(
+        "L2 weight, user tables",
+        "The L2 weight of the user-side tables. Default: the L2 weight.",
         ge=0,
         le=100,
-        description="L2 weight of the bias tables (default: per model, else --l2).",
+    )
+    l2_item: float | None = optional(
+        "L2 weight, item tables",
+        "The L2 weight of the item-side tables. Default: the L2 weight.",
+        ge=0,
+        le=100,
+    )
+    l2_bias: float | None = optional(
+        "L2 weight, bias tables",
+        "The L2 weight of the bias tables. "
+        f"Default: {per_model('l2_bias', 'the L2 weight for {}')}.",
+        ge=0,
+        le=100,
     )
     optimizer: OptimizerName = Field(
         "adagrad",
-        description="adagrad (row-wise, sparse table updates) or adam (dense updates).",
+        title="Optimizer",
+        description="adagrad (updates only the table rows of each batch) or adam (updates "
+        "every row each step: slow on large tables).",
     )
-    learning_rate: float | None = Field(
-        None, gt=0, le=10, description="Learning rate (default: per model and optimizer)."
+    learning_rate: float | None = optional(
+        "Learning rate",
+        "Step size of the optimizer. "
+        f"Default: {_number(LEARNING_RATES['adagrad'])} with adagrad, "
+        f"{_number(LEARNING_RATES['adam'])} with adam.",
+        gt=0,
+        le=10,
     )
     lr_schedule: LRSchedule = Field(
-        "constant", description="constant, cosine (to 1% over --epochs) or exponential."
+        "constant",
+        title="Learning rate schedule",
+        description="constant; cosine (down to 1% by the last epoch); exponential (times "
+        "the decay factor every epoch).",
     )
     lr_decay: float = Field(
-        0.9, gt=0, le=1, description="Per-epoch factor of the exponential schedule."
+        0.9,
+        gt=0,
+        le=1,
+        title="Decay factor",
+        description="Per-epoch factor of the exponential schedule, in (0, 1].",
     )
-    batch_size: int | None = Field(
-        None, gt=0, le=1 << 22, description="Global batch size (default: per model)."
+    batch_size: int | None = optional(
+        "Batch size",
+        f"Ratings per training step. Default: {per_model('batch_size')}, at most "
+        f"{ROW_LOOKUPS_PER_BATCH} times the smaller of the numbers of users and items.",
+        gt=0,
+        le=1 << 22,
     )
-    epochs: int | None = Field(
-        None, gt=0, le=10_000, description="Maximum number of epochs (default: from the data)."
+    epochs: int | None = optional(
+        "Maximum epochs",
+        "Passes over the training data at most. Default: 40.",
+        gt=0,
+        le=10_000,
     )
-    patience: int | None = Field(
-        None,
+    patience: int | None = optional(
+        "Patience",
+        "Epochs in a row without a better validation RMSE before training stops. "
+        "Default: 3, or 2 from 5,000,000 training ratings.",
         ge=0,
         le=10_000,
-        description="Epochs without validation improvement to stop (default: from the data).",
     )
     refit: bool = Field(
         True,
-        description="Then retrain on train + validation for the epoch count that early "
-        "stopping chose; that model is the run's.",
+        title="Refit on train + validation",
+        description="After early stopping, train again on the training and validation "
+        "ratings for the best epoch count; that model is the run's.",
+    )
+    seed: int = Field(
+        0, ge=0, title="Seed", description="Seed of initialization, shuffling and dropout."
     )
     tune: bool = Field(
         True,
-        description="Choose the embedding size and L2 not given by a short validation "
-        "search within --tune-budget.",
+        title="Validation search",
+        description="Choose the embedding size and the L2 weight, where not given, by a "
+        "short search scored on the validation ratings, within the search budget.",
     )
-    tune_budget: float | None = Field(
-        None,
+    tune_budget: float | None = optional(
+        "Search budget (seconds)",
+        "Seconds the search may plan for, counted at a fixed nominal speed so that its "
+        "trials are the same on any machine. Default: five trials' worth, from the data's size.",
         gt=0,
         le=86_400,
-        description="Seconds the search may plan for, at a nominal speed, so the trials are "
-        "the same on any machine (default: from the data's size).",
     )
-    seed: int = Field(0, ge=0, description="Seed of initialization and shuffling.")
     replicas: int = Field(
-        1, gt=0, le=64, description="CPU logical devices for MirroredStrategy when no GPU."
+        1,
+        gt=0,
+        le=64,
+        title="CPU replicas",
+        description="Logical CPU devices to train on in parallel when there is no GPU.",
     )
-    hidden: str | None = Field(
-        None,
-        description="MLP layer sizes, comma-separated, e.g. 128,64 "
-        "(deep, residual, two-tower; default: per model).",
+    hidden: str | None = optional(
+        "Hidden layers",
+        f"Layer sizes of the MLP, comma-separated, e.g. 128,64. Default: {per_model('hidden')}.",
     )
-    dropout: float | None = Field(
-        None,
+    dropout: float | None = optional(
+        "Dropout",
+        f"Dropout rate after each MLP layer, in [0, 1). Default: {per_model('dropout')}.",
         ge=0,
         lt=1,
-        description="Dropout rate after each MLP layer (deep, residual, two-tower).",
     )
     text_encoder: TextEncoderName = Field(
-        "mean-tokens", description="Title encoder of two-tower: mean of learned token embeddings."
+        "mean-tokens",
+        title="Title encoder",
+        description="How two-tower reads titles: the mean of learned word vectors.",
     )
     checkpoint_steps: int = Field(
-        1000, ge=0, description="Checkpoint every N steps, besides every epoch (0: epochs only)."
+        1000,
+        ge=0,
+        title="Checkpoint every N steps",
+        description="Besides the end of every epoch; 0: at the end of epochs only.",
     )
     timeout: float | None = _timeout("training")
 
@@ -222,33 +368,46 @@ class TrainConfig(_Stage):
 
 
 class EvaluateConfig(_Stage):
-    """Metrics and baselines on the test split."""
+    """Evaluation: the model and the baselines scored on the test ratings."""
 
-    seed: int = Field(0, ge=0, description="Seed of the random baseline.")
-    batch_size: int = Field(65_536, gt=0, description="Rows scored per batch.")
+    model_config = ConfigDict(title="Evaluation")
+
+    seed: int = Field(0, ge=0, title="Seed", description="Seed of the random baseline.")
+    batch_size: int = Field(
+        65_536, gt=0, title="Batch size", description="Test ratings scored per step."
+    )
     timeout: float | None = _timeout("evaluation")
 
 
 class PublishConfig(_Stage):
-    """Publishing a run into the model registry."""
+    """Publishing: the run copied into the model registry."""
+
+    model_config = ConfigDict(title="Publishing")
 
     promote: bool = Field(
         True,
-        description="Point `latest` at the published run if it passes the promotion gate.",
+        title="Promote",
+        description="Make the published run the latest one if its test RMSE is no worse "
+        "than the latest's on the same data (plus the tolerance).",
     )
     promote_tolerance: float = Field(
         0.0,
         ge=0,
-        description="How much worse than latest's test RMSE (same data) a run may be and "
+        title="Promotion tolerance",
+        description="How much higher than the latest run's test RMSE a run's may be and "
         "still be promoted.",
     )
     timeout: float | None = _timeout("publishing")
 
 
 class PipelineConfig(_Stage):
-    """The whole pipeline: ingest, train, evaluate, publish."""
+    """The options of each stage; each field shows its default."""
 
-    ingest: IngestConfig = IngestConfig()
-    train: TrainConfig = TrainConfig()
-    evaluate: EvaluateConfig = EvaluateConfig()
-    publish: PublishConfig = PublishConfig()
+    # default_factory, not an instance: an instance default would put every stage's full
+    # default (None included) into the form as one value, over the fields' own defaults.
+    model_config = ConfigDict(title="Options")
+
+    ingest: IngestConfig = Field(default_factory=IngestConfig, title="Ingest")
+    train: TrainConfig = Field(default_factory=TrainConfig, title="Training")
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, title="Evaluation")
+    publish: PublishConfig = Field(default_factory=PublishConfig, title="Publishing")

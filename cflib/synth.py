@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +27,10 @@ import pyarrow.csv as pacsv
 from cflib.config import SynthConfig
 from cflib.errors import ConfigError
 from cflib.fsutil import atomic_dir
+from cflib.logs import stage_logger
 from cflib.sources import netflix
 
-logger = logging.getLogger(__name__)
+logger = stage_logger("synth")
 
 TRUTH_FILE = "truth.json"
 MAX_CUSTOMER_ID = 2_649_429  # the largest customer id in the real Prize data

@@ -9,7 +9,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
-from cflib.config import MODEL_NAMES, ModelName, PipelineConfig
+from cflib.config import MODEL_NAMES, ModelName, PipelineConfig, optional
 from cflib.train.runs import new_run_id
 from flows.evaluate_publish import run_evaluate, run_publish
 from flows.ingest import run_ingest
@@ -18,26 +18,49 @@ from flows.train import run_train
 
 
 class CompareParams(BaseModel):
-    """What the comparison runs on; the Prefect UI renders this as the run form."""
+    """Where the comparison reads and writes, the models it trains and their options."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # The Prefect UI renders this model as the run form (titles and descriptions included).
+    model_config = ConfigDict(frozen=True, extra="forbid", title="Model comparison")
 
-    source: str = Field(description="Source directory (Netflix Prize or MovieLens).")
-    work: str = Field(description="Work directory: data/, runs/, registry/.")
-    registry: str | None = Field(None, description="Model registry (default: WORK/registry).")
+    source: str = Field(
+        title="Source directory",
+        description="A Netflix Prize or MovieLens directory on the machine that runs the flow.",
+    )
+    work: str = Field(
+        title="Work directory",
+        description="Where the dataset (data/), the runs (runs/) and, by default, the "
+        "registry (registry/) go.",
+    )
+    registry: str | None = optional(
+        "Model registry",
+        "A directory or a URL such as s3://bucket/models. Default: registry/ in the work "
+        "directory.",
+    )
+    # A plain default (pydantic copies it per instance), so the form shows every model
+    # selected; a default_factory has no default in the JSON schema.
     models: list[ModelName] = Field(
-        default_factory=lambda: list(MODEL_NAMES), min_length=1, description="Models to train."
+        list(MODEL_NAMES),
+        min_length=1,
+        title="Models",
+        description="The models to train, one run each. Default: every model.",
     )
     config: PipelineConfig = Field(
         default_factory=PipelineConfig,
-        description="Options of every stage; train.model is replaced by each of `models`.",
+        title="Options",
+        description="The same for every model, except the training's model.",
     )
 
 
 @flow(name="compare-models", log_prints=True)
 def compare_flow(params: CompareParams) -> list[dict[str, Any]]:
     """Ingest once, then train, evaluate and publish each model; publish the comparison
-    as a table artifact (best test RMSE first)."""
+    as a table artifact (best test RMSE first).
+
+    Args:
+        params: What to run on, where to write and which models; every option shows its
+            default.
+    """
     work = Path(params.work)
     data = str(work / DATA_DIR)
     run_ingest(params.source, data, params.config.ingest)

@@ -17,13 +17,20 @@ from tasks import ingest as t
 
 
 class IngestParams(BaseModel):
-    """What to ingest where; the Prefect UI renders this as the run form."""
+    """The source directory to read and the dataset directory to write."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # The Prefect UI renders this model as the run form (titles and descriptions included).
+    model_config = ConfigDict(frozen=True, extra="forbid", title="Ingest")
 
-    source: str = Field(description="Source directory (Netflix Prize or MovieLens).")
-    out: str = Field(description="Dataset directory to write.")
-    config: IngestConfig = Field(default_factory=IngestConfig, description="Ingest options.")
+    source: str = Field(
+        title="Source directory",
+        description="A Netflix Prize or MovieLens directory on the machine that runs the flow.",
+    )
+    out: str = Field(
+        title="Dataset directory",
+        description="Where the dataset goes; a dataset already there is replaced when done.",
+    )
+    config: IngestConfig = Field(default_factory=IngestConfig, title="Options")
 
 
 @flow(name="ingest", task_runner=DaskTaskRunner(), log_prints=True)  # type: ignore[arg-type]
@@ -32,6 +39,9 @@ def ingest_flow(params: IngestParams) -> dict[str, Any]:
 
     The flow's DaskTaskRunner owns the cluster (a LocalCluster, or an existing scheduler);
     each stage is a task that fans its shards or buckets out on that cluster.
+
+    Args:
+        params: What to read and where to write; every option shows its default.
     """
     source, out, config = params.source, params.out, params.config
     limits.warn_if_unenforced(config.timeout)

@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
 from cflib import registry
-from cflib.config import PipelineConfig
+from cflib.config import PipelineConfig, optional
 from cflib.data.manifest import load_manifest
 from cflib.evaluate.summary import stage_lines
 from cflib.models.catalog import resolve_for
@@ -33,20 +33,36 @@ REGISTRY_DIR = "registry"
 
 
 class PipelineParams(BaseModel):
-    """What the pipeline runs on; the Prefect UI renders this as the run form."""
+    """Where the pipeline reads and writes, and the options of each stage."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # The Prefect UI renders this model as the run form (titles and descriptions included).
+    model_config = ConfigDict(frozen=True, extra="forbid", title="Pipeline")
 
-    source: str = Field(description="Source directory (Netflix Prize or MovieLens).")
-    work: str = Field(description="Work directory: data/, runs/, registry/.")
-    registry: str | None = Field(None, description="Model registry (default: WORK/registry).")
-    config: PipelineConfig = Field(default_factory=PipelineConfig, description="Every stage.")
+    source: str = Field(
+        title="Source directory",
+        description="A Netflix Prize or MovieLens directory on the machine that runs the flow.",
+    )
+    work: str = Field(
+        title="Work directory",
+        description="Where the dataset (data/), the runs (runs/) and, by default, the "
+        "registry (registry/) go.",
+    )
+    registry: str | None = optional(
+        "Model registry",
+        "A directory or a URL such as s3://bucket/models. Default: registry/ in the work "
+        "directory.",
+    )
+    config: PipelineConfig = Field(default_factory=PipelineConfig, title="Options")
 
 
 @flow(name="pipeline", log_prints=True)
 def pipeline_flow(params: PipelineParams) -> dict[str, Any]:
     """Ingest ``source`` into ``work/data``, train in ``work/runs/<run-id>``, evaluate and
-    publish to ``registry`` (default ``work/registry``), skipping completed stages."""
+    publish to ``registry`` (default ``work/registry``), skipping completed stages.
+
+    Args:
+        params: What to run on and where to write; every option shows its default.
+    """
     with tensorflow_worker():  # one TensorFlow process for every stage; it loads now
         return _pipeline(params)
 

@@ -85,8 +85,14 @@ def write_dataset(
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(table, root / rel)
             files.append(rel)
-        total = float(cols["rating"].astype(np.float32).astype(np.float64).sum())
-        infos[split] = SplitInfo(rows=len(rows), rating_sum=total, files=files)
+        stored = cols["rating"].astype(np.float32).astype(np.float64)
+        infos[split] = SplitInfo(
+            rows=len(rows),
+            rating_sum=float(stored.sum()),
+            rating_min=float(stored.min()) if len(rows) else None,
+            rating_max=float(stored.max()) if len(rows) else None,
+            files=files,
+        )
     manifest = Manifest(
         name=name,
         created_at="2026-11-23T21:22:33Z",

@@ -60,6 +60,11 @@ def artifacts(root: UUID) -> list[Any]:
 
 def logs(root: UUID) -> list[str]:
     """Every log line of flow run ``root`` and its subflow runs, oldest first, all pages."""
+    return [message for _, message in named_logs(root)]
+
+
+def named_logs(root: UUID) -> list[tuple[str, str]]:
+    """``logs(root)`` with the name each line is shown under in the UI (its logger's)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.client.schemas.sorting import LogSort
@@ -71,7 +76,7 @@ def logs(root: UUID) -> list[str]:
                 scope, limit=PAGE, offset=offset, sort=LogSort.TIMESTAMP_ASC
             )
         )
-    return [row.message for row in rows]
+    return [(row.name, row.message) for row in rows]
 
 
 def wait_for_logs(root: UUID, done: Callable[[list[str]], bool]) -> list[str]:

@@ -21,6 +21,9 @@ class SplitInfo(BaseModel):
 
     rows: int = Field(ge=0)
     rating_sum: float
+    # None in an empty split, and in a manifest written before they were recorded.
+    rating_min: float | None = Field(None, description="Lowest rating in the split.")
+    rating_max: float | None = Field(None, description="Highest rating in the split.")
     files: list[str] = Field(description="Part files, relative to the dataset directory.")
 
 
@@ -81,6 +84,16 @@ class Manifest(BaseModel):
         """Mean training rating."""
         train = self.splits["train"]
         return train.rating_sum / train.rows if train.rows else 0.0
+
+    @property
+    def rating_range(self) -> tuple[float, float]:
+        """The lowest and highest training rating: predictions are clipped to them (0.5..5
+        on half-star MovieLens data, 1..5 on Netflix). A dataset ingested before they were
+        recorded has the Netflix scale, ``schema.RATING_MIN..RATING_MAX``."""
+        train = self.splits["train"]
+        if train.rating_min is None or train.rating_max is None:
+            return schema.RATING_MIN, schema.RATING_MAX
+        return train.rating_min, train.rating_max
 
     def split_paths(self, root: Path, split: str) -> list[Path]:
         """Absolute paths of one split's parts."""

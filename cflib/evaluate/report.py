@@ -105,6 +105,11 @@ def _metrics_section(metrics: dict[str, Any]) -> Section:
     if metrics.get("rmse_ci95"):
         lo, hi = metrics["rmse_ci95"]
         blocks.append(f"95% bootstrap interval of the model's RMSE: {lo:.4f} .. {hi:.4f}.")
+    if metrics.get("rating_range"):
+        low, high = metrics["rating_range"]
+        blocks.append(
+            f"Predictions are clipped to {low:g}..{high:g}, the range of the training ratings."
+        )
     cold = metrics.get("cold")
     if cold and cold["rows"]:
         blocks.append(
@@ -120,6 +125,16 @@ def _metrics_section(metrics: dict[str, Any]) -> Section:
 def _replicas(n: int) -> str:
     """A run trained by an older cfpipe, without ``placement``."""
     return "one device" if n == 1 else f"{n} replicas"
+
+
+#: The per-epoch history in the report, by ``train.json`` key: the RMSEs a user compares,
+#: then the training loss, named for what it includes. ``val_loss`` is left out: it is the
+#: validation loss with the penalty (plain squared error under multi-worker training).
+HISTORY_COLUMNS = {
+    "rmse": "training RMSE",
+    "val_rmse": "validation RMSE",
+    "loss": "loss (squared error + L2 penalty)",
+}
 
 
 def _training_section(summary: dict[str, Any]) -> Section:
@@ -143,13 +158,18 @@ def _training_section(summary: dict[str, Any]) -> Section:
             f"from the epoch's start with the learning rate halved to {d['learning_rate']:g}."
         )
     history = summary.get("history", {})
-    keys = [k for k in ("loss", "rmse", "val_loss", "val_rmse") if k in history]
+    keys = [k for k in HISTORY_COLUMNS if k in history]
     if keys:
         rows = [
             [str(i + 1), *(f"{history[k][i]:.4f}" for k in keys)]
             for i in range(len(history[keys[0]]))
         ]
-        blocks.append(Table(["epoch", *keys], rows))
+        blocks.append(Table(["epoch", *(HISTORY_COLUMNS[k] for k in keys)], rows))
+        if "loss" in keys:
+            blocks.append(
+                "The loss is what training minimizes: the squared error plus the L2 "
+                "penalty on the embeddings, so it can rise while the RMSEs fall."
+            )
     from cflib.evaluate import plots
 
     png = plots.learning_curves(history)

@@ -11,7 +11,6 @@ predictions for ``qualifying.txt`` in the Prize's submission format.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -33,9 +32,10 @@ from cflib.evaluate.metrics import (
     Segments,
 )
 from cflib.evaluate.metrics import rmse as rmse
+from cflib.logs import stage_logger
 from cflib.train import runs
 
-log = logging.getLogger(__name__)
+log = stage_logger("evaluate")
 
 #: Shrinkage of the damped-mean bias baseline (ratings' worth of prior at the mean).
 ITEM_DAMPING = 25.0
@@ -67,6 +67,7 @@ class Baselines:
 
     def __init__(self, manifest: Manifest, root: Path, *, seed: int, batch_size: int) -> None:
         self.mu = manifest.global_mean
+        self.low, self.high = manifest.rating_range  # every prediction is clipped to it
         paths = manifest.split_paths(root, "train")
         cols = ("user", "item", "rating")
         item_sum = np.zeros(manifest.n_items)
@@ -108,7 +109,7 @@ class Baselines:
             return np.full(n, self.majority)
         if name == "user_item_bias":
             pred = self.mu + self.user_bias[user] + self.item_bias[item]
-            return np.clip(pred, schema.RATING_MIN, schema.RATING_MAX)
+            return np.clip(pred, self.low, self.high)
         raise ValueError(f"`name` should be one of {BASELINES}. Received: `name` = {name!r}.")
 
     def fallback(
@@ -119,7 +120,7 @@ class Baselines:
         pred = np.full(user.size, self.mu)
         pred[user_known] += self.user_bias[user[user_known]]
         pred[item_known] += self.item_bias[item[item_known]]
-        return np.clip(pred, schema.RATING_MIN, schema.RATING_MAX)
+        return np.clip(pred, self.low, self.high)
 
 
 def _oracle(manifest: Manifest) -> float | None:
@@ -150,7 +151,8 @@ def evaluate(run: Path, cfg: EvaluateConfig) -> dict[str, Any]:
         mae), ``segments`` (``user_activity`` and ``item_popularity``: per bucket of
         training ratings, rows and the RMSE of the model and of the bias baseline),
         ``distribution`` (counts of true and predicted ratings), ``qualifying`` (rows
-        and file of the Netflix submission, or None) and ``seconds``.
+        and file of the Netflix submission, or None), ``rating_range`` (the training
+        ratings' lowest and highest, which every prediction is clipped to) and ``seconds``.
     """
     from cflib.models.io import load_model  # TensorFlow loads only when a model is scored.
 
@@ -169,7 +171,7 @@ def evaluate(run: Path, cfg: EvaluateConfig) -> dict[str, Any]:
     for b in iter_columns(
         manifest.split_paths(data, "test"), ("user", "item", "rating"), cfg.batch_size
     ):
-        score.add(_predict(model, b["user"], b["item"]), b)
+        score.add(_predict(model, b["user"], b["item"], manifest.rating_range), b)
     oracle = _oracle(manifest)
     metrics: dict[str, Any] = {
         "run_id": summary["run_id"],
@@ -186,6 +188,7 @@ def evaluate(run: Path, cfg: EvaluateConfig) -> dict[str, Any]:
             else None
         ),
         "qualifying": None,
+        "rating_range": list(manifest.rating_range),
         "config": cfg.identity(),
     }
     if manifest.qualifying_rows and (data / schema.QUALIFYING_FILE).is_file():
@@ -194,7 +197,7 @@ def evaluate(run: Path, cfg: EvaluateConfig) -> dict[str, Any]:
         rows = write_submission(
             data / schema.QUALIFYING_FILE,
             run / SUBMISSION_FILE,
-            lambda u, i: _predict(model, u, i),
+            lambda u, i: _predict(model, u, i, manifest.rating_range),
             baselines.fallback,
             cfg.batch_size,
         )
@@ -204,10 +207,13 @@ def evaluate(run: Path, cfg: EvaluateConfig) -> dict[str, Any]:
     return metrics
 
 
-def _predict(model: Any, user: np.ndarray, item: np.ndarray) -> np.ndarray:
-    """The model's predictions for dense ids, clipped to the rating scale."""
+def _predict(
+    model: Any, user: np.ndarray, item: np.ndarray, scale: tuple[float, float]
+) -> np.ndarray:
+    """The model's predictions for dense ids, clipped to ``scale`` (the training ratings'
+    lowest and highest)."""
     pred = np.asarray(model.predict_on_batch({"user": user, "item": item}))
-    return np.clip(pred.reshape(-1), schema.RATING_MIN, schema.RATING_MAX)
+    return np.clip(pred.reshape(-1), *scale)
 
 
 class _Scores:

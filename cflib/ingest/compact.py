@@ -31,6 +31,8 @@ class Part(BaseModel):
     file: str | None
     rows: int
     rating_sum: float
+    rating_min: float | None = None  # None: no rows
+    rating_max: float | None = None
 
 
 def concat_pieces(plan: Plan, pieces: list[Path], record: Path) -> pa.Table:
@@ -69,5 +71,14 @@ def compact_bucket(stage: str, split: str, bucket: int) -> Part:
     target = plan.stage_path / rel
     target.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, target, row_group_size=ROW_GROUP_ROWS, use_dictionary=DICTIONARY_COLUMNS)
-    rating_sum = float(pa.compute.sum(table.column("rating").cast(pa.float64())).as_py())
-    return Part(split=split, bucket=bucket, file=rel, rows=table.num_rows, rating_sum=rating_sum)
+    ratings = table.column("rating").cast(pa.float64())
+    low, high = pa.compute.min_max(ratings).values()
+    return Part(
+        split=split,
+        bucket=bucket,
+        file=rel,
+        rows=table.num_rows,
+        rating_sum=float(pa.compute.sum(ratings).as_py()),
+        rating_min=low.as_py(),
+        rating_max=high.as_py(),
+    )

@@ -3,7 +3,6 @@ renamed to ``--out``; or, after a failure, the stage removed."""
 
 from __future__ import annotations
 
-import logging
 import shutil
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -18,8 +17,9 @@ from cflib.ingest import quarantine
 from cflib.ingest.compact import Part
 from cflib.ingest.id_maps import IdMaps
 from cflib.ingest.plan import load_plan
+from cflib.logs import stage_logger
 
-log = logging.getLogger(__name__)
+log = stage_logger("ingest")
 
 
 def finalize(
@@ -35,9 +35,13 @@ def finalize(
     split_info = {}
     for split in schema.SPLITS:
         mine = sorted((p for p in parts if p.split == split and p.file), key=lambda p: p.bucket)
+        lows = [p.rating_min for p in mine if p.rating_min is not None]
+        highs = [p.rating_max for p in mine if p.rating_max is not None]
         split_info[split] = SplitInfo(
             rows=sum(p.rows for p in mine),
             rating_sum=sum(p.rating_sum for p in mine),
+            rating_min=min(lows, default=None),
+            rating_max=max(highs, default=None),
             files=[p.file for p in mine if p.file],
         )
     rows = sum(info.rows for info in split_info.values())

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,9 +21,10 @@ from cflib.errors import DatasetError
 from cflib.fsutil import staging_dir
 from cflib.ingest.scratch import ScratchLayout
 from cflib.ingest.source import find_source, fingerprint, plan_shards
+from cflib.logs import stage_logger
 from cflib.sources.formats import FORMATS, Shard, SourceVariant
 
-log = logging.getLogger(__name__)
+log = stage_logger("ingest")
 
 # Config fields that change the dataset's contents; the rest only change how it is made.
 _CONTENT_FIELDS = (

@@ -63,6 +63,7 @@ def export_saved_model(
     user_map: Path,
     item_map: Path,
     global_mean: float,
+    rating_range: tuple[float, float] = (schema.RATING_MIN, schema.RATING_MAX),
 ) -> dict[str, Any]:
     """Write ``model`` as a SavedModel whose serving signature takes raw ids.
 
@@ -72,6 +73,8 @@ def export_saved_model(
         user_map: ``user_map.parquet`` (row i: ``raw_user`` of dense user i).
         item_map: ``item_map.parquet`` (row i: ``raw_item`` of dense item i).
         global_mean: the mean training rating, the prediction for unknown ids.
+        rating_range: the lowest and highest training rating; ``rating`` is clipped to
+            them (``Manifest.rating_range``).
 
     Returns:
         What the signature does, for ``artifact.json``: inputs, outputs, rating range
@@ -86,6 +89,7 @@ def export_saved_model(
     user_bias = tf.Variable(zeros_u if b_user is None else b_user, trainable=False)
     item_bias = tf.Variable(zeros_i if b_item is None else b_item, trainable=False)
     mean = float(global_mean)
+    low, high = float(rating_range[0]), float(rating_range[1])
 
     def serve(user: tf.Tensor, item: tf.Tensor) -> dict[str, tf.Tensor]:
         dense_u, dense_i = user_table.lookup(user), item_table.lookup(item)
@@ -100,7 +104,7 @@ def export_saved_model(
         )
         known = has_u & has_i
         rating = tf.where(known, scored, fallback)
-        rating = tf.clip_by_value(rating, schema.RATING_MIN, schema.RATING_MAX)
+        rating = tf.clip_by_value(rating, low, high)
         return {"rating": rating, "known": known}
 
     archive = keras.export.ExportArchive()
@@ -120,7 +124,7 @@ def export_saved_model(
         "signature": SIGNATURE,
         "inputs": {"user": "int64 [B] raw user id", "item": "int64 [B] raw item id"},
         "outputs": {"rating": "float32 [B]", "known": "bool [B]"},
-        "rating_range": [schema.RATING_MIN, schema.RATING_MAX],
+        "rating_range": [low, high],
         "fallback": {
             "global_mean": mean,
             "user_bias": b_user is not None,

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
 from cflib.errors import CfpipeError, ConfigError
+from cflib.logs import stage_logger
 from cflib.registry.artifact import ARTIFACT_FILE, read_info
 from cflib.registry.store import Location, latest_name, locate
 
-log = logging.getLogger(__name__)
+log = stage_logger("registry")
 
 
 def _subdirs(where: Location) -> list[Location]:

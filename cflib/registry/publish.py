@@ -15,7 +15,6 @@ import fcntl
 import functools
 import importlib.metadata
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -30,6 +29,7 @@ from cflib.config import PublishConfig
 from cflib.data.manifest import Manifest, load_manifest
 from cflib.errors import ConfigError, DatasetError
 from cflib.fsutil import atomic_dir, naming, sha256_file
+from cflib.logs import stage_logger
 from cflib.registry import promote
 from cflib.registry.artifact import (
     ARTIFACT_FILE,
@@ -68,7 +68,7 @@ VERSIONED = (
     "dask",
     "pydantic",
 )
-log = logging.getLogger(__name__)
+log = stage_logger("publish")
 _LOCK_FILE = ".publish.lock"
 #: Dataset splits whose pairs go into ``seen.parquet`` (the test split stays unseen).
 SEEN_SPLITS = ("train", "validation")
@@ -106,7 +106,9 @@ def _point_latest(model_dir: Path, run_id: str) -> None:
     os.replace(tmp, model_dir / LATEST)
 
 
-def _export(staged: Path, global_mean: float) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _export(
+    staged: Path, global_mean: float, rating_range: tuple[float, float]
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The SavedModel and the numpy form, from the staged (already copied) Keras model
     and id maps; what each is, for ``artifact.json``."""
     from cflib.models.io import load_model
@@ -119,6 +121,7 @@ def _export(staged: Path, global_mean: float) -> tuple[dict[str, Any], dict[str,
         user_map=staged / schema.USER_MAP_FILE,
         item_map=staged / schema.ITEM_MAP_FILE,
         global_mean=global_mean,
+        rating_range=rating_range,
     )
     return serving, export_scoring(model, staged / SCORING_DIR)
 
@@ -142,7 +145,7 @@ def _build(
         name = DATA_MANIFEST_FILE if src.name == schema.MANIFEST_FILE else src.name
         files[name] = sha256_file(src)  # Of the source: verify checks the copy.
         shutil.copyfile(src, staged / name)
-    serving, scoring = _export(staged, global_mean)
+    serving, scoring = _export(staged, global_mean, manifest.rating_range)
     from cflib.registry.seen import write_seen
 
     parts = [p for s in SEEN_SPLITS for p in manifest.split_paths(data, s)]

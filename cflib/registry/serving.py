@@ -103,9 +103,19 @@ class Artifact:
         """The dense id of raw item ``raw``."""
         return _dense(self.raw_items, raw, "item", self.source)
 
+    @property
+    def rating_range(self) -> tuple[float, float]:
+        """The training ratings' lowest and highest, which predictions are clipped to (as
+        the SavedModel's signature clips them); an artifact from before they were
+        recorded has the Netflix scale."""
+        low, high = (self.info.get("serving") or {}).get(
+            "rating_range", (schema.RATING_MIN, schema.RATING_MAX)
+        )
+        return float(low), float(high)
+
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Predicted ratings of dense pairs, clipped to the rating scale."""
-        return np.clip(self.raw_score(users, items), schema.RATING_MIN, schema.RATING_MAX)
+        """Predicted ratings of dense pairs, clipped to ``rating_range``."""
+        return np.clip(self.raw_score(users, items), *self.rating_range)
 
     def raw_score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """The model's float32 output for dense pairs, not clipped."""
@@ -155,7 +165,7 @@ class Artifact:
         # Ranked on the unclipped score, so items above the top of the scale still
         # order; a stable sort keeps ascending dense ids among equal scores.
         best = candidates[np.argsort(-raw[candidates], kind="stable")[:k]]
-        scores = np.clip(raw, schema.RATING_MIN, schema.RATING_MAX)
+        scores = np.clip(raw, *self.rating_range)
         titles = self.item_map.column("title").to_pylist()
         years = self.item_map.column("year").to_pylist()
         return [

@@ -6,7 +6,6 @@ it, so that Dask can parse one big file in shards.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from cflib.errors import DataFormatError
+from cflib.logs import stage_logger
 from cflib.schema import RAW_ITEMS_GENRES, RAW_RATINGS
 from cflib.sources._lines import (
     Cleaned,
@@ -31,7 +31,7 @@ from cflib.sources._movielens_rules import CSV_ITEMS, TIMESTAMP_END
 from cflib.sources._ranges import check_range, first_lineno, read_range
 from cflib.sources.accounting import Report, Tally, count_lines, range_tally
 
-logger = logging.getLogger(__name__)
+logger = stage_logger("ingest")
 
 _DIGITS = b"0123456789"
 _COLUMNS = ["raw_user", "raw_item", "rating", "timestamp"]

@@ -13,7 +13,6 @@ to the shared line scanner, which names the first bad line in the whole file.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from cflib.errors import DataFormatError
+from cflib.logs import stage_logger
 from cflib.schema import RAW_RATINGS
 from cflib.sources._lines import (
     BEFORE_HEADERS,
@@ -39,7 +39,7 @@ from cflib.sources._netflix_rules import COMBINED
 from cflib.sources._ranges import check_range, first_lineno, read_range
 from cflib.sources.accounting import Report, Tally, count_lines, range_tally
 
-logger = logging.getLogger(__name__)
+logger = stage_logger("ingest")
 
 #: Step of the backwards search for the header of a block that a range starts inside.
 BACK_CHUNK = 1 << 16

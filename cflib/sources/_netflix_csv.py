@@ -4,12 +4,13 @@ both the training_set reader and the combined_data reader use."""
 from __future__ import annotations
 
 import datetime as dt
-import logging
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-logger = logging.getLogger(__name__)
+from cflib.logs import stage_logger
+
+logger = stage_logger("ingest")
 
 #: date32 value of 0001-01-01: pyarrow parses year 0000, Python's date (and the rules) do not.
 MIN_DAY = (dt.date(1, 1, 1) - dt.date(1970, 1, 1)).days

@@ -10,7 +10,6 @@ combined files' parser is ``_netflix_combined``, the side files' ``_netflix_side
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from cflib.errors import DataFormatError, SourceError
+from cflib.logs import stage_logger
 from cflib.schema import RAW_RATINGS
 from cflib.sources._lines import Cleaned, classify, fast_or_quarantine, header_id, scan
 from cflib.sources._netflix_combined import combined_lines as combined_lines
@@ -32,7 +32,7 @@ from cflib.sources._netflix_side import read_probe as read_probe
 from cflib.sources._netflix_side import read_qualifying as read_qualifying
 from cflib.sources.accounting import Report, Tally
 
-logger = logging.getLogger(__name__)
+logger = stage_logger("ingest")
 
 TRAINING_DIR = "training_set"
 PROBE_FILE = "probe.txt"

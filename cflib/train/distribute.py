@@ -4,16 +4,16 @@ logical devices cut from one, GPU memory growth, and the batch a GPU needs."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass
 
 import tensorflow as tf
 
 from cflib.errors import ConfigError
+from cflib.logs import stage_logger
 from cflib.models.catalog import ROW_LOOKUPS_PER_BATCH
 
-log = logging.getLogger(__name__)
+log = stage_logger("train")
 
 
 @dataclass(frozen=True)

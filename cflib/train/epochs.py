@@ -11,7 +11,6 @@ faster one) without touching it.
 
 from __future__ import annotations
 
-import logging
 import math
 import warnings
 from collections.abc import Callable
@@ -25,6 +24,7 @@ import tensorflow as tf
 
 from cflib.config import TrainConfig
 from cflib.errors import TrainingDiverged
+from cflib.logs import stage_logger
 from cflib.models.losses import squared_error
 from cflib.train import guard
 from cflib.train.checkpoint import (
@@ -39,7 +39,7 @@ from cflib.train.distribute import DistributedValidation
 from cflib.train.inputs import TrainInputs
 from cflib.train.optim import make_optimizer
 
-log = logging.getLogger(__name__)
+log = stage_logger("train")
 
 OnEpoch = Callable[[int, int, dict[str, float]], None]
 

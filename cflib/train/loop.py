@@ -9,7 +9,6 @@ trains, ``checkpoints/`` holds what a restarted run resumes from
 from __future__ import annotations
 
 import contextlib
-import logging
 import shutil
 import sys
 import time
@@ -25,6 +24,7 @@ from cflib.config import TrainConfig
 from cflib.data.manifest import Manifest
 from cflib.data.side import SideFeatures, load_side_features
 from cflib.fsutil import exclusive, naming
+from cflib.logs import stage_logger
 from cflib.models.catalog import build_model, resolve_for, spec_of
 from cflib.models.io import save_model
 from cflib.train import guard, runs, stop, tune
@@ -63,7 +63,7 @@ from cflib.train.keras_strategy import use_scope_strategy
 from cflib.train.preflight import trainable_manifest
 from cflib.train.summary import train_summary
 
-log = logging.getLogger(__name__)
+log = stage_logger("train")
 
 
 def train(

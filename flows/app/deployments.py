@@ -81,6 +81,17 @@ def fill_parameters(path: Path, d: dict[str, Any]) -> dict[str, Any]:
     return filled
 
 
+def invalid(exc: Exception) -> str:
+    """A flow's parameter error on one line: every invalid field with its reason.
+
+    Prefect's ``ParameterTypeError`` lists one field a line after a header line; its
+    ``params.`` prefix (the flows' one parameter) is dropped.
+    """
+    lines = [line.strip() for line in str(exc).splitlines()]
+    fields = [line[2:].removeprefix("params.") for line in lines if line.startswith("- ")]
+    return "invalid parameters: " + "; ".join(fields) if fields else lines[0]
+
+
 def _check_source(path: Path, d: dict[str, Any], params: Any) -> None:
     """The flow's ``source`` exists on this machine (a typo fails at serve, not at 02:00)."""
     source = getattr(params, "source", None)
@@ -129,9 +140,8 @@ def build(
         parameters = fill_parameters(path, d)
         try:
             validated = flow.validate_parameters(parameters)
-        except Exception as exc:  # ParameterTypeError wraps pydantic's message
-            first = str(exc).splitlines()[0]
-            raise ConfigError(f"{path}: deployment {d['name']}: {first}") from exc
+        except Exception as exc:  # ParameterTypeError: a header, then " - where: why" each
+            raise ConfigError(f"{path}: deployment {d['name']}: {invalid(exc)}") from exc
         if check_paths:
             _check_source(path, d, validated.get("params"))
         built.append(

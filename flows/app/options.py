@@ -11,7 +11,13 @@ from typing import Any, TypeVar
 import typer
 from pydantic import BaseModel, ValidationError
 
-from cflib.config import EvaluateConfig, PipelineConfig, PublishConfig, TrainConfig
+from cflib.config import (
+    EvaluateConfig,
+    PipelineConfig,
+    PublishConfig,
+    TrainConfig,
+    error_lines,
+)
 from cflib.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -23,12 +29,15 @@ def option_name(field: str) -> str:
 
 
 def config_error(exc: ValidationError, model: type[BaseModel]) -> ConfigError:
-    """The first validation error as one line naming the option and the value."""
-    err = exc.errors()[0]
-    field = str(err["loc"][0]) if err["loc"] else model.__name__
-    value = err.get("input")
-    shown = "" if isinstance(value, dict) else f" {value!r}"
-    return ConfigError(f"{option_name(field)}{shown}: {err['msg']}")
+    """Every validation error, on one line, each naming the option and the value
+    (``--epochs 0: ...; --validation-fraction 1.5: ...``)."""
+    parts = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else model.__name__
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f" {value!r}"
+        parts.append(f"{option_name(field)}{shown}: {err['msg']}")
+    return ConfigError("; ".join(parts))
 
 
 def build(model: type[BaseModel], values: dict[str, Any]) -> Any:
@@ -84,8 +93,8 @@ def load_config_file(path: Path, model: type[BaseModel]) -> dict[str, Any]:
     """The mapping in a YAML or JSON config file, validated against ``model``.
 
     Raises:
-        ConfigError: the file is missing or unreadable, or a key is unknown or a value out
-            of range; one line naming the file and the key (``train.epochs``).
+        ConfigError: the file is missing or unreadable, or keys are unknown or values out
+            of range; one line naming the file and each such key (``train.epochs``).
     """
     import yaml
 
@@ -103,10 +112,8 @@ def load_config_file(path: Path, model: type[BaseModel]) -> dict[str, Any]:
         raise ConfigError(f"--config {path}: expected a mapping of options")
     try:
         model.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(part) for part in err["loc"]) or model.__name__
-        raise ConfigError(f"--config {path}: {where}: {err['msg']}") from None
+    except ValidationError as exc:  # every invalid key, not only the first
+        raise ConfigError(f"--config {path}: {'; '.join(error_lines(exc))}") from None
     return data
 
 

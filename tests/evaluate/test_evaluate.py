@@ -185,6 +185,7 @@ def _report_inputs(netflix_dir: Path, tmp_path: Path) -> tuple[dict, dict, objec
         "segments": {"user_activity": rows, "item_popularity": rows},
         "distribution": {"values": [1.0, 2.0], "true": [1, 2], "predicted": [0, 3]},
         "qualifying": {"rows": 3, "file": "qualifying_predictions.txt"},
+        "rating_range": [0.5, 5.0],
     }
     summary = {
         "epochs_run": 2,
@@ -213,6 +214,11 @@ def test_report_renders_every_section(netflix_dir: Path, tmp_path: Path) -> None
     assert "Cinematch (Netflix, on the real probe set) | 0.9514" in md
     assert "0.8400 .. 0.8600" in md and "1 test ratings have a user or item" in md
     assert "| 0 | 1 | 1.2000 |  |" in md  # a bucket without bias RMSE stays empty
+    assert "Predictions are clipped to 0.5..5, the range of the training ratings." in md
+    # The loss is named for what it includes; the RMSEs come first; no val_loss column.
+    header = "| epoch | training RMSE | validation RMSE | loss (squared error + L2 penalty) |"
+    assert header in md and "| 2 | 0.9000 | 0.9500 | 0.8000 |" in md
+    assert "val_loss" not in md and "the squared error plus the L2 penalty" in md
 
     page = report.render_html(metrics_, summary, manifest)  # type: ignore[arg-type]
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)

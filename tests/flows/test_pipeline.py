@@ -205,7 +205,11 @@ def test_cli_training_epochs_reach_the_prefect_run_logs(
         epoch = any(m.startswith("epoch 1: loss") for m in lines)
         return epoch and any(m.startswith(f"{run_id}: best epoch") for m in lines)
 
-    api.wait_for_logs(api.flow_run_by_parameter("train", "run_id", run_id), epochs_and_best)
+    flow_run = api.flow_run_by_parameter("train", "run_id", run_id)
+    api.wait_for_logs(flow_run, epochs_and_best)
+    # Shown under the stage's name, not the module's (cflib.train.checkpoint).
+    named = dict((m, name) for name, m in api.named_logs(flow_run))
+    assert {named[m] for m in named if m.startswith(("epoch ", f"{run_id}: best"))} == {"train"}
 
 
 def test_corrupt_part_fails_the_run_and_the_fixed_rerun_skips_ingest(

@@ -10,6 +10,7 @@ import pytest
 
 from cflib import schema
 from cflib.config import IngestConfig
+from cflib.data.manifest import load_manifest
 from cflib.ingest.parallel import ingest_local
 from cflib.ingest.source import detect_format
 
@@ -119,6 +120,15 @@ def test_ml_csv_half_stars_and_no_user_table(tmp_path: Path) -> None:
     assert len(rows) == 9
     assert {r["rating"] for r in rows if r["raw_item"] == 296} == {0.5}
     assert {r["rating"] for r in rows if r["raw_item"] == 50} == {4.5}
+    # Each split's lowest and highest rating, which predictions are clipped to.
+    manifest = load_manifest(tmp_path / "data")
+    for split, info in manifest.splits.items():
+        mine = [r["rating"] for r in rows if r["split"] == split]
+        assert (info.rating_min, info.rating_max) == (
+            (min(mine), max(mine)) if mine else (None, None)
+        ), split
+    train = [r["rating"] for r in rows if r["split"] == "train"]
+    assert manifest.rating_range == (min(train), max(train))
     users = pq.read_table(tmp_path / "data" / schema.USER_MAP_FILE)
     assert users.column("gender").null_count == 3
     items = pq.read_table(tmp_path / "data" / schema.ITEM_MAP_FILE).to_pylist()

@@ -117,10 +117,10 @@ def test_a_second_publisher_waits_for_the_first(
             target=lambda: done.append(registry.publish(run2, reg, PublishConfig()))
         )
         waiting = _LogSignal("another publisher holds .publish.lock; waiting")
-        logger = logging.getLogger("cflib.registry.publish")
+        logger = logging.getLogger("cflib.publish")
         logger.addHandler(waiting)
         try:
-            with caplog.at_level(logging.INFO, logger="cflib.registry.publish"):
+            with caplog.at_level(logging.INFO, logger="cflib.publish"):
                 second.start()
                 # The signal, not a time window: it logs this just before it blocks on
                 # the lock, which the other process holds until the block ends.

@@ -78,7 +78,7 @@ def test_diverged_epoch_restarts_from_its_start_at_half_the_rate(
 ) -> None:
     seen, on_train_begin = _lr_at_start()
     monkeypatch.setattr(checkpoint.Checkpointer, "on_train_begin", on_train_begin)
-    with caplog.at_level("WARNING", logger="cflib.train.epochs"):
+    with caplog.at_level("WARNING", logger="cflib.train"):
         summary = train(planted, tmp_path / "run", SPIKY)
     (divergence,) = summary["divergences"]
     assert (divergence["epoch"], divergence["batch"]) == (1, 3)
@@ -86,7 +86,7 @@ def test_diverged_epoch_restarts_from_its_start_at_half_the_rate(
     assert "over 2 times the lowest so far" in divergence["reason"]
     assert summary["lr_scale"] == 0.5
     assert seen == [1.0, 0.5, 0.5]  # epoch 1, epoch 1 again, epoch 2
-    (warning,) = [r.getMessage() for r in caplog.records if r.name == "cflib.train.epochs"]
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "train"]
     assert warning.startswith("training diverged at epoch 1, batch 3 (the loss rose to ")
     assert "restarting from epoch 1 with the learning rate halved to 0.5 (restart 1 of 3)" in (
         warning
@@ -105,7 +105,7 @@ def test_always_diverging_fails_after_three_restarts(
     planted: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     out = tmp_path / "run"
-    with caplog.at_level("WARNING", logger="cflib.train.epochs"):
+    with caplog.at_level("WARNING", logger="cflib.train"):
         with pytest.raises(TrainingDiverged) as raised:
             train(planted, out, ABSURD)
     message = str(raised.value)
@@ -115,7 +115,7 @@ def test_always_diverging_fails_after_three_restarts(
         "after 3 restarts with the learning rate halved each time, to 1.25; "
         "lower --learning-rate (now 10) or --batch-size, into a new --out"
     )
-    warnings = [r.getMessage() for r in caplog.records if r.name == "cflib.train.epochs"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "train"]
     assert [w.split("halved to ")[1] for w in warnings] == [
         "5 (restart 1 of 3)", "2.5 (restart 2 of 3)", "1.25 (restart 3 of 3)",
     ]  # fmt: skip

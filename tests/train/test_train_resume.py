@@ -174,7 +174,7 @@ def test_damaged_last_checkpoint_falls_back_to_the_one_before(
     weights = ckpt / last["weights"]
     weights.write_bytes(weights.read_bytes()[:200])  # truncated
 
-    with caplog.at_level("WARNING", logger="cflib.train.checkpoint"), record_starts() as starts:
+    with caplog.at_level("WARNING", logger="cflib.train"), record_starts() as starts:
         summary = train(planted, interrupted, RESUME)
     assert any(f"checkpoint {last['weights']} is unreadable" in r.message for r in caplog.records)
     assert summary["resumed"] == {"epoch": 1, "batch": 5}
@@ -192,7 +192,7 @@ def test_no_readable_checkpoint_starts_over(
     for state in _states(ckpt):
         (ckpt / state["weights"]).write_bytes(b"not an HDF5 file")
 
-    with caplog.at_level("WARNING", logger="cflib.train.checkpoint"), record_starts() as starts:
+    with caplog.at_level("WARNING", logger="cflib.train"), record_starts() as starts:
         summary = train(planted, interrupted, RESUME)
     assert any("no readable checkpoint" in r.message for r in caplog.records)
     assert summary["resumed"] is None
