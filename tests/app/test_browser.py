@@ -159,9 +159,13 @@ def _artifact(ui: dict[str, Any], run_id: str, key: str) -> dict[str, Any]:
     return dict(found)
 
 
+@pytest.mark.required_in_ci(
+    "the only test of the Prefect UI in a browser (CI runs as root, so make test installs chromium)"
+)
 def test_custom_run_from_the_form_shows_metrics_and_figures(
-    ui: dict[str, Any], browser: Any
+    browser: Any, ui: dict[str, Any]
 ) -> None:
+    # `browser` first: without Chromium the test skips before any server starts.
     deployment = _deployment_id(ui)
     work = ui["tmp"] / "work"
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
