@@ -165,6 +165,8 @@ def test_cli_malformed_line_quarantined_or_strict_exit_2(
     assert main(["ingest", str(src), "--out", str(out)]) == 0
     summary = capsys.readouterr().out
     assert f" 1 line (see {out / 'quarantine.parquet'})" in summary
+    assert re.search(rf"\n  Dask report +{re.escape(str(out))}/dask-performance\.html\n", summary)
+    assert "Dask Performance Report" in (out / "dask-performance.html").read_text()
     [bad] = pq.read_table(out / "quarantine.parquet").to_pylist()
     assert (bad["file"], bad["line"], bad["text"]) == ("training_set/mv_0000002.txt", 3, "30,4")
 
