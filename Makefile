@@ -12,7 +12,7 @@ DEMO_OUT ?= demo-work
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 export TF_CPP_MIN_LOG_LEVEL = 2
 
-.PHONY: install demo test lint typecheck fmt bench audit audit-latest lock clean
+.PHONY: install chromium demo test lint typecheck fmt bench audit audit-latest lock clean
 
 install: $(STAMP)
 
@@ -28,8 +28,25 @@ $(BENCH_STAMP): $(STAMP)
 demo: $(STAMP)
 	$(BIN)/cfpipe demo --out $(DEMO_OUT)
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) chromium lint typecheck
 	$(BIN)/pytest -q
+
+# The browser test (tests/app/test_browser.py) drives the system Chromium through
+# Playwright (installed with the dev extra; it downloads no browser). Debian's `chromium`
+# is installed where it is missing and apt-get can run (as root, or by sudo without a
+# password); elsewhere that test skips and says why.
+chromium:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+	  :; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "note: no chromium and no apt-get: the browser test will skip" >&2; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	elif sudo -n true 2>/dev/null; then \
+	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+	  echo "note: no chromium, and apt-get needs root: the browser test will skip" >&2; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

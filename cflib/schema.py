@@ -87,6 +87,8 @@ USER_MAP_FILE = "user_map.parquet"
 ITEM_MAP_FILE = "item_map.parquet"
 QUALIFYING_FILE = "qualifying.parquet"
 QUARANTINE_FILE = "quarantine.parquet"
+#: The Dask performance report of the ingest that wrote the dataset (Dask ingests only).
+PERFORMANCE_REPORT_FILE = "dask-performance.html"
 
 # Run directory layout.
 MODEL_FILE = "model.keras"

@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cflib.config import IngestConfig
 from cflib.fsutil import exclusive, naming
+from cflib.ingest.parallel import performance_report
+from cflib.ingest.scratch import ScratchLayout
 from flows import limits
 from flows.runtime import dask_scheduler_address, dask_task_runner
 from tasks import ingest as t
@@ -38,7 +40,8 @@ def ingest_flow(params: IngestParams) -> dict[str, Any]:
     """Ingest a source directory into a partitioned Parquet dataset at ``out``.
 
     The flow's DaskTaskRunner owns the cluster (a LocalCluster, or an existing scheduler);
-    each stage is a task that fans its shards or buckets out on that cluster.
+    each stage is a task that fans its shards or buckets out on that cluster. The Dask
+    work is recorded as a performance report kept in the dataset (``dask-performance.html``).
 
     Args:
         params: What to read and where to write; every option shows its default.
@@ -52,11 +55,13 @@ def ingest_flow(params: IngestParams) -> dict[str, Any]:
         stage = plan["stage"]
         try:
             address = dask_scheduler_address()
-            parsed = t.parse_shards(stage, address)
-            ids = t.build_id_maps(stage, parsed, address)
-            t.split_shards(stage, ids, address)
-            parts = t.compact_buckets(stage, ids, address)
-            return t.finalize(stage, ids, parts, t.locate_repeats(stage, address))
+            with performance_report(address, ScratchLayout(Path(stage)).performance_report):
+                parsed = t.parse_shards(stage, address)
+                ids = t.build_id_maps(stage, parsed, address)
+                t.split_shards(stage, ids, address)
+                parts = t.compact_buckets(stage, ids, address)
+                moved = t.locate_repeats(stage, address)
+            return t.finalize(stage, ids, parts, moved)
         except BaseException:
             t.abort(stage)
             raise

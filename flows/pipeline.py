@@ -105,5 +105,5 @@ def _pipeline(params: PipelineParams) -> dict[str, Any]:
     else:
         published = run_publish(run, registry_root, config.publish)
     lines = stage_lines(ingested, summary, done is not None, metrics, published)
-    summarize_pipeline(lines, run)  # the parent run's own logs and artifacts
+    summarize_pipeline(lines, run, published["artifact"])  # the parent run's own logs, artifacts
     return {"data": data, "run": run, "metrics": metrics, "published": published}

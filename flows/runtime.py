@@ -52,8 +52,9 @@ def dask_task_runner(cfg: IngestConfig) -> TaskRunner[Any]:
             "threads_per_worker": 1,
             "processes": True,
             "host": "127.0.0.1",  # the scheduler and workers listen on loopback only
-            # The dashboard (bokeh) on loopback, on a free port: its link is logged.
-            "dashboard_address": "127.0.0.1:0",
+            # No dashboard: its link died with the cluster, seconds after the ingest. The
+            # performance report kept in the dataset (flows/ingest.py) replaces it.
+            "dashboard_address": None,
         }
     )
     return cast("TaskRunner[Any]", runner)
@@ -61,7 +62,7 @@ def dask_task_runner(cfg: IngestConfig) -> TaskRunner[Any]:
 
 def dask_scheduler_address() -> str:
     """The scheduler address of the running flow's DaskTaskRunner, starting it if needed;
-    logs it and the dashboard's link.
+    logs it.
 
     ``prefect_dask.get_dask_client`` reads the runner's private client, which the runner
     only creates on first use; its public ``client`` property creates it.
@@ -79,12 +80,7 @@ def dask_scheduler_address() -> str:
         raise RuntimeError("dask_scheduler_address() needs a flow run with a DaskTaskRunner")
     with shield():
         client = runner.client
-    dashboard = client.scheduler_info().get("services", {}).get("dashboard")
-    get_run_logger().info(
-        "Dask scheduler %s, dashboard %s",
-        client.scheduler.address,
-        client.dashboard_link if dashboard else "not running (it needs bokeh on the scheduler)",
-    )
+    get_run_logger().info("Dask scheduler %s", client.scheduler.address)
     return str(client.scheduler.address)
 
 

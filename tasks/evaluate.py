@@ -6,11 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.artifacts import (
-    create_link_artifact,
-    create_markdown_artifact,
-    create_table_artifact,
-)
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from cflib import schema
 from cflib.config import EvaluateConfig
@@ -29,8 +25,8 @@ def evaluate_run(run: str, config: EvaluateConfig) -> dict[str, Any]:
 @task(name="write-report")
 def write_report(run: str) -> str:
     """Render ``RUN/report.md`` and ``RUN/report.html``, and show the results in the
-    Prefect UI as artifacts of the flow run: the metrics table, the Markdown report and a
-    link to the HTML report."""
+    Prefect UI as artifacts of the flow run: the metrics table, the report with its
+    figures, and where the HTML report is (a path: the UI's browser refuses ``file://``)."""
     path = report.write_report(Path(run))
     metrics = runs.metrics(Path(run))
     rows = report.table_rows(metrics)
@@ -38,11 +34,18 @@ def write_report(run: str) -> str:
     create_table_artifact(
         rows, key="test-metrics", description=f"Test RMSE and MAE of run {run_id}"
     )
+    html = str(path.with_name(schema.REPORT_HTML_FILE).resolve())
     create_markdown_artifact(
-        path.read_text(), key="run-report", description=f"Report of run {run_id}"
+        report.ui_markdown(Path(run), html_report=html),
+        key="run-report",
+        description=f"Report of run {run_id}, figures included",
     )
-    html = path.with_name(schema.REPORT_HTML_FILE).resolve()
-    create_link_artifact(
-        html.as_uri(), link_text=str(html), key="report-html", description="The HTML report"
+    create_markdown_artifact(
+        f"# HTML report of run {run_id}\n\nSelf-contained (figures included); open it in a "
+        f"browser on the machine that holds the run (`cfpipe publish` keeps a copy in the "
+        f"registry's artifact):\n\n`{html}`\n",
+        key="report-html",
+        description=f"Where the HTML report is: {html}",
     )
+    get_run_logger().info("HTML report: %s", html)
     return str(path)

@@ -3,10 +3,13 @@ buckets fan out on the flow's Dask cluster (its scheduler address is passed in).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 
+from cflib import schema
 from cflib.config import IngestConfig
 from cflib.ingest import parallel
 from cflib.ingest import plan as plans
@@ -107,7 +110,26 @@ def finalize(
         n = manifest["quarantined"]
         lines = "1 malformed line" if n == 1 else f"{n:,} malformed lines"
         logger.warning("%s quarantined in %s/quarantine.parquet", lines, out)
+    _show_performance_report(Path(out) / schema.PERFORMANCE_REPORT_FILE)
     return manifest
+
+
+def _show_performance_report(path: Path) -> None:
+    """Log where the Dask performance report is and name it in an artifact: a path, since
+    the browser showing the Prefect UI refuses ``file://`` links (and the dashboard it
+    replaces was gone once the cluster closed)."""
+    if not path.is_file():
+        return
+    where = str(path.resolve())
+    get_run_logger().info("Dask performance report: %s", where)
+    create_markdown_artifact(
+        "# Dask performance report\n\n"
+        "What the Dask cluster did during this ingest (task stream, worker profile, "
+        "bandwidth), saved with the dataset; open this file in a browser on the machine "
+        f"that holds the dataset (it needs no network):\n\n`{where}`\n",
+        key="dask-performance-report",
+        description=f"Where the Dask performance report is: {where}",
+    )
 
 
 @task(name="abort-ingest")

@@ -67,10 +67,12 @@ def start(
     for attempt in range(ATTEMPTS):
         port = free_port(host)
         log = home / f"server-{attempt}.log"
+        # The UI asks its API at PREFECT_UI_API_URL (default: port 4200, not this one).
+        ui = {"PREFECT_UI_API_URL": f"http://{host}:{port}/api"}
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 argv(host, port),
-                env=env,
+                env={**env, **ui},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

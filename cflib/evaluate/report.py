@@ -3,7 +3,8 @@ rating distribution, the data and the exact config.
 
 The report is built once as a list of blocks (paragraphs, tables, code, figures) and
 rendered twice: ``report.md`` (figures left out) and a self-contained ``report.html``
-with the figures embedded as PNG.
+with the figures embedded as PNG. The Prefect UI gets the Markdown with the figures
+inline (``ui_markdown``): its Markdown artifacts render ``data:`` images.
 """
 
 from __future__ import annotations
@@ -295,15 +296,29 @@ def _md_table(table: Table) -> list[str]:
     ]
 
 
-def render_markdown(metrics: dict[str, Any], summary: dict[str, Any], manifest: Manifest) -> str:
-    """The whole report as Markdown (figures are in the HTML report only)."""
+def _data_uri(figure: Figure) -> str:
+    return "data:image/png;base64," + base64.b64encode(figure.png).decode()
+
+
+def render_markdown(
+    metrics: dict[str, Any],
+    summary: dict[str, Any],
+    manifest: Manifest,
+    *,
+    figures: bool = False,
+) -> str:
+    """The whole report as Markdown; with ``figures``, each figure inline as a PNG
+    ``data:`` image (else they are in the HTML report only)."""
     out = [f"# cfpipe run {metrics['run_id']}", "", _headline(metrics)]
     for section in build(metrics, summary, manifest):
         out += ["", f"## {section.title}"]
         for block in section.blocks:
             if isinstance(block, Table):
                 out += ["", *_md_table(block)]
-            elif isinstance(block, str):
+            elif isinstance(block, Figure):
+                if figures:
+                    out += ["", f"![{block.title}]({_data_uri(block)})"]
+            else:
                 out += ["", block]
         if section.code is not None:
             out += ["", "```json", section.code, "```"]
@@ -362,10 +377,9 @@ def render_html(metrics: dict[str, Any], summary: dict[str, Any], manifest: Mani
             if isinstance(block, Table):
                 out.append(_html_table(block))
             elif isinstance(block, Figure):
-                data = base64.b64encode(block.png).decode()
                 alt = html.escape(block.title)
                 out.append(
-                    f'<figure><img alt="{alt}" src="data:image/png;base64,{data}">'
+                    f'<figure><img alt="{alt}" src="{_data_uri(block)}">'
                     f"<figcaption>{alt}</figcaption></figure>"
                 )
             else:
@@ -382,12 +396,38 @@ def _write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def _inputs(run: Path) -> tuple[dict[str, Any], dict[str, Any], Manifest]:
+    summary = runs.train_summary(run)
+    return runs.metrics(run), summary, load_manifest(summary["data_dir"])
+
+
+def ui_markdown(run: Path, *, html_report: str | None = None) -> str:
+    """The report of an evaluated run as Markdown with its figures inline (the Prefect
+    UI's artifacts), headed by where the HTML report is (``html_report``, default
+    ``RUN/report.html``) as a path: a browser refuses a ``file://`` link from a page."""
+    run = Path(run)
+    where = html_report or str((run / schema.REPORT_HTML_FILE).resolve())
+    text = render_markdown(*_inputs(run), figures=True)
+    title, _, rest = text.partition("\n")
+    return f"{title}\n\nHTML report (the same, self-contained): `{where}`\n{rest}"
+
+
+def html_location(run: Path, artifact: str | None) -> str:
+    """Where a run's HTML report is: in its published artifact when that holds one (a
+    local registry), else in the run directory; an absolute path (or the artifact's URL)."""
+    if artifact is not None:
+        if "://" in artifact:
+            return f"{artifact.rstrip('/')}/{schema.REPORT_HTML_FILE}"
+        published = Path(artifact) / schema.REPORT_HTML_FILE
+        if published.is_file():
+            return str(published.resolve())
+    return str((Path(run) / schema.REPORT_HTML_FILE).resolve())
+
+
 def write_report(run: Path) -> Path:
     """Write ``RUN/report.md`` and ``RUN/report.html``; return the Markdown report's path."""
     run = Path(run)
-    summary = runs.train_summary(run)
-    metrics = runs.metrics(run)
-    manifest = load_manifest(summary["data_dir"])
+    metrics, summary, manifest = _inputs(run)
     _write(run / schema.REPORT_HTML_FILE, render_html(metrics, summary, manifest))
     path = run / schema.REPORT_FILE
     _write(path, render_markdown(metrics, summary, manifest))

@@ -7,7 +7,8 @@ no Prefect API, no per-shard task-run bookkeeping (which cost 0.3 s a shard here
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -61,6 +62,28 @@ def dask_map(address: str, progress: Progress | None = None) -> Mapper:
                 raise
 
     return run
+
+
+@contextlib.contextmanager
+def performance_report(address: str, path: Path) -> Iterator[None]:
+    """Record the Dask scheduler at ``address`` while the block runs, and write its
+    ``distributed.performance_report`` to ``path`` when the block ends without an error.
+
+    The report covers every task the scheduler ran meanwhile, from any client (the
+    ``dask_map`` clients included). It embeds Bokeh's JavaScript (about 1.7 MB), so it
+    opens in a browser without a network. After an error nothing is written (the stage
+    that would hold it is removed anyway).
+    """
+    from distributed import Client
+    from distributed import performance_report as report
+
+    with Client(address, set_as_default=False) as client, client.as_current():
+        recorder = report(filename=str(path), mode="inline")
+        recorder.__enter__()
+        yield
+        # Not in a finally: after an error (a cancelled run, a lost scheduler) there is
+        # nothing worth asking the scheduler for.
+        recorder.__exit__(None, None, None)
 
 
 def parse_all(stage: str, mapper: Mapper) -> list[ParsedShard]:

@@ -15,6 +15,7 @@ Layout (the stage is renamed to ``--out`` only when complete)::
     scratch/repeats/located-shard-00000.parquet    their lines, as quarantine rows
     ratings/split=<split>/part-00000.parquet       the dataset, shuffled within and across parts
     user_map.parquet, item_map.parquet, qualifying.parquet, quarantine.parquet, _manifest.json
+    dask-performance.html                          the Dask performance report (Dask ingests)
 
 Scratch files are Arrow IPC (``write_scratch``): written once, read once, deleted.
 """
@@ -50,6 +51,11 @@ class ScratchLayout:
     @property
     def plan_file(self) -> Path:
         return self.stage / "plan.json"
+
+    @property
+    def performance_report(self) -> Path:
+        """Kept in the dataset: the Dask ingest's ``distributed.performance_report``."""
+        return self.stage / schema.PERFORMANCE_REPORT_FILE
 
     @property
     def scratch(self) -> Path:

@@ -138,6 +138,11 @@ def _print_ingest(result: dict[str, Any], out: Path) -> None:
             **{f"{k} ratings": f"{v['rows']:,}" for k, v in splits.items()},
             "quarantined": f"{bad:,} line{'' if bad == 1 else 's'}"
             + (f" (see {out / schema.QUARANTINE_FILE})" if bad else ""),
+            **(
+                {"Dask report": str(out / schema.PERFORMANCE_REPORT_FILE)}
+                if (out / schema.PERFORMANCE_REPORT_FILE).is_file()
+                else {}
+            ),
         },
     )
 

@@ -226,3 +226,35 @@ def test_report_renders_every_section(netflix_dir: Path, tmp_path: Path) -> None
     assert all(base64.b64decode(i).startswith(b"\x89PNG\r\n\x1a\n") for i in images)
     assert "&lt;b&gt;not html&lt;/b&gt;" in page and "<b>0.8500</b>" in page
     assert "src=" not in md
+
+
+def test_markdown_with_figures_inlines_the_same_pngs(netflix_dir: Path, tmp_path: Path) -> None:
+    """The Prefect UI's report: the Markdown with each figure as a PNG data: image (the
+    UI renders them; tests/app/test_browser.py checks that in Chromium)."""
+    import re
+
+    metrics_, summary, manifest = _report_inputs(netflix_dir, tmp_path)
+    md = report.render_markdown(metrics_, summary, manifest, figures=True)  # type: ignore[arg-type]
+    found = re.findall(r"^!\[([^\]]+)\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)$", md, re.M)
+    assert [title for title, _ in found] == [
+        "Learning curves",
+        "RMSE by user activity",
+        "RMSE by item popularity",
+        "Predicted vs true ratings",
+    ]
+    page = report.render_html(metrics_, summary, manifest)  # type: ignore[arg-type]
+    assert all(f'src="data:image/png;base64,{png}"' in page for _, png in found)
+    plain = report.render_markdown(metrics_, summary, manifest)  # type: ignore[arg-type]
+    assert re.sub(r"\n\n!\[[^\n]+", "", md) == plain
+
+
+def test_html_location_prefers_the_published_copy(tmp_path: Path) -> None:
+    run, artifact = tmp_path / "run", tmp_path / "reg" / "d" / "m" / "r1"
+    run.mkdir()
+    artifact.mkdir(parents=True)
+    assert report.html_location(run, None) == str(run / "report.html")
+    assert report.html_location(run, str(artifact)) == str(run / "report.html")  # no copy
+    (artifact / "report.html").write_text("<p>r</p>")
+    assert report.html_location(run, str(artifact)) == str(artifact / "report.html")
+    assert report.html_location(run, "s3://b/d/m/r1/") == "s3://b/d/m/r1/report.html"
+    assert "file://" not in report.html_location(run, str(artifact))

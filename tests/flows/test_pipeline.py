@@ -74,13 +74,23 @@ def test_pipeline_learns_the_factors_and_publishes(
     progress = [a for a in artifacts if a.type == "progress"]
     assert {a.description for a in progress} >= {"shards parsed", "parts written", "epochs (done)"}
     assert all(a.data == 100.0 for a in progress)
-    # The LocalCluster listens on loopback only, and its dashboard link is in the logs.
+    # The LocalCluster listens on loopback only; no dashboard link (it died with the
+    # cluster): the performance report is kept in the dataset and named by its path.
     lines = api.wait_for_logs(flow_run, lambda ls: any(m.startswith("Dask scheduler ") for m in ls))
     dask_lines = [line for line in lines if line.startswith("Dask scheduler ")]
     assert len(dask_lines) == 1 and re.fullmatch(
-        r"Dask scheduler tcp://127\.0\.0\.1:\d+, dashboard http://127\.0\.0\.1:\d+/status",
-        dask_lines[0],
+        r"Dask scheduler tcp://127\.0\.0\.1:\d+", dask_lines[0]
     ), dask_lines
+    assert not [line for line in lines if "dashboard" in line.lower()]
+    perf = (work / "data" / schema.PERFORMANCE_REPORT_FILE).resolve()
+    assert "Dask Performance Report" in perf.read_text()
+    by_key = {a.key: a for a in artifacts}
+    assert f"`{perf}`" in str(by_key["dask-performance-report"].data)
+    # The report's figures in the UI (data: images), the HTML report named by its path.
+    assert str(by_key["run-report"].data).count("](data:image/png;base64,") == 4
+    html = str(by_key["report-html"].data)
+    assert f"`{(Path(result['run']) / 'report.html').resolve()}`" in html
+    assert "file://" not in html and "file://" not in str(by_key["run-report"].data)
 
     # The parent run itself carries the summary: a line per stage, the metrics, the report.
     own = {a.key: a for a in artifacts if a.flow_run_id == flow_run}
@@ -89,6 +99,11 @@ def test_pipeline_learns_the_factors_and_publishes(
     assert "biased-mf (this run)" in str(own["pipeline-metrics"].data)
     summary = str(own["pipeline-summary"].data)
     assert "## Test metrics" in summary and f"test RMSE {metrics['rmse']:.4f}" in summary
+    assert summary.count("](data:image/png;base64,") == 4
+    # The HTML report named is the copy kept with the published artifact.
+    kept = Path(result["published"]["artifact"]) / "report.html"
+    assert kept.read_bytes() == (Path(result["run"]) / "report.html").read_bytes()
+    assert f"`{kept.resolve()}`" in summary
     stages = ("ingest: netflix, ", "train: ", "evaluate: test RMSE ", "publish: ")
     parent_lines = api.wait_for_logs(
         flow_run, lambda ls: all(any(m.startswith(s) for m in ls) for s in stages)
@@ -150,6 +165,8 @@ def test_cli_malformed_line_quarantined_or_strict_exit_2(
     assert main(["ingest", str(src), "--out", str(out)]) == 0
     summary = capsys.readouterr().out
     assert f" 1 line (see {out / 'quarantine.parquet'})" in summary
+    assert re.search(rf"\n  Dask report +{re.escape(str(out))}/dask-performance\.html\n", summary)
+    assert "Dask Performance Report" in (out / "dask-performance.html").read_text()
     [bad] = pq.read_table(out / "quarantine.parquet").to_pylist()
     assert (bad["file"], bad["line"], bad["text"]) == ("training_set/mv_0000002.txt", 3, "30,4")
 

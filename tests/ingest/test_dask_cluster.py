@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from cflib import schema
 from cflib.config import IngestConfig
 from cflib.ingest.parallel import ingest_local
 
@@ -90,6 +91,22 @@ def test_ingest_on_existing_cluster_matches_local(
     assert parts == sorted(p.relative_to(remote) for p in remote.rglob("*.parquet"))
     for rel in parts:
         assert (local / rel).read_bytes() == (remote / rel).read_bytes(), rel
+    # The same files, plus the Dask performance report; the same manifest but its time
+    # and the scheduler's address.
+    files = {p.relative_to(local) for p in local.rglob("*") if p.is_file()}
+    report = Path(schema.PERFORMANCE_REPORT_FILE)
+    assert {p.relative_to(remote) for p in remote.rglob("*") if p.is_file()} == files | {report}
+    assert all(
+        (local / f).read_bytes() == (remote / f).read_bytes()
+        for f in files - {Path(schema.MANIFEST_FILE)}
+    )
+    mine, theirs = (json.loads((d / schema.MANIFEST_FILE).read_text()) for d in (remote, local))
+    mine["ingest_config"]["dask_address"] = None
+    assert {**mine, "created_at": None} == {**theirs, "created_at": None}
+    # The report covers the ingest's tasks, and opens without a network (Bokeh inline).
+    html = (remote / report).read_text()
+    assert "Dask Performance Report" in html and "parse_shard" in html
+    assert "cdn.bokeh.org" not in html and "Bokeh" in html
 
 
 def test_worker_killed_mid_ingest_gives_identical_output(
