@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from cflib import schema
 from cflib.config import EvaluateConfig
 from cflib.data.manifest import Manifest, load_manifest
 from cflib.errors import DatasetError
+from cflib.evaluate import blend
 from cflib.evaluate.metrics import (
     ITEM_EDGES,
     USER_EDGES,
@@ -152,8 +153,6 @@ def evaluate(run: Path, cfg: EvaluateConfig) -> dict[str, Any]:
         ``distribution`` (counts of true and predicted ratings), ``qualifying`` (rows
         and file of the Netflix submission, or None) and ``seconds``.
     """
-    from cflib.models.io import load_model  # TensorFlow loads only when a model is scored.
-
     run = Path(run)
     summary = runs.train_summary(run)
     data = Path(summary["data_dir"])
@@ -162,14 +161,14 @@ def evaluate(run: Path, cfg: EvaluateConfig) -> dict[str, Any]:
         raise DatasetError(f"{data}: the test split is empty; there is nothing to evaluate")
     if manifest.fingerprint != summary["data_fingerprint"]:
         log.warning("%s changed since %s was trained on it", data, run)
-    model = load_model(run / schema.MODEL_FILE)
+    predict = predictor(run)
     start = time.perf_counter()
     baselines = Baselines(manifest, data, seed=cfg.seed, batch_size=cfg.batch_size)
     score = _Scores(baselines, cfg.seed)
     for b in iter_columns(
         manifest.split_paths(data, "test"), ("user", "item", "rating"), cfg.batch_size
     ):
-        score.add(_predict(model, b["user"], b["item"]), b)
+        score.add(predict(b["user"], b["item"]), b)
     oracle = _oracle(manifest)
     metrics: dict[str, Any] = {
         "run_id": summary["run_id"],
@@ -194,7 +193,7 @@ def evaluate(run: Path, cfg: EvaluateConfig) -> dict[str, Any]:
         rows = write_submission(
             data / schema.QUALIFYING_FILE,
             run / SUBMISSION_FILE,
-            lambda u, i: _predict(model, u, i),
+            predict,
             baselines.fallback,
             cfg.batch_size,
         )
@@ -202,6 +201,24 @@ def evaluate(run: Path, cfg: EvaluateConfig) -> dict[str, Any]:
     metrics["seconds"] = time.perf_counter() - start
     runs.write_json(run / schema.METRICS_FILE, metrics)
     return metrics
+
+
+def predictor(run: Path) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The run's predictions for dense ids, clipped to the rating scale: its Keras model,
+    or for a blend (``cflib.evaluate.blend``) its components' models, combined."""
+    from cflib.models.io import load_model  # TensorFlow loads only when a model is scored.
+
+    spec = blend.read_spec(run)
+    if spec is None:
+        model = load_model(run / schema.MODEL_FILE)
+        return lambda user, item: _predict(model, user, item)
+    models = [load_model(Path(c["run"]) / schema.MODEL_FILE) for c in spec["components"]]
+
+    def blended(user: np.ndarray, item: np.ndarray) -> np.ndarray:
+        preds = [_predict(m, user, item) for m in models]
+        return np.clip(blend.combine(spec, preds), schema.RATING_MIN, schema.RATING_MAX)
+
+    return blended
 
 
 def _predict(model: Any, user: np.ndarray, item: np.ndarray) -> np.ndarray:
