@@ -79,6 +79,29 @@ def test_combine_clips_each_component_first() -> None:
     assert out == pytest.approx([0.5 + 2.5 + 0.25, 0.5 + 1.0 + 1.0])
 
 
+def test_numpy_blend_scores_and_refuses_a_tampered_spec(tmp_path: Path) -> None:
+    from cflib.registry import npscore
+    from cflib.registry.artifact import ArtifactError
+
+    rng = np.random.default_rng(1)
+    dot = {"user_embedding": rng.normal(0, 1, (5, 3)), "item_embedding": rng.normal(0, 1, (4, 3))}
+    dot = {k: v.astype(np.float32) for k, v in dot.items()}
+    mean = {**dot, "user_bias": np.zeros(5, np.float32), "item_bias": np.ones(4, np.float32)}
+    mean["global_mean"] = np.float32(3.0)
+    out = tmp_path / "scoring"
+    components = [("dot", "dot", dot), ("biased-mf", "biased-mf", mean)]
+    spec = npscore.write_blend(out, components, 0.25, np.array([0.5, 0.75]))
+    assert spec["components"] == ["0-dot", "1-biased-mf"]
+    users, items = np.array([0, 4, 2], np.int32), np.array([3, 0, 1], np.int32)
+    raw = [npscore.Scorer(kind, arrays)(users, items) for _, kind, arrays in components]
+    want = 0.25 + 0.5 * np.clip(raw[0], 1, 5) + 0.75 * np.clip(raw[1], 1, 5)
+    assert npscore.load(out)(users, items) == pytest.approx(want, abs=1e-6)
+    tampered = {**spec, "components": ["../elsewhere", "1-biased-mf"]}
+    (out / npscore.SPEC_FILE).write_text(json.dumps(tampered))
+    with pytest.raises(ArtifactError, match="a blend with malformed components or weights"):
+        npscore.load(out)
+
+
 # --- two real runs, blended, evaluated, published -----------------------------------
 
 FAST = {"embedding_dim": 8, "learning_rate": 0.1, "batch_size": 512, "epochs": 3, "patience": 1}
