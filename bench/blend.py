@@ -14,6 +14,7 @@ No Prefect: the cflib calls the flow's tasks make.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -78,7 +79,9 @@ def main(argv: list[str] | None = None) -> None:
         f"| user + item bias | {bias:.4f} | | |",
         "",
         f"Blend: {blend.describe(spec)}; {best[1] - metrics['rmse']:+.4f} RMSE against the "
-        f"best single model ({best[0]}, {best[1]:.4f}); a positive figure is a gain.",
+        f"best single model ({best[0]}, {best[1]:.4f}); a positive figure is a gain. "
+        f"Load average at the end: {os.getloadavg()[0]:.1f} (a shared machine: the seconds "
+        "are not speeds).",
     ]
     body = "\n".join(lines)
     print(body)
