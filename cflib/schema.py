@@ -96,6 +96,11 @@ TRAIN_SUMMARY_FILE = "train.json"
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
 REPORT_HTML_FILE = "report.html"
+#: The early-stopped model's predictions on the validation rows, written before the refit
+#: (``cflib.train.valpred``): what ``compare-models`` fits its blend on.
+VAL_PREDICTIONS_FILE = "val_predictions.parquet"
+#: A blend run's weights and components (``cflib.evaluate.blend``), instead of a model.
+BLEND_FILE = "blend.json"
 
 RATING_MIN = 1.0
 RATING_MAX = 5.0

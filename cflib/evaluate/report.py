@@ -179,6 +179,27 @@ def _training_section(summary: dict[str, Any]) -> Section:
     return Section("Training", blocks)
 
 
+def _blend_section(summary: dict[str, Any]) -> Section:
+    """A blend's weights, in place of a trained model's epochs."""
+    spec = summary["blend"]
+    rows = [
+        [f"`{c['model']}` (run `{c['run_id']}`)", f"{c['weight']:.4f}", f"{c['val_rmse']:.4f}"]
+        for c in spec["components"]
+    ]
+    rows.append(["intercept", f"{spec['intercept']:.4f}", ""])
+    rows.append(["the blend", "", f"{spec['val_rmse']:.4f}"])
+    return Section(
+        "Blend",
+        [
+            f"A linear blend of {len(spec['components'])} models, fitted by ridge regression "
+            f"(L2 {spec['l2']:g} per row) on the {spec['n_validation']:,} validation ratings "
+            "with the early-stopped models' predictions (before any refit); applied here "
+            "to the runs' final models.",
+            Table(["component", "weight", "validation RMSE"], rows),
+        ],
+    )
+
+
 def _segments_section(metrics: dict[str, Any]) -> Section | None:
     segments = metrics.get("segments")
     if not segments:
@@ -265,7 +286,8 @@ def _tuning_section(tuning: dict[str, Any] | None) -> Section | None:
 
 def build(metrics: dict[str, Any], summary: dict[str, Any], manifest: Manifest) -> list[Section]:
     """The report's sections, in order."""
-    sections = [_metrics_section(metrics), _training_section(summary)]
+    trained = _blend_section(summary) if "blend" in summary else _training_section(summary)
+    sections = [_metrics_section(metrics), trained]
     segments = _segments_section(metrics)
     if segments is not None:
         sections.append(segments)
@@ -286,7 +308,8 @@ def _headline(metrics: dict[str, Any]) -> str:
     )
 
 
-def _md_table(table: Table) -> list[str]:
+def md_table(table: Table) -> list[str]:
+    """A table as Markdown lines."""
     align = table.align or "l" + "r" * (len(table.header) - 1)
     rule = "|" + "|".join("---" if a == "l" else "---:" for a in align) + "|"
     return [
@@ -314,7 +337,7 @@ def render_markdown(
         out += ["", f"## {section.title}"]
         for block in section.blocks:
             if isinstance(block, Table):
-                out += ["", *_md_table(block)]
+                out += ["", *md_table(block)]
             elif isinstance(block, Figure):
                 if figures:
                     out += ["", f"![{block.title}]({_data_uri(block)})"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from cflib import schema
 from cflib.config import EvaluateConfig
 from cflib.data.manifest import Manifest, load_manifest
 from cflib.errors import DatasetError
+from cflib.evaluate import blend
 from cflib.evaluate.metrics import (
     ITEM_EDGES,
     USER_EDGES,
@@ -154,8 +155,6 @@ def evaluate(run: Path, cfg: EvaluateConfig) -> dict[str, Any]:
         and file of the Netflix submission, or None), ``rating_range`` (the training
         ratings' lowest and highest, which every prediction is clipped to) and ``seconds``.
     """
-    from cflib.models.io import load_model  # TensorFlow loads only when a model is scored.
-
     run = Path(run)
     summary = runs.train_summary(run)
     data = Path(summary["data_dir"])
@@ -164,14 +163,14 @@ def evaluate(run: Path, cfg: EvaluateConfig) -> dict[str, Any]:
         raise DatasetError(f"{data}: the test split is empty; there is nothing to evaluate")
     if manifest.fingerprint != summary["data_fingerprint"]:
         log.warning("%s changed since %s was trained on it", data, run)
-    model = load_model(run / schema.MODEL_FILE)
+    predict = predictor(run, manifest.rating_range)
     start = time.perf_counter()
     baselines = Baselines(manifest, data, seed=cfg.seed, batch_size=cfg.batch_size)
     score = _Scores(baselines, cfg.seed)
     for b in iter_columns(
         manifest.split_paths(data, "test"), ("user", "item", "rating"), cfg.batch_size
     ):
-        score.add(_predict(model, b["user"], b["item"], manifest.rating_range), b)
+        score.add(predict(b["user"], b["item"]), b)
     oracle = _oracle(manifest)
     metrics: dict[str, Any] = {
         "run_id": summary["run_id"],
@@ -197,7 +196,7 @@ def evaluate(run: Path, cfg: EvaluateConfig) -> dict[str, Any]:
         rows = write_submission(
             data / schema.QUALIFYING_FILE,
             run / SUBMISSION_FILE,
-            lambda u, i: _predict(model, u, i, manifest.rating_range),
+            predict,
             baselines.fallback,
             cfg.batch_size,
         )
@@ -207,11 +206,31 @@ def evaluate(run: Path, cfg: EvaluateConfig) -> dict[str, Any]:
     return metrics
 
 
+def predictor(
+    run: Path, scale: tuple[float, float]
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The run's predictions for dense ids, clipped to ``scale`` (the training ratings'
+    lowest and highest): its Keras model, or for a blend (``cflib.evaluate.blend``) its
+    components' models, combined."""
+    from cflib.models.io import load_model  # TensorFlow loads only when a model is scored.
+
+    spec = blend.read_spec(run)
+    if spec is None:
+        model = load_model(run / schema.MODEL_FILE)
+        return lambda user, item: _predict(model, user, item, scale)
+    models = [load_model(Path(c["run"]) / schema.MODEL_FILE) for c in spec["components"]]
+
+    def blended(user: np.ndarray, item: np.ndarray) -> np.ndarray:
+        preds = [_predict(m, user, item, scale) for m in models]
+        return np.clip(blend.combine(spec, preds), *scale)
+
+    return blended
+
+
 def _predict(
     model: Any, user: np.ndarray, item: np.ndarray, scale: tuple[float, float]
 ) -> np.ndarray:
-    """The model's predictions for dense ids, clipped to ``scale`` (the training ratings'
-    lowest and highest)."""
+    """The model's predictions for dense ids, clipped to ``scale``."""
     pred = np.asarray(model.predict_on_batch({"user": user, "item": item}))
     return np.clip(pred.reshape(-1), *scale)
 

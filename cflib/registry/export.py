@@ -174,3 +174,44 @@ def export_scoring(model: keras.Model, out: Path) -> dict[str, Any] | None:
 def load_signature(path: Path) -> Any:
     """The serving signature of an exported SavedModel (a concrete function)."""
     return tf.saved_model.load(str(path)).signatures[SIGNATURE]
+
+
+def export_blend_scoring(spec: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Write a blend's numpy form (``npscore.write_blend``) from its components' Keras
+    models, and check it scores as the evaluation's blend of those models does.
+
+    Returns:
+        For ``artifact.json``: ``scoring.json``'s content plus ``checked_pairs`` and
+        ``max_abs_diff``.
+
+    Raises:
+        ConfigError: a component has no numpy form (a blend is scored by numpy only).
+        RuntimeError: the numpy scores differ by more than ``CHECK_TOLERANCE``.
+    """
+    from cflib.errors import ConfigError
+    from cflib.evaluate.blend import combine
+    from cflib.models.io import load_model
+
+    models, components = [], []
+    for c in spec["components"]:
+        model = load_model(Path(c["run"]) / schema.MODEL_FILE)
+        try:
+            arrays = model.scoring_arrays()
+        except NotImplementedError:
+            raise ConfigError(
+                f"{c['run']}: {c['model']} has no numpy form, so a blend of it cannot be published"
+            ) from None
+        models.append(model)
+        components.append((c["model"], model.scoring_kind, arrays))
+    weights = np.array([c["weight"] for c in spec["components"]], np.float64)
+    written = npscore.write_blend(out, components, float(spec["intercept"]), weights)
+    users, items = check_pairs(models[0].n_users, models[0].n_items)
+    preds = [np.asarray(m.predict_on_batch({"user": users, "item": items})) for m in models]
+    expected = combine(spec, preds)
+    worst = float(np.max(np.abs(npscore.load(out)(users, items) - expected)))
+    if not worst <= CHECK_TOLERANCE:  # NaN included
+        raise RuntimeError(
+            f"{out}: the blend's numpy form differs from its Keras components' blend by "
+            f"{worst:.3g} > {CHECK_TOLERANCE:g}"
+        )
+    return {**written, "checked_pairs": len(users), "max_abs_diff": worst}

@@ -26,10 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from cflib import schema
 from cflib.registry.artifact import ArtifactError
 
 #: Written in ``scoring.json``; ``load`` refuses another.
 FORMAT = 1
+#: The kind of a blend's ``scoring/``: one subdirectory per component, plus the weights.
+BLEND = "blend"
 SPEC_FILE = "scoring.json"
 #: Files above this size are memory-mapped rather than read.
 MMAP_BYTES = 1 << 20
@@ -55,6 +58,32 @@ def write(out: Path, kind: str, arrays: Arrays) -> dict[str, Any]:
     return spec
 
 
+def write_blend(
+    out: Path, components: list[tuple[str, str, Arrays]], intercept: float, weights: np.ndarray
+) -> dict[str, Any]:
+    """Write a blend's numpy form into the new directory ``out``: each component's
+    (``model``, ``kind``, arrays) in a subdirectory ``<k>-<model>`` as ``write`` lays
+    it out, and ``weights.npy`` (float64 ``[k]``) and ``intercept.npy`` (float64 ``[]``).
+
+    Returns:
+        ``scoring.json``'s content: ``format``, ``kind`` (``blend``), ``arrays``,
+        ``components`` (the subdirectory names, in the weights' order).
+    """
+    if len(components) != len(weights):
+        raise ValueError(f"{len(components)} components for {len(weights)} weights")
+    out.mkdir()
+    names = []
+    for k, (model, kind, arrays) in enumerate(components):
+        names.append(f"{k}-{model}")
+        write(out / names[-1], kind, arrays)
+    np.save(out / "weights.npy", np.asarray(weights, np.float64), allow_pickle=False)
+    np.save(out / "intercept.npy", np.float64(intercept), allow_pickle=False)
+    spec = {"format": FORMAT, "kind": BLEND, "arrays": ["intercept", "weights"]}
+    spec["components"] = names
+    (out / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
+    return spec
+
+
 class Scorer:
     """A model's numpy forward pass: ``scorer(users, items)`` -> float32 ``[B]``, unclipped.
 
@@ -73,7 +102,26 @@ class Scorer:
         return np.asarray(out, dtype=np.float32).reshape(-1)
 
 
-def load(path: Path) -> Scorer:
+class BlendScorer:
+    """A blend's numpy form: the intercept plus the weighted components' scores, each
+    clipped to the rating scale first (as the evaluation blends them); unclipped."""
+
+    kind = BLEND
+
+    def __init__(self, components: list[Scorer], weights: np.ndarray, intercept: float) -> None:
+        self.components = components
+        self.weights = np.asarray(weights, np.float64)
+        self.intercept = float(intercept)
+
+    def __call__(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        lo, hi = schema.RATING_MIN, schema.RATING_MAX
+        cols = [np.clip(c(users, items).astype(np.float64), lo, hi) for c in self.components]
+        if not cols:
+            return np.full(len(np.asarray(users)), self.intercept, dtype=np.float32)
+        return (self.intercept + np.stack(cols, axis=1) @ self.weights).astype(np.float32)
+
+
+def load(path: Path) -> Scorer | BlendScorer:
     """The scorer stored in ``path`` (a ``scoring/`` directory that ``write`` filled).
 
     Raises:
@@ -86,10 +134,10 @@ def load(path: Path) -> Scorer:
         fmt = spec["format"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ArtifactError(f"{path / SPEC_FILE}: unreadable ({exc})") from None
-    if fmt != FORMAT or kind not in KINDS:
+    if fmt != FORMAT or (kind not in KINDS and kind != BLEND):
         raise ArtifactError(
             f"{path / SPEC_FILE}: format {fmt!r}, kind {kind!r}: written by another cfpipe "
-            f"(this one reads format {FORMAT}, kinds {', '.join(KINDS)})"
+            f"(this one reads format {FORMAT}, kinds {', '.join([*KINDS, BLEND])})"
         )
     arrays = {}
     for name in names:
@@ -99,7 +147,27 @@ def load(path: Path) -> Scorer:
             arrays[name] = np.load(file, mmap_mode="r" if big else None, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise ArtifactError(f"{file}: unreadable ({exc})") from None
+    if kind == BLEND:
+        return _load_blend(path, spec, arrays)
     return Scorer(kind, arrays)
+
+
+def _load_blend(path: Path, spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> BlendScorer:
+    """A blend's components (plain subdirectory names only) and weights."""
+    names = spec.get("components")
+    if (
+        not isinstance(names, list)
+        or not all(isinstance(n, str) and n and "/" not in n and n[0] != "." for n in names)
+        or arrays["weights"].shape != (len(names),)
+    ):
+        raise ArtifactError(f"{path / SPEC_FILE}: a blend with malformed components or weights")
+    components = []
+    for name in names:
+        component = load(path / name)
+        if not isinstance(component, Scorer):
+            raise ArtifactError(f"{path / name}: a blend inside a blend")
+        components.append(component)
+    return BlendScorer(components, arrays["weights"], float(arrays["intercept"]))
 
 
 # --- the forward passes ---------------------------------------------------------------

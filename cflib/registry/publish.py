@@ -28,6 +28,7 @@ from cflib import schema
 from cflib.config import PublishConfig
 from cflib.data.manifest import Manifest, load_manifest
 from cflib.errors import ConfigError, DatasetError
+from cflib.evaluate.blend import read_spec
 from cflib.fsutil import atomic_dir, naming, sha256_file
 from cflib.logs import stage_logger
 from cflib.registry import promote
@@ -49,6 +50,13 @@ from cflib.train import runs
 
 _RUN_FILES = (
     schema.MODEL_FILE,
+    schema.TRAIN_SUMMARY_FILE,
+    schema.METRICS_FILE,
+    schema.REPORT_FILE,
+)
+#: A blend's run files: its weights in place of a model (``cflib.evaluate.blend``).
+_BLEND_RUN_FILES = (
+    schema.BLEND_FILE,
     schema.TRAIN_SUMMARY_FILE,
     schema.METRICS_FILE,
     schema.REPORT_FILE,
@@ -107,13 +115,19 @@ def _point_latest(model_dir: Path, run_id: str) -> None:
 
 
 def _export(
-    staged: Path, global_mean: float, rating_range: tuple[float, float]
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    staged: Path,
+    global_mean: float,
+    rating_range: tuple[float, float],
+    blend: dict[str, Any] | None,
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """The SavedModel and the numpy form, from the staged (already copied) Keras model
-    and id maps; what each is, for ``artifact.json``."""
+    and id maps; what each is, for ``artifact.json``. A blend has no SavedModel: its
+    numpy form holds its components' (``export_blend_scoring``)."""
     from cflib.models.io import load_model
-    from cflib.registry.export import export_saved_model, export_scoring
+    from cflib.registry.export import export_blend_scoring, export_saved_model, export_scoring
 
+    if blend is not None:
+        return None, export_blend_scoring(blend, staged / SCORING_DIR)
     model = load_model(staged / schema.MODEL_FILE)
     serving = export_saved_model(
         model,
@@ -139,13 +153,15 @@ def _build(
 ) -> dict[str, Any]:
     """Fill ``staged`` with the artifact's files and ``artifact.json``; verify it."""
     global_mean = float(summary.get("global_mean", manifest.global_mean))
+    blend = read_spec(run)
     files = {}
     optional = [run / f for f in _OPTIONAL_RUN_FILES if (run / f).is_file()]
-    for src in [run / f for f in _RUN_FILES] + optional + [data / f for f in _DATA_FILES]:
+    run_files = [run / f for f in (_RUN_FILES if blend is None else _BLEND_RUN_FILES)]
+    for src in run_files + optional + [data / f for f in _DATA_FILES]:
         name = DATA_MANIFEST_FILE if src.name == schema.MANIFEST_FILE else src.name
         files[name] = sha256_file(src)  # Of the source: verify checks the copy.
         shutil.copyfile(src, staged / name)
-    serving, scoring = _export(staged, global_mean, manifest.rating_range)
+    serving, scoring = _export(staged, global_mean, manifest.rating_range, blend)
     from cflib.registry.seen import write_seen
 
     parts = [p for s in SEEN_SPLITS for p in manifest.split_paths(data, s)]

@@ -76,6 +76,8 @@ class Fit:
     callbacks: list[keras.callbacks.Callback]
     make_inputs: Callable[[tuple[str, ...]], TrainInputs]  # the inputs over these splits
     initial_weights: Callable[[], list[np.ndarray]]  # the model's seeded initial weights
+    # After the fit phase, before any refit: the best epoch's validation predictions.
+    on_fit_end: Callable[[], None] | None = None
 
 
 def tensorboard(log_dir: Path, phase: str) -> keras.callbacks.TensorBoard:
@@ -126,6 +128,8 @@ def train_phases(fit: Fit, run: Run, cfg: TrainConfig, on_epoch: OnEpoch | None)
     state = run.state
     if state.phase == "fit":
         _epochs(fit, run, cfg, on_epoch, validate=True)
+        if fit.on_fit_end is not None:  # before the refit trains on the validation rows
+            fit.on_fit_end()
         if not cfg.refit:
             return
         _begin_refit(fit, run, cfg)

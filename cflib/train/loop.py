@@ -1,7 +1,8 @@
 """Training one model on an ingested dataset: strategy, fit, checkpoints, the run directory.
 
-A finished run directory holds ``model.keras`` (the best epoch's weights), ``train.json``
-(config, data fingerprint, history, timings) and ``logs/`` (TensorBoard). While it
+A finished run directory holds ``model.keras`` (the refit's, or the best epoch's weights),
+``train.json`` (config, data fingerprint, history, timings), ``val_predictions.parquet``
+(the best epoch's predictions on the validation rows) and ``logs/`` (TensorBoard). While it
 trains, ``checkpoints/`` holds what a restarted run resumes from
 (``cflib.train.checkpoint``).
 """
@@ -62,6 +63,7 @@ from cflib.train.inputs import TrainInputs
 from cflib.train.keras_strategy import use_scope_strategy
 from cflib.train.preflight import trainable_manifest
 from cflib.train.summary import train_summary
+from cflib.train.valpred import write_val_predictions
 
 log = stage_logger("train")
 
@@ -191,6 +193,15 @@ def _train(
         EpochLogger(cfg.batch_size, run.state), [], make_inputs, initial_weights,
     )  # fmt: skip
     match_state(fit, cfg, phase, lr_scale)
+
+    def write_predictions() -> None:
+        """The best epoch's predictions on the validation rows (README, "Blending")."""
+        if run.chief:
+            model.load_weights(run.ckpt_dir / BEST_WEIGHTS)
+            out = run.out_dir / schema.VAL_PREDICTIONS_FILE
+            write_val_predictions(model, manifest, data_dir, out)
+
+    fit.on_fit_end = write_predictions
     fit.callbacks = [
         guard.DivergenceGuard(run.state, cfg.batch_size),  # first: before any checkpoint
         fit.checkpointer, fit.timer, *_reporting(run, cfg, fit.inputs.train_batches),

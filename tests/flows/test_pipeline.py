@@ -270,25 +270,54 @@ def test_corrupt_part_fails_the_run_and_the_fixed_rerun_skips_ingest(
     assert result["metrics"]["n_test"] > 0
 
 
-def test_compare_models_trains_each_and_publishes_a_table(
+def test_compare_models_trains_each_blends_and_publishes_a_table(
     prefect_harness: None, synth_source: Path, tmp_path: Path
 ) -> None:
     from flows.compare import CompareParams, compare_flow
 
     cfg = PipelineConfig(train=TrainConfig(epochs=1, batch_size=1024))
+    # A ridge penalty this large leaves the blend its intercept, the mean rating: worse
+    # than either model, so it is evaluated and shown but not published.
     params = CompareParams(
-        source=str(synth_source), work=str(tmp_path), models=["dot", "biased-mf"], config=cfg
+        source=str(synth_source),
+        work=str(tmp_path),
+        models=["dot", "biased-mf"],
+        config=cfg,
+        blend_l2=1e6,
     )
     state = compare_flow(params, return_state=True)
     rows = state.result()
-    assert sorted(r["model"] for r in rows) == ["biased-mf", "dot"]
-    assert rows[0]["test_rmse"] <= rows[1]["test_rmse"]
-    for row in rows:
+    assert sorted(r["model"] for r in rows) == ["biased-mf", "blend", "dot"]
+    assert [r["test_rmse"] for r in rows] == sorted(r["test_rmse"] for r in rows)
+    singles = [r for r in rows if r["model"] != "blend"]
+    for row in singles:
         assert registry.verify(Path(row["artifact"]))["model"] == row["model"]
-    [table] = [
-        a for a in api.artifacts(state.state_details.flow_run_id) if a.key == "model-comparison"
+    [mixed] = [r for r in rows if r["model"] == "blend"]
+    from cflib.registry.listing import list_artifacts
+
+    published = list_artifacts(tmp_path / "registry")
+    assert mixed["artifact"] is None
+    assert sorted(r["model"] for r in published) == ["biased-mf", "dot"]
+    best = min(singles, key=lambda r: r["test_rmse"])
+    assert mixed["test_rmse"] > best["test_rmse"]
+    assert mixed["note"].startswith("not published: test RMSE ")
+    assert f"is not better than the best single model's ({best['model']}, " in mixed["note"]
+    assert re.fullmatch(
+        r"dot -?0\.0\d\d, biased-mf -?0\.0\d\d, intercept \d\.\d{4}", mixed["weights"]
+    )
+    blend_run = tmp_path / "runs" / mixed["run_id"]
+    spec = json.loads((blend_run / "blend.json").read_text())
+    assert [c["model"] for c in spec["components"]] == ["dot", "biased-mf"]
+    assert "## Blend" in (blend_run / schema.REPORT_FILE).read_text()
+    flow_run = state.state_details.flow_run_id
+    by_key = {a.key: a for a in api.artifacts(flow_run)}
+    assert [r["model"] for r in json.loads(by_key["model-comparison"].data)] == [
+        r["model"] for r in rows
     ]
-    assert json.loads(table.data)[0]["model"] == rows[0]["model"]
+    assert f"- blend: {mixed['note']}" in by_key["model-comparison-report"].data
+    api.wait_for_logs(
+        flow_run, lambda lines: any(f"blend {mixed['run_id']}: not published" in m for m in lines)
+    )
 
 
 def test_cli_disk_full_is_one_line_and_keeps_the_previous_dataset(

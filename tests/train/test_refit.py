@@ -105,6 +105,31 @@ def test_train_json_has_the_validation_rmse_and_the_refit(
     assert f"for 4 epochs, training RMSE {block['rmse']:.4f}" in report
 
 
+def test_validation_predictions_are_the_early_stopped_models(
+    planted: Path, runs: dict[bool, Path]
+) -> None:
+    """``val_predictions.parquet`` holds the best epoch's predictions, written before the
+    refit: the same as the no-refit run's model (the same fit phase), not the refit's."""
+    import pyarrow.parquet as pq
+
+    user, item, rating = read_split(planted, "validation")
+    plain = load_model(runs[False] / schema.MODEL_FILE)
+    best = np.asarray(plain.predict_on_batch({"user": user, "item": item})).reshape(-1)
+    refit = load_model(runs[True] / schema.MODEL_FILE)
+    after = np.asarray(refit.predict_on_batch({"user": user, "item": item})).reshape(-1)
+    for run in (runs[False], runs[True]):
+        table = pq.read_table(run / schema.VAL_PREDICTIONS_FILE)
+        assert table.column_names == ["user", "item", "rating", "prediction"]
+        assert np.array_equal(table.column("user").to_numpy(), user)
+        assert np.array_equal(table.column("item").to_numpy(), item)
+        assert np.array_equal(table.column("rating").to_numpy(), rating)
+        pred = table.column("prediction").to_numpy()
+        assert np.max(np.abs(pred - best)) < 1e-4
+        rmse = float(np.sqrt(np.mean((pred.astype(np.float64) - rating) ** 2)))
+        assert rmse == pytest.approx(_summary(run)["val_rmse"], rel=1e-4)
+    assert np.max(np.abs(after - best)) > 0.05  # the refit model predicts otherwise
+
+
 def test_refit_starts_from_the_initial_weights(
     planted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -145,6 +170,8 @@ def test_killed_during_the_refit_resumes_in_the_refit(
     assert (state.steps, state.epoch, state.batch) == (STOP, 1, STOP - FIT_STEPS - REFIT_BATCHES)
     assert state.weights == f"ckpt-{STOP:09d}-refit.weights.h5"
     saved, _ = checkpoint_arrays(ckpt / str(state.weights))
+    # Written before the refit began; the resumed refit keeps it as it is.
+    val_predictions = (out / schema.VAL_PREDICTIONS_FILE).read_bytes()
 
     seen: list[tuple[str, list[np.ndarray]]] = []
     begin = checkpoint.Checkpointer.on_train_begin
@@ -174,3 +201,4 @@ def test_killed_during_the_refit_resumes_in_the_refit(
     uninterrupted = load_model(runs[True] / schema.MODEL_FILE).predict_on_batch(pairs)
     np.testing.assert_allclose(resumed, uninterrupted, atol=0.02)
     assert not ckpt.exists()
+    assert (out / schema.VAL_PREDICTIONS_FILE).read_bytes() == val_predictions

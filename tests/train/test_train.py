@@ -80,7 +80,9 @@ def test_biases_alone_fail_the_quality_bar(planted: Path, trained: tuple[Path, d
 def test_train_json(planted: Path, trained: tuple[Path, dict]) -> None:
     out, summary = trained
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["logs", schema.MODEL_FILE, schema.TRAIN_SUMMARY_FILE]
+    assert names == [
+        "logs", schema.MODEL_FILE, schema.TRAIN_SUMMARY_FILE, schema.VAL_PREDICTIONS_FILE
+    ]  # fmt: skip
     assert json.loads((out / schema.TRAIN_SUMMARY_FILE).read_text()) == summary
     assert summary["run_id"] == "test-run"
     assert summary["model"] == "biased-mf"
