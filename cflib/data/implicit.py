@@ -173,7 +173,7 @@ def load_or_build(root: Path, manifest: Manifest, fallback: Path) -> ImplicitSet
             if not cached.is_dir():
                 raise
         else:
-            log.info("N(u): %d pairs of %d users cached in %s", len(sets.items), sets.n_users, cached)
+            log.info("N(u): %d pairs cached in %s", len(sets.items), cached)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return load(cached, manifest.n_items)

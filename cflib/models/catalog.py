@@ -181,7 +181,11 @@ def build_model(
         spec_of(cfg.model)
         .model_class()
         .from_train_config(
-            cfg, n_users=n_users, n_items=n_items, global_mean=global_mean, side=side,
+            cfg,
+            n_users=n_users,
+            n_items=n_items,
+            global_mean=global_mean,
+            side=side,
             implicit=implicit,
         )
     )

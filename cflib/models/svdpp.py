@@ -25,7 +25,7 @@ import tensorflow as tf
 from keras import ops
 
 from cflib.models.biased_mf import BiasedMF
-from cflib.models.dot import INIT_STD, embedding, weights_array
+from cflib.models.dot import embedding, weights_array
 
 if TYPE_CHECKING:
     from cflib.data.implicit import ImplicitSets
@@ -79,10 +79,10 @@ class SVDpp(BiasedMF):
 
     scoring_kind = "biased-mf"
 
-    def __init__(self, *args: Any, init_std: float = INIT_STD, **kwargs: Any) -> None:
-        super().__init__(*args, init_std=init_std, **kwargs)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # BiasedMF's arguments
         dim = self.embedding_dim
-        self.implicit_embedding = embedding(self.n_items, dim, "implicit_embedding", init_std)
+        self.implicit_embedding = embedding(self.n_items, dim, "implicit_embedding", self.init_std)
         self.user_implicit = embedding(self.n_users, dim, "user_implicit", 0.0)
         self.user_implicit.trainable = False
         self._csr: _Csr | None = None

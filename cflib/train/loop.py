@@ -178,9 +178,7 @@ def _train(
     # The last checkpoint's phase and rate: restore may fall back to an earlier one.
     phase, lr_scale = run.state.phase, run.state.lr_scale
     inputs = make_inputs(FIT_ON[phase])
-    model = _compiled_model(
-        cfg, manifest, strategy, inputs.train_batches, side, lr_scale, sets
-    )
+    model = _compiled_model(cfg, manifest, strategy, inputs.train_batches, side, lr_scale, sets)
     validate = _for_multi_worker(model, strategy, inputs) if cluster is not None else None
     fit = Fit(
         model, strategy, inputs, validate, _restored_checkpointer(run, model, cfg),
