@@ -233,13 +233,14 @@ def _split(buffer: Columns, rows: int, batch_size: int) -> Iterator[Columns]:
 
 
 def memory_dataset(
-    paths: Sequence[Path], *, batch_size: int, shuffle: bool, seed: int
+    paths: Sequence[Path], *, batch_size: int, shuffle: bool, seed: int, group_users: bool = False
 ) -> tf.data.Dataset:
     """The same batches as ``make_dataset`` but from tensors held in memory.
 
     For benchmarks and small data only: the whole split is read (12 bytes a rating) and
     sliced into full batches (the last partial batch is dropped); with ``shuffle`` the
-    order of the batches is redrawn every epoch. ``make_dataset`` is what training uses.
+    order of the batches is redrawn every epoch; with ``group_users`` the rows are sorted
+    by user first. ``make_dataset`` is what training uses.
     """
     if batch_size <= 0:
         raise ConfigError(f"`batch_size` should be a positive integer. Received: {batch_size}.")
@@ -248,7 +249,11 @@ def memory_dataset(
         [_open(p).read(columns=[*FEATURES, LABEL]) for p in paths]
     ).combine_chunks()
     n = table.num_rows // batch_size
-    cols = {c: table[c].to_numpy()[: n * batch_size].reshape(n, batch_size) for c in _DTYPES}
+    cols = {c: table[c].to_numpy() for c in _DTYPES}
+    if group_users:
+        order = np.argsort(cols["user"], kind="stable")
+        cols = {c: col[order] for c, col in cols.items()}
+    cols = {c: col[: n * batch_size].reshape(n, batch_size) for c, col in cols.items()}
     ds = tf.data.Dataset.from_tensor_slices(
         ({"user": cols["user"], "item": cols["item"]}, cols[LABEL])
     )

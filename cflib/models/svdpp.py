@@ -12,7 +12,8 @@ ratings are grouped by user (``cflib.data.tfdata``, ``group_users``).
 For scoring, z_u is folded once into a non-trainable table ``user_implicit`` before the
 model is saved (``before_save``); a model without the CSR arrays attached (loaded from
 ``model.keras``) reads z_u from that table, so evaluation, export and serving need no
-N(u), and the numpy form is ``biased-mf``'s with ``p_u + z_u`` as the user table.
+N(u), and the numpy form is ``biased-mf``'s forward pass with ``p_u + z_u`` as the user
+table.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class SVDpp(BiasedMF):
     reads z_u from ``user_implicit``, which ``before_save`` fills.
     """
 
-    scoring_kind = "biased-mf"
+    scoring_kind = "svdpp"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # BiasedMF's arguments

@@ -65,8 +65,9 @@ class TrainInputs:
         if self.in_memory:
             if self._memory is None:
                 self._memory = memory_dataset(
-                    self.paths["train"], batch_size=self.batch, shuffle=True, seed=self.seed
-                )
+                    self.paths["train"], batch_size=self.batch, shuffle=True, seed=self.seed,
+                    group_users=self.group_users,
+                )  # fmt: skip
             return self._memory.skip(skip)
         return self._make("train", shuffle=True, epoch=epoch, skip=skip)
 

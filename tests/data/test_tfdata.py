@@ -198,3 +198,7 @@ def test_group_users_keeps_each_window_s_users_together(
     plain = tfdata.make_dataset(paths, batch_size=64, shuffle=False, seed=0, group_users=True)
     users = np.concatenate([x["user"] for x, _ in plain.as_numpy_iterator()])
     assert 1 + np.count_nonzero(np.diff(users)) <= 4 * 40 + 8
+    # In memory (benchmarks): each batch of 64 holds one or two users, ~2 runs a batch.
+    memory = tfdata.memory_dataset(paths, batch_size=64, shuffle=True, seed=0, group_users=True)
+    runs = [1 + np.count_nonzero(np.diff(x["user"])) for x, _ in memory.as_numpy_iterator()]
+    assert len(runs) == 2000 // 64 and max(runs) <= 3

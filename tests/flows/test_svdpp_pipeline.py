@@ -53,7 +53,7 @@ def test_cfpipe_run_model_svdpp(prefect_harness: None, tmp_path: Path) -> None:
     assert rated < len(sets.items) <= rated + manifest.qualifying_rows
     # Served from the numpy form, as the Keras model scores.
     art = open_artifact(artifact)
-    assert art.info["scoring"]["kind"] == "biased-mf"
+    assert art.info["scoring"]["kind"] == "svdpp"
     assert art.info["scoring"]["max_abs_diff"] <= 1e-5
     user, item = int(art.raw_users[0]), int(art.raw_items[0])
     proc = subprocess.run(

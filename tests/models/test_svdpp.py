@@ -68,7 +68,7 @@ def test_segment_sums_give_the_formula() -> None:
     got = model.predict_on_batch(BATCH)
     assert got.shape == (7,) and got.dtype == np.float32
     np.testing.assert_allclose(got, expected(model, BATCH["user"], BATCH["item"]), atol=1e-5)
-    assert spec_of("svdpp").implicit and model.scoring_kind == "biased-mf"
+    assert spec_of("svdpp").implicit and model.scoring_kind == "svdpp"
 
 
 def test_l2_on_the_implicit_rows_of_each_rating() -> None:
@@ -115,7 +115,7 @@ def test_folded_saved_model_scores_as_the_trained_one(tmp_path: Path) -> None:
     np.testing.assert_allclose(reloaded, live, atol=1e-5)
     # The numpy form: biased-mf's forward pass over p_u + z_u.
     info = export_scoring(loaded, tmp_path / "scoring")
-    assert info is not None and info["kind"] == "biased-mf" and info["max_abs_diff"] <= 1e-5
+    assert info is not None and info["kind"] == "svdpp" and info["max_abs_diff"] <= 1e-5
     np.testing.assert_allclose(load_scorer(tmp_path / "scoring")(users, items), live, atol=1e-5)
 
 
