@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 
 from bench._report import machine, write_section  # noqa: E402
 from cflib.data.implicit import ImplicitSets  # noqa: E402
+from cflib.data.tfdata import GROUP_WINDOW_ROWS  # noqa: E402
 
 
 def draw_sets(users: int, items: int, mean: float, seed: int) -> ImplicitSets:
@@ -46,13 +47,21 @@ def draw_sets(users: int, items: int, mean: float, seed: int) -> ImplicitSets:
     return ImplicitSets(offsets, np.minimum(out, items - 1), items)
 
 
-def batches(sets: ImplicitSets, batch: int, n: int, grouped: bool, seed: int) -> list[dict]:
-    """``n`` batches of train rows (user, item of N(u)): users in a random order with their
-    rows together (``grouped``), or rows drawn uniformly."""
+def batches(sets: ImplicitSets, batch: int, n: int, order: str, seed: int) -> list[dict]:
+    """``n`` batches of train rows (user, item of N(u)): users in a random order with all
+    their rows together (``grouped by user``); a window of ``GROUP_WINDOW_ROWS`` rows
+    drawn from all, grouped by user as training streams them (``grouped in windows``);
+    or rows drawn uniformly (``random``)."""
     rng = np.random.default_rng(seed)
     counts = sets.counts()
     out = []
-    if grouped:
+    if order.startswith("grouped in"):
+        rows = rng.integers(0, len(sets.items), min(GROUP_WINDOW_ROWS, len(sets.items)))
+        users = (np.searchsorted(sets.offsets, rows, side="right") - 1).astype(np.int32)
+        rank = rng.permutation(sets.n_users)[users]
+        keep = np.argsort(rank, kind="stable")[: batch * n]
+        users, items = users[keep], np.asarray(sets.items)[rows[keep]]
+    elif order == "grouped by user":
         order = rng.permutation(sets.n_users)
         sizes = counts[order]
         need = int(np.searchsorted(np.cumsum(sizes), batch * n)) + 1
@@ -117,13 +126,15 @@ def main() -> None:
     drawn = time.perf_counter() - t
     print(f"N(u): {len(sets.items):,} pairs, {args.users:,} users ({drawn:.1f} s)", flush=True)
     rows = []
+    window = f"grouped in windows of {GROUP_WINDOW_ROWS:,} rows"
     runs = [
         ("biased-mf", "random", args.steps),
         ("svdpp", "grouped by user", args.steps),
+        ("svdpp", window, args.steps),
         ("svdpp", "random", args.random_steps),
     ]
     for model, order, steps in runs:
-        data = batches(sets, args.batch, steps + args.warmup, order != "random", 1)
+        data = batches(sets, args.batch, steps + args.warmup, order, 1)
         users = np.mean([len(np.unique(x["user"])) for x, _ in data])
         counts = sets.counts()
         pairs = np.mean([counts[np.unique(x["user"])].sum() for x, _ in data])

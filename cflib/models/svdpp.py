@@ -45,7 +45,8 @@ def padded_size(n: Any) -> Any:
     """
     n = tf.maximum(tf.cast(n, tf.int64), 1)
     octave = tf.cast(tf.math.floor(tf.math.log(tf.cast(n, tf.float64)) / np.log(2.0)), tf.int64)
-    quantum = tf.bitwise.left_shift(tf.constant(1, tf.int64), tf.maximum(octave - 2, 0))
+    finer = int(np.log2(SIZES_PER_OCTAVE))
+    quantum = tf.bitwise.left_shift(tf.constant(1, tf.int64), tf.maximum(octave - finer, 0))
     return (n + quantum - 1) // quantum * quantum
 
 

@@ -143,3 +143,15 @@ def test_n_u_of_another_dataset_is_refused() -> None:
     sets = ImplicitSets(np.array([0, 1], np.int64), np.array([0], np.int32), N_ITEMS)
     with pytest.raises(ValueError, match="N\\(u\\) is for 1 users and 7 items; the model has 5"):
         make().set_implicit(sets)
+
+
+def test_lookups_are_padded_to_four_sizes_an_octave() -> None:
+    sizes = [int(svdpp.padded_size(n)) for n in (0, 1, 3, 4, 5, 17, 1000, 16_385, 20_481)]
+    assert sizes == [1, 1, 3, 4, 5, 20, 1024, 20_480, 24_576]
+    many = {int(svdpp.padded_size(n)) for n in range(16_384, 32_768, 97)}
+    assert many == {16_384, 20_480, 24_576, 28_672, 32_768}
+
+
+def test_an_empty_batch_scores_nothing() -> None:
+    empty = {"user": np.zeros(0, np.int32), "item": np.zeros(0, np.int32)}
+    assert make(l2=0.1)(empty).shape == (0,)
