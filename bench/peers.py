@@ -179,11 +179,12 @@ def report(name: str, ds: dict[str, Any], results: dict[str, dict[str, Any]], no
         + f" (test: probe.txt). The rows every peer got: `{_rel(ds['root'] / 'export')}/`.",
         "",
         "| system | settings | trained on | test RMSE | vs cfpipe | training wall time "
-        "| peak RSS | load |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| its CPU time | peak RSS | load |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for key, r in results.items():
-        gib = f"{r['peak_rss'] / 2**30:.2f} GiB | {r['load'][0]:.1f}-{r['load'][1]:.1f}"
+        cpu = f"{r['cpu_seconds']:.1f} s" if "cpu_seconds" in r else "not measured"
+        gib = f"{cpu} | {r['peak_rss'] / 2**30:.2f} GiB | {r['load'][0]:.1f}-{r['load'][1]:.1f}"
         if key == "cfpipe":
             what = f"{r['settings']}; {r['epochs_run']} epochs run (best {r['best_epoch']})"
             lines.append(
@@ -242,7 +243,10 @@ def _verdict(results: dict[str, dict[str, Any]]) -> list[str]:
         "Training wall time: the fit alone for the peers (building their own structures "
         "from the arrays shown apart), `train()` for cfpipe (reading Parquet, validation "
         "every epoch, checkpoints, saving the model). vs cfpipe: the peer's RMSE minus "
-        "cfpipe's (positive: cfpipe ahead). Each measure ran in a process of its "
+        "cfpipe's (positive: cfpipe ahead). Its CPU time: the fit's, summed over its "
+        "threads; on a shared machine it shows what the fit costs when the wall time is "
+        "inflated by others' work (one thread's fit on a quiet core takes its CPU time). "
+        "Each measure ran in a process of its "
         "own, one after the other; predictions clipped to [1, 5]. Surprise fits on one "
         "thread; LIBMF and TensorFlow use both cores. LIBMF's Python binding defaults to "
         "an L1 penalty of 0.04 and no L2 (LIBMF's own default is L2 0.1): set here to L2 "

@@ -21,6 +21,8 @@ OptimizerName = Literal["adagrad", "adam"]
 LRSchedule = Literal["constant", "cosine", "exponential"]
 TextEncoderName = Literal["mean-tokens"]
 SplitMode = Literal["auto", "random", "temporal"]
+#: The formats of ``cflib.sources.FORMAT_NAMES`` (kept equal by a test; the config does not
+#: import the parsers).
 SourceFormat = Literal["auto", "netflix", "ml-100k", "ml-1m", "ml-csv"]
 
 

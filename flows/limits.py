@@ -12,21 +12,15 @@ turns into :class:`TimeLimitReached`. In any other thread Prefect injects the er
 between two bytecodes instead, which does not interrupt a blocking wait.
 
 :func:`shield` holds the alarm's error off until a block ends (a Dask cluster that is
-starting). Reason: no public API (Prefect 3.8). Verified on prefect ``VERIFIED``;
-``pyproject.toml`` keeps prefect below 3.9, and ``tests/flows/test_patches.py`` fails on a
-newer Prefect or when these internals are gone.
+starting); it is Prefect's private ``shield``, kept in ``flows/patches/prefect_shield.py``.
 """
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 if TYPE_CHECKING:  # Prefect loads when a flow runs, not when `cfpipe` starts
     from prefect import Flow
-
-#: The Prefect release this was checked against.
-VERIFIED = "3.8.8"
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -99,11 +93,3 @@ def warn_if_unenforced(seconds: float | None) -> None:
             "(run the stage through cfpipe or the pipeline flow, which apply it)",
             seconds,
         )
-
-
-def shield() -> AbstractContextManager[None]:
-    """A block that the flow's time limit does not interrupt: reached within it, the
-    limit's error is raised when the block ends (Prefect's own ``shield``)."""
-    from prefect._internal.concurrency.cancellation import shield as prefect_shield
-
-    return prefect_shield()

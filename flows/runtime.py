@@ -25,6 +25,7 @@ from flows import limits, supervise
 from flows.patches import dask_caches, prefect_server
 from flows.patches.prefect_pool import SharedProcessPool
 from flows.patches.prefect_server import ephemeral_api_url
+from flows.patches.prefect_shield import shield
 
 #: Modules a TensorFlow stage's process imports before its first task (TensorFlow, Keras
 #: and what the stages' tasks load), while the command does other work.
@@ -65,7 +66,7 @@ def dask_scheduler_address() -> str:
     ``prefect_dask.get_dask_client`` reads the runner's private client, which the runner
     only creates on first use; its public ``client`` property creates it.
 
-    The flow's time limit waits until the cluster is up (``limits.shield``): raised in
+    The flow's time limit waits until the cluster is up (``prefect_shield.shield``): raised in
     the middle of ``LocalCluster()``, Prefect's cancellation would leave a half-started
     cluster that no one closes until the process exits (10-19 s later, measured, its
     workers running meanwhile); raised after, the runner closes the cluster.
@@ -76,7 +77,7 @@ def dask_scheduler_address() -> str:
     runner = ctx.task_runner if ctx is not None else None
     if not isinstance(runner, DaskTaskRunner):
         raise RuntimeError("dask_scheduler_address() needs a flow run with a DaskTaskRunner")
-    with limits.shield():
+    with shield():
         client = runner.client
     dashboard = client.scheduler_info().get("services", {}).get("dashboard")
     get_run_logger().info(

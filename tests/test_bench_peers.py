@@ -95,3 +95,4 @@ def test_each_peer_fits_train_and_validation_and_beats_the_mean(
     # (the planted noise is 0.3 before rounding to whole stars).
     assert 0.2 < result["rmse"] < 0.9 * global_mean, (result["rmse"], global_mean)
     assert result["fit_seconds"] >= 0 and result["prepare_seconds"] >= 0
+    assert result["cpu_seconds"] > 0  # the fit did work on this process's threads

@@ -43,6 +43,7 @@ from cflib.train.checkpoint import (
 from cflib.train.distribute import (
     Cluster,
     DistributedValidation,
+    advise_batch,
     check_batch,
     cluster_from_env,
     configure_devices,
@@ -159,7 +160,10 @@ def _train(
     run = _open_run(out_dir, cfg, manifest, cluster, run_id)
     sets = _implicit_sets(cfg, manifest, data_dir, run)
     strategy = configure_devices(cfg.replicas)
-    check_batch(cfg.batch_size, strategy.num_replicas_in_sync, manifest.splits["train"].rows)
+    splits = manifest.splits
+    replicas = strategy.num_replicas_in_sync
+    check_batch(cfg.batch_size, replicas, splits["train"].rows, splits["validation"].rows)
+    advise_batch(strategy, cfg.batch_size, n_users=manifest.n_users, n_items=manifest.n_items)
     keras.utils.set_random_seed(cfg.seed)
 
     def make_inputs(fit_on: tuple[str, ...]) -> TrainInputs:

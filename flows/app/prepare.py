@@ -21,7 +21,10 @@ NO_FLOW_COMMANDS = frozenset({"predict", "recommend", "models", "synth"})
 def runs_flows(args: list[str]) -> bool:
     """Whether the command line ``args`` (without the program) may run a flow or a
     Prefect server: anything but a ``NO_FLOW_COMMANDS`` command, bare options
-    (``--help``) or nothing. The command is the first word that is not an option."""
+    (``--help``) or nothing, and not a command's ``--help``. The command is the first word
+    that is not an option."""
+    if "--help" in args:
+        return False
     words = [a for a in args if not a.startswith("-")]  # after global options (--verbose)
     return bool(words) and words[0] not in NO_FLOW_COMMANDS
 

@@ -156,6 +156,8 @@ def test_cli_error_is_one_line_in_a_fresh_process(reg: Path, tmp_path: Path) -> 
         ["models", "show", "{art}"],
         ["models", "list", "--registry", "{reg}"],
         ["--help"],
+        ["train", "--help"],
+        ["run", "--help"],
     ],
 )
 def test_commands_that_run_no_flow_import_neither_prefect_nor_tensorflow(

@@ -18,6 +18,8 @@ from flows.app.prepare import runs_flows
         (["--verbose", "predict", "1", "2", "--model", "M"], False),
         (["models", "list", "--registry", "R"], False),
         (["--help"], False),
+        (["train", "--help"], False),
+        (["--verbose", "run", "--help"], False),
         ([], False),
     ],
 )

@@ -81,8 +81,9 @@ def test_prefect_keeps_its_temporary_servers_where_prefect_server_reads_them() -
 
 
 def test_prefect_times_flows_out_the_way_limits_expects() -> None:
-    """flows/limits.py: the alarm's error is an asyncio.CancelledError that a shield holds
-    off, and Prefect's flow engine raises a TimeoutError once out of the flow."""
+    """flows/limits.py, flows/patches/prefect_shield.py: the alarm's error is an
+    asyncio.CancelledError that a shield holds off, and Prefect's flow engine raises a
+    TimeoutError once out of the flow."""
     import asyncio
     import signal
     import threading
@@ -90,9 +91,9 @@ def test_prefect_times_flows_out_the_way_limits_expects() -> None:
     from prefect._internal.concurrency import cancellation
     from prefect.flow_engine import FlowRunTimeoutError
 
-    from flows import limits
+    from flows.patches import prefect_shield
 
-    assert limits.VERIFIED == VERIFIED["prefect"][1]
+    assert prefect_shield.VERIFIED == VERIFIED["prefect"][1]
     assert issubclass(cancellation.CancelledError, asyncio.CancelledError)
     assert issubclass(FlowRunTimeoutError, TimeoutError)
     assert threading.current_thread() is threading.main_thread()
@@ -100,7 +101,7 @@ def test_prefect_times_flows_out_the_way_limits_expects() -> None:
     with pytest.raises(cancellation.CancelledError):
         with cancellation.cancel_sync_after(3600) as scope:
             assert isinstance(scope, cancellation.AlarmCancelScope)
-            with limits.shield():
+            with prefect_shield.shield():
                 signal.raise_signal(signal.SIGALRM)  # the timer's signal, now
                 held_off = True
     assert held_off

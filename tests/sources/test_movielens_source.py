@@ -652,3 +652,14 @@ def test_garbage_side_tables(tmp_path: Path, lines: list[str], which: str) -> No
         assert err.lineno is not None and err.path == str(path)
         return
     assert isinstance(table, pa.Table) and table.num_rows >= 1
+
+
+def test_the_config_offers_exactly_the_formats_ingest_reads() -> None:
+    """``cflib.config.SourceFormat`` (the CLI's and the run form's choices) is a literal so
+    that the config stays free of the parsers; it must name the same formats."""
+    from typing import get_args
+
+    from cflib.config import SourceFormat
+    from cflib.sources import FORMAT_NAMES
+
+    assert get_args(SourceFormat) == ("auto", *FORMAT_NAMES)
