@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -143,7 +144,7 @@ def main() -> None:
         rows.append(
             f"| {model} | {order} | {users:,.0f} | {pairs:,.0f} | {steps} | {rate / 1e6:.2f} M |"
         )
-    cmd = "python bench/svdpp.py " + " ".join(sys.argv[1:])
+    cmd = "python bench/svdpp.py " + shlex.join(sys.argv[1:])
     body = f"""Command: `{cmd.strip()}`  
 Machine: {machine()}{(". " + args.note) if args.note else ""}  
 Shape: {args.users:,} users, {args.items:,} items, N(u) of {len(sets.items):,} (user, item)
