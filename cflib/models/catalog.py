@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import keras
 
     from cflib.config import TrainConfig
+    from cflib.data.implicit import ImplicitSets
     from cflib.data.manifest import Manifest
     from cflib.data.side import SideFeatures
     from cflib.models.dot import DotModel
@@ -41,12 +42,15 @@ class ModelSpec:
         defaults: values of the ``TrainConfig`` fields left at ``None`` that reach good
             accuracy on Netflix-shaped data without tuning (see BENCHMARKS.md).
         side_features: the model reads the dataset's side features (titles, genres, ...).
+        implicit: the model reads N(u), the items each user rated in any split
+            (``cflib.data.implicit``), and trains on batches grouped by user.
     """
 
     name: str
     cls: str
     defaults: Mapping[str, Any]
     side_features: bool = False
+    implicit: bool = False
 
     def model_class(self) -> type[DotModel]:
         """The Keras class (importing it registers it with Keras for loading)."""
@@ -74,6 +78,9 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType({spec.name: spec for spec in 
         "embedding_dim": 32, "l2": 0.02, "l2_bias": 0.005, "batch_size": 16384, "hidden": "64",
         "dropout": 0.1,
     }, side_features=True),
+    ModelSpec("svdpp", "cflib.models.svdpp:SVDpp", {
+        "embedding_dim": 32, "l2": 0.05, "l2_bias": 0.005, "batch_size": 16384,
+    }, implicit=True),
 )})  # fmt: skip
 
 #: The ``--model`` values.
@@ -187,6 +194,7 @@ def build_model(
     n_items: int,
     global_mean: float,
     side: SideFeatures | None = None,
+    implicit: ImplicitSets | None = None,
 ) -> keras.Model:
     """Build (with weights) the model of ``cfg`` for a dataset's sizes.
 
@@ -198,6 +206,8 @@ def build_model(
         n_items: rows of the item tables.
         global_mean: mean training rating; a constant of models that use it.
         side: the dataset's side features, for models that read them (``two-tower``).
+        implicit: N(u) of every user, for models that read it (``svdpp``); a model
+            built without it scores from its saved implicit vectors.
 
     Raises:
         ConfigError: ``cfg.model`` is not a known model, or it needs side features and
@@ -208,6 +218,11 @@ def build_model(
         spec_of(cfg.model)
         .model_class()
         .from_train_config(
-            cfg, n_users=n_users, n_items=n_items, global_mean=global_mean, side=side
+            cfg,
+            n_users=n_users,
+            n_items=n_items,
+            global_mean=global_mean,
+            side=side,
+            implicit=implicit,
         )
     )

@@ -137,6 +137,7 @@ class DotModel(keras.Model):
         n_items: int,
         global_mean: float,
         side: Any = None,
+        implicit: Any = None,
     ) -> Self:
         """The built model of a resolved ``cfg`` for a dataset's sizes.
 
@@ -152,6 +153,8 @@ class DotModel(keras.Model):
         model.build({"user": (None,), "item": (None,)})
         if side is not None:
             model.set_side_features(side)
+        if implicit is not None:
+            model.set_implicit(implicit)
         return model
 
     @classmethod
@@ -163,6 +166,13 @@ class DotModel(keras.Model):
 
     def set_side_features(self, side: Any) -> None:
         """Copy the dataset's side features into the model (models that read them)."""
+
+    def set_implicit(self, sets: Any) -> None:
+        """Attach who rated what (``cflib.data.implicit``), for models that read it."""
+
+    def before_save(self) -> None:
+        """Bring into the saved weights what training computes on the fly (``svdpp``'s
+        implicit user vectors); called before the run's model is saved."""
 
     def train_step(self, data: Any) -> Any:
         logs = super().train_step(data)

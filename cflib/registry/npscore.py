@@ -250,4 +250,6 @@ KINDS: dict[str, Callable[[Arrays, np.ndarray, np.ndarray], np.ndarray]] = {
     "deep": _deep,
     "residual": _residual,
     "two-tower": _two_tower,
+    # SVD++ exports p_u + |N(u)|^-1/2 sum y_j as its user table (cflib.models.svdpp).
+    "svdpp": _biased_mf,
 }

@@ -10,6 +10,7 @@ import tensorflow as tf
 from cflib.config import TrainConfig
 from cflib.data.manifest import Manifest
 from cflib.data.tfdata import make_dataset, memory_dataset
+from cflib.models.catalog import spec_of
 from cflib.train.distribute import Cluster
 
 
@@ -18,7 +19,7 @@ class TrainInputs:
 
     ``fit_on`` names the splits trained on: the train split, or with the validation split
     too for the refit (``cflib.train.epochs``); validation always reads the validation
-    split.
+    split. Models that read N(u) (``svdpp``) get both grouped by user.
     """
 
     def __init__(
@@ -43,6 +44,7 @@ class TrainInputs:
         }
         self.batch = cfg.batch_size
         self.seed = cfg.seed
+        self.group_users = spec_of(cfg.model).implicit
         self.strategy = strategy
         self.cluster = cluster
         self.in_memory = in_memory
@@ -63,8 +65,9 @@ class TrainInputs:
         if self.in_memory:
             if self._memory is None:
                 self._memory = memory_dataset(
-                    self.paths["train"], batch_size=self.batch, shuffle=True, seed=self.seed
-                )
+                    self.paths["train"], batch_size=self.batch, shuffle=True, seed=self.seed,
+                    group_users=self.group_users,
+                )  # fmt: skip
             return self._memory.skip(skip)
         return self._make("train", shuffle=True, epoch=epoch, skip=skip)
 
@@ -77,6 +80,7 @@ class TrainInputs:
                 self.paths[split], batch_size=self.batch, shuffle=shuffle, seed=self.seed,
                 drop_remainder=self.drop, epoch=epoch, skip=skip,
                 cardinality=split != "train",  # see make_dataset
+                group_users=self.group_users,
             )  # fmt: skip
 
         def per_worker(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
@@ -84,6 +88,7 @@ class TrainInputs:
                 self.paths[split], batch_size=ctx.get_per_replica_batch_size(self.batch),
                 shuffle=shuffle, seed=self.seed, drop_remainder=True, epoch=epoch, skip=skip,
                 shard=(ctx.input_pipeline_id, ctx.num_input_pipelines),
+                group_users=self.group_users,
             )  # fmt: skip
             options = tf.data.Options()
             policy = tf.data.experimental.AutoShardPolicy.OFF  # sharded by make_dataset

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from cflib import schema
 from cflib.config import TrainConfig
+from cflib.data import implicit
 from cflib.data.manifest import Manifest
 from cflib.data.side import SideFeatures, load_side_features
 from cflib.fsutil import exclusive, naming
@@ -159,6 +160,7 @@ def _train(
     assert cfg.batch_size is not None
     side = _side_features(cfg, manifest, data_dir)
     run = _open_run(out_dir, cfg, manifest, cluster, run_id)
+    sets = _implicit_sets(cfg, manifest, data_dir, run)
     strategy = configure_devices(cfg.replicas)
     splits = manifest.splits
     replicas = strategy.num_replicas_in_sync
@@ -186,7 +188,7 @@ def _train(
     # The last checkpoint's phase and rate: restore may fall back to an earlier one.
     phase, lr_scale = run.state.phase, run.state.lr_scale
     inputs = make_inputs(FIT_ON[phase])
-    model = _compiled_model(cfg, manifest, strategy, inputs.train_batches, side, lr_scale)
+    model = _compiled_model(cfg, manifest, strategy, inputs.train_batches, side, lr_scale, sets)
     validate = _for_multi_worker(model, strategy, inputs) if cluster is not None else None
     fit = Fit(
         model, strategy, inputs, validate, _restored_checkpointer(run, model, cfg),
@@ -262,6 +264,22 @@ def _side_features(cfg: TrainConfig, manifest: Manifest, data_dir: Path) -> Side
     return load_side_features(data_dir, n_users=manifest.n_users, n_items=manifest.n_items)
 
 
+def _implicit_sets(
+    cfg: TrainConfig, manifest: Manifest, data_dir: Path, run: Run
+) -> implicit.ImplicitSets | None:
+    """N(u) if the model reads it: cached in the dataset directory, else built there (or
+    in the run's checkpoints if the dataset is read-only)."""
+    if not spec_of(cfg.model).implicit:
+        return None
+    start = time.perf_counter()
+    sets = implicit.load_or_build(data_dir, manifest, run.ckpt_dir / implicit.CACHE_DIR)
+    log.info(
+        "N(u): %d (user, item) pairs of %d users (%.1f s)",
+        len(sets.items), sets.n_users, time.perf_counter() - start,
+    )  # fmt: skip
+    return sets
+
+
 def _open_run(
     out_dir: Path, cfg: TrainConfig, manifest: Manifest, cluster: Cluster | None, run_id: str | None
 ) -> Run:
@@ -293,12 +311,13 @@ def _compiled_model(
     train_batches: int,
     side: SideFeatures | None,
     lr_scale: float,
+    sets: implicit.ImplicitSets | None,
 ) -> keras.Model:
     """The model of ``cfg``, built and compiled in the strategy's scope."""
     with strategy.scope():
         model = build_model(
             cfg, n_users=manifest.n_users, n_items=manifest.n_items,
-            global_mean=manifest.global_mean, side=side,
+            global_mean=manifest.global_mean, side=side, implicit=sets,
         )  # fmt: skip
         # XLA cannot reach the variables of other logical devices; see DotModel.call.
         model.xla = strategy.num_replicas_in_sync == 1
@@ -358,6 +377,7 @@ def _write_run(run: Run, model: keras.Model, summary: dict[str, Any]) -> None:
     checkpoints removed."""
     if run.state.phase == "fit":  # else the refit's weights, as they are
         model.load_weights(run.ckpt_dir / BEST_WEIGHTS)
+    model.before_save()
     save_model(model, run.out_dir / schema.MODEL_FILE)
     runs.write_json(run.out_dir / schema.TRAIN_SUMMARY_FILE, summary)
     shutil.rmtree(run.ckpt_dir, ignore_errors=True)

@@ -155,3 +155,50 @@ def test_resumed_epoch_skips_the_batches_already_trained(tmp_path: Path) -> None
     assert len(rest) == 7
     for a, b in zip(whole[3:], rest, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def _grouped_epoch(paths: list[Path], epoch: int, monkeypatch: pytest.MonkeyPatch) -> np.ndarray:
+    """(user, item, rating) rows of one grouped epoch, in order, from windows of 500 rows."""
+    monkeypatch.setattr(tfdata, "GROUP_WINDOW_ROWS", 500)
+    ds = tfdata.make_dataset(
+        paths, batch_size=64, shuffle=True, seed=3, epoch=epoch, group_users=True
+    )
+    rows = [np.stack([x["user"], x["item"], y], axis=1) for x, y in ds.as_numpy_iterator()]
+    return np.concatenate(rows)
+
+
+def test_group_users_keeps_each_window_s_users_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(0)
+    user = rng.integers(0, 40, 2000)  # 40 users, ~50 ratings each
+    ids = np.arange(2000)
+    table = pa.table(
+        {
+            "user": user.astype(np.int32), "item": ids.astype(np.int32),
+            "rating": (ids / 4).astype(np.float32),
+            "date": pa.array(np.zeros(2000, "datetime64[D]"), pa.date32()),
+            "raw_user": user.astype(np.int64), "raw_item": ids.astype(np.int64),
+        },
+        schema=schema.RATINGS,
+    )  # fmt: skip
+    paths = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
+    pq.write_table(table.slice(0, 1000), paths[0])
+    pq.write_table(table.slice(1000), paths[1])
+    first, again = _grouped_epoch(paths, 0, monkeypatch), _grouped_epoch(paths, 0, monkeypatch)
+    np.testing.assert_array_equal(first, again)  # seeded
+    assert sorted(first[:, 1].astype(int).tolist()) == ids.tolist()  # every row once
+    # Each window of ~500 rows holds each user's rows in one run: ~40 runs a window (ratings
+    # carried over between windows add a few), not the ~480 of a random order.
+    runs = 1 + np.count_nonzero(np.diff(first[:, 0]))
+    assert runs <= 4 * 40 + 8, runs
+    second = _grouped_epoch(paths, 1, monkeypatch)
+    assert not np.array_equal(first[:, 0], second[:, 0])  # the user order is redrawn
+    # Validation: grouped too, without shuffling, the same every time.
+    plain = tfdata.make_dataset(paths, batch_size=64, shuffle=False, seed=0, group_users=True)
+    users = np.concatenate([x["user"] for x, _ in plain.as_numpy_iterator()])
+    assert 1 + np.count_nonzero(np.diff(users)) <= 4 * 40 + 8
+    # In memory (benchmarks): each batch of 64 holds one or two users, ~2 runs a batch.
+    memory = tfdata.memory_dataset(paths, batch_size=64, shuffle=True, seed=0, group_users=True)
+    runs = [1 + np.count_nonzero(np.diff(x["user"])) for x, _ in memory.as_numpy_iterator()]
+    assert len(runs) == 2000 // 64 and max(runs) <= 3
