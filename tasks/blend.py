@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from cflib.evaluate import blend
-from cflib.evaluate.report import Table, md_table
+from cflib.evaluate.blocks import Table, md_table
 
 
 @task(name="fit-blend")

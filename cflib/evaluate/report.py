@@ -9,15 +9,23 @@ inline (``ui_markdown``): its Markdown artifacts render ``data:`` images.
 
 from __future__ import annotations
 
-import base64
 import html
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cflib import schema
 from cflib.data.manifest import Manifest, load_manifest
+from cflib.evaluate.blocks import (
+    CSS,
+    Figure,
+    Section,
+    Table,
+    data_uri,
+    html_table,
+    inline,
+    md_table,
+)
 from cflib.train import runs
 
 _LABELS = {
@@ -27,26 +35,6 @@ _LABELS = {
     "majority_class": "majority class",
     "user_item_bias": "user + item bias",
 }
-
-
-@dataclass
-class Table:
-    header: list[str]
-    rows: list[list[str]]
-    align: str = ""  # one of "l"/"r" per column; default: first left, the rest right
-
-
-@dataclass
-class Figure:
-    title: str
-    png: bytes
-
-
-@dataclass
-class Section:
-    title: str
-    blocks: list[str | Table | Figure] = field(default_factory=list)  # str: a paragraph
-    code: str | None = None  # a JSON block at the end
 
 
 def results_table(metrics: dict[str, Any]) -> list[tuple[str, float, float]]:
@@ -308,21 +296,6 @@ def _headline(metrics: dict[str, Any]) -> str:
     )
 
 
-def md_table(table: Table) -> list[str]:
-    """A table as Markdown lines."""
-    align = table.align or "l" + "r" * (len(table.header) - 1)
-    rule = "|" + "|".join("---" if a == "l" else "---:" for a in align) + "|"
-    return [
-        "| " + " | ".join(table.header) + " |",
-        rule,
-        *("| " + " | ".join(row) + " |" for row in table.rows),
-    ]
-
-
-def _data_uri(figure: Figure) -> str:
-    return "data:image/png;base64," + base64.b64encode(figure.png).decode()
-
-
 def render_markdown(
     metrics: dict[str, Any],
     summary: dict[str, Any],
@@ -340,48 +313,12 @@ def render_markdown(
                 out += ["", *md_table(block)]
             elif isinstance(block, Figure):
                 if figures:
-                    out += ["", f"![{block.title}]({_data_uri(block)})"]
+                    out += ["", f"![{block.title}]({data_uri(block)})"]
             else:
                 out += ["", block]
         if section.code is not None:
             out += ["", "```json", section.code, "```"]
     return "\n".join(out) + "\n"
-
-
-_CSS = """
-body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; color: #222; }
-table { border-collapse: collapse; margin: 1rem 0; }
-th, td { padding: 0.3rem 0.8rem; border-bottom: 1px solid #ddd; }
-td.r, th.r { text-align: right; }
-pre { background: #f6f6f6; padding: 1rem; overflow-x: auto; }
-figure { margin: 1rem 0; }
-"""
-
-
-def _inline(text: str) -> str:
-    """Escape text, then render Markdown's **bold** and `code` spans."""
-    parts = html.escape(text).split("`")
-    out = []
-    for i, part in enumerate(parts):
-        if i % 2:
-            out.append(f"<code>{part}</code>")
-        else:
-            bold = part.split("**")
-            out.append("".join(f"<b>{b}</b>" if j % 2 else b for j, b in enumerate(bold)))
-    return "".join(out)
-
-
-def _html_table(table: Table) -> str:
-    align = table.align or "l" + "r" * (len(table.header) - 1)
-    cls = ["" if a == "l" else ' class="r"' for a in align]
-    head = "".join(f"<th{c}>{html.escape(h)}</th>" for c, h in zip(cls, table.header, strict=True))
-    body = "".join(
-        "<tr>"
-        + "".join(f"<td{c}>{_inline(v)}</td>" for c, v in zip(cls, row, strict=True))
-        + "</tr>"
-        for row in table.rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def render_html(metrics: dict[str, Any], summary: dict[str, Any], manifest: Manifest) -> str:
@@ -390,23 +327,23 @@ def render_html(metrics: dict[str, Any], summary: dict[str, Any], manifest: Mani
     out = [
         "<!DOCTYPE html>",
         f'<html lang="en"><head><meta charset="utf-8"><title>{title}</title>',
-        f"<style>{_CSS}</style></head><body>",
+        f"<style>{CSS}</style></head><body>",
         f"<h1>{title}</h1>",
-        f"<p>{_inline(_headline(metrics))}</p>",
+        f"<p>{inline(_headline(metrics))}</p>",
     ]
     for section in build(metrics, summary, manifest):
         out.append(f"<h2>{html.escape(section.title)}</h2>")
         for block in section.blocks:
             if isinstance(block, Table):
-                out.append(_html_table(block))
+                out.append(html_table(block))
             elif isinstance(block, Figure):
                 alt = html.escape(block.title)
                 out.append(
-                    f'<figure><img alt="{alt}" src="{_data_uri(block)}">'
+                    f'<figure><img alt="{alt}" src="{data_uri(block)}">'
                     f"<figcaption>{alt}</figcaption></figure>"
                 )
             else:
-                out.append(f"<p>{_inline(block)}</p>")
+                out.append(f"<p>{inline(block)}</p>")
         if section.code is not None:
             out.append(f"<pre>{html.escape(section.code)}</pre>")
     out.append("</body></html>")
