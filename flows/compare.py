@@ -9,8 +9,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
-from cflib.config import MODEL_NAMES, ModelName, PipelineConfig, optional
+from cflib.config import MODEL_NAMES, ModelName, PipelineConfig
 from cflib.evaluate.blend import BLEND_MODEL, DEFAULT_L2, not_better, weights_text
+from cflib.fields import optional
 from cflib.train.runs import new_run_id
 from flows.evaluate_publish import run_evaluate, run_publish
 from flows.ingest import run_ingest

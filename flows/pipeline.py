@@ -16,9 +16,10 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
 from cflib import registry
-from cflib.config import PipelineConfig, optional
+from cflib.config import PipelineConfig
 from cflib.data.manifest import load_manifest
 from cflib.evaluate.summary import stage_lines
+from cflib.fields import optional
 from cflib.models.catalog import resolve_for
 from cflib.train import runs
 from flows.evaluate_publish import run_evaluate, run_publish

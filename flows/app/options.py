@@ -16,9 +16,9 @@ from cflib.config import (
     PipelineConfig,
     PublishConfig,
     TrainConfig,
-    error_lines,
 )
 from cflib.errors import ConfigError
+from cflib.fields import error_lines
 
 F = TypeVar("F", bound=Callable[..., Any])
 
