@@ -62,6 +62,9 @@ class BiasedMF(DotModel):
         rows["item_bias"] = self.item_bias(inputs["item"])
         return rows
 
+    def table_inputs(self) -> dict[str, str]:
+        return {**super().table_inputs(), "user_bias": "user", "item_bias": "item"}
+
     def score(self, rows: dict[str, Any], training: bool = False) -> Any:
         bias = ops.squeeze(rows["user_bias"] + rows["item_bias"], axis=-1)
         return super().score(rows, training) + bias + self.global_mean

@@ -26,7 +26,7 @@ import tensorflow as tf
 from cflib.config import TrainConfig
 from cflib.errors import TrainingDiverged
 from cflib.models.losses import squared_error
-from cflib.train import guard
+from cflib.train import guard, rowstep
 from cflib.train.checkpoint import (
     BEST_WEIGHTS,
     CHECKPOINT_DIR,
@@ -103,6 +103,7 @@ def compile_model(
             jit_compile=False,  # the model compiles its own arithmetic (DotModel.call)
         )
         model.optimizer.build(model.trainable_variables)
+    rowstep.install(model, strategy)
 
 
 def set_lr_scale(fit: Fit, cfg: TrainConfig, lr_scale: float) -> None:
