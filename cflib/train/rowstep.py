@@ -42,7 +42,8 @@ def supports(model: keras.Model, strategy: tf.distribute.Strategy) -> bool:
         return False
     # The class itself declares its tables: a subclass that looks up more, or otherwise,
     # keeps Keras' step until it says which tables its ``lookup`` reads.
-    if "table_inputs" not in type(model).__dict__ or getattr(model, "dropout", 0.0):
+    dropout: float = getattr(model, "dropout", 0.0)
+    if "table_inputs" not in type(model).__dict__ or dropout:
         return False
     names = model.table_inputs()
     layers = [layer for layer in model.layers if layer.name in names]
@@ -77,7 +78,9 @@ class RowStep:
         optimizer: SparseAdagrad = model.optimizer
         x, y = data[0], data[1]
         ids = {name: _ids(x[key]) for name, _, key in self.tables}
-        rows = {name: tf.gather(_value(layer.embeddings), ids[name]) for name, layer, _ in self.tables}
+        rows = {
+            name: tf.gather(_value(layer.embeddings), ids[name]) for name, layer, _ in self.tables
+        }
         with tf.GradientTape() as tape:
             tape.watch(list(rows.values()))
             pred, penalty = model.score_rows(rows, training=True)

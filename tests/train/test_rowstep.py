@@ -39,14 +39,17 @@ def _fit(cfg: TrainConfig, row_step: bool) -> tuple[list[np.ndarray], list[np.nd
     return [np.array(w) for w in model.get_weights()], opt, history.history
 
 
-@pytest.mark.parametrize(
-    ("model", "schedule"), [("biased-mf", "constant"), ("dot", "exponential")]
-)
+@pytest.mark.parametrize(("model", "schedule"), [("biased-mf", "constant"), ("dot", "exponential")])
 def test_row_step_updates_as_keras_does(model: str, schedule: str) -> None:
     cfg = resolve(
         TrainConfig(
-            model=model, embedding_dim=4, batch_size=BATCH, learning_rate=0.2, l2=0.05,
-            l2_bias=0.01, lr_schedule=schedule,
+            model=model,
+            embedding_dim=4,
+            batch_size=BATCH,
+            learning_rate=0.2,
+            l2=0.05,
+            l2_bias=0.01,
+            lr_schedule=schedule,
         )  # fmt: skip
     )
     weights, opt, logs = _fit(cfg, row_step=True)
