@@ -221,6 +221,17 @@ class DotModel(keras.Model):
         penalty = sum(terms) if terms else ops.zeros(())
         return self.score(rows, training=training), penalty
 
+    def row_gradients(self, rows: dict[str, Any], err: Any) -> dict[str, Any]:
+        """The gradient of the batch's loss (mean squared error plus the L2 penalty) with
+        respect to each looked-up row, from ``err = prediction - rating`` (``[B]``)."""
+        n = tf.cast(tf.shape(err)[0], err.dtype)
+        e = err[:, None]
+        p, q = rows["user_embedding"], rows["item_embedding"]
+        return {
+            "user_embedding": 2.0 * (e * q + self.l2_user * p) / n,
+            "item_embedding": 2.0 * (e * p + self.l2_item * q) / n,
+        }
+
     def lookup(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """The table rows of the batch, by layer name (L2-penalized per ``l2_weights``)."""
         return {

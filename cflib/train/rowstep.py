@@ -1,20 +1,17 @@
-"""A training step for models made only of tables: gradients of the looked-up rows, then
-row-wise Adagrad on those rows, without Keras' optimizer machinery.
+"""A training step for models made only of tables: the model's own gradient of each
+looked-up row, then row-wise Adagrad on those rows, without Keras' optimizer machinery.
 
 Keras' ``train_step`` differentiates the loss with respect to the table variables (each
-gradient an ``IndexedSlices`` through ``ResourceGather``) and hands them to
+gradient an ``IndexedSlices`` through ``ResourceGather``) with a tape and hands them to
 ``optimizer.apply_gradients``, which wraps every variable's update in its distribution
-and bookkeeping layers. For ``dot`` and ``biased-mf`` that machinery cost three quarters
-of the step: at the Netflix shape (480,189 users, 17,770 items, dimension 32, batch
-65,536, in memory, same process, back to back) Keras' step ran at 0.3 M ratings/s and
-this one at 1.2-1.3 M ratings/s (BENCHMARKS.md, "Training speed: the row step").
-
-The step here gathers each table's rows once, takes the gradient of the same loss
-(``squared_error`` plus the model's L2 penalty on the batch's rows) with respect to the
-gathered rows, and applies ``SparseAdagrad.update_rows`` to each table: the same update,
-value for value, that ``SparseAdagrad.update_step`` makes from Keras' gradients (tested).
-The loss and RMSE metrics are updated as Keras would, so ``fit``'s logs, callbacks,
-checkpoints and the divergence guard see the same values.
+and bookkeeping layers. The step here gathers each table's rows once, scores them with
+plain TensorFlow ops, takes the gradient of the same loss (``squared_error`` plus the
+model's L2 penalty on the batch's rows) from the model's closed form
+(``row_gradients``), and applies ``SparseAdagrad.update_rows`` to each table: the same
+update that ``SparseAdagrad.update_step`` makes from Keras' gradients (tested, to float
+rounding). The loss and RMSE metrics are updated as Keras would, so ``fit``'s logs,
+callbacks, checkpoints and the divergence guard see the same values. What it saves, and
+what it does not, is measured in BENCHMARKS.md ("Training throughput").
 
 It serves one replica (the default strategy on a CPU). Under ``MirroredStrategy`` and
 ``MultiWorkerMirroredStrategy`` the gradients of the replicas must be summed before the
@@ -34,16 +31,17 @@ from cflib.train.optim import SparseAdagrad, is_table
 def supports(model: keras.Model, strategy: tf.distribute.Strategy) -> bool:
     """Whether ``model`` can train with the row step under ``strategy``: one replica,
     ``SparseAdagrad``, every trainable variable a table that ``model.table_inputs`` maps
-    to an input, and no dropout."""
+    to an input, ``row_gradients`` from the model's own class, and no dropout."""
     distributed = (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)
     if strategy.num_replicas_in_sync != 1 or isinstance(strategy, distributed):
         return False
     if not isinstance(getattr(model, "optimizer", None), SparseAdagrad):
         return False
-    # The class itself declares its tables: a subclass that looks up more, or otherwise,
-    # keeps Keras' step until it says which tables its ``lookup`` reads.
+    # The class itself declares its tables and their gradients: a subclass that looks up
+    # more, or scores otherwise, keeps Keras' step until it declares its own.
+    own = type(model).__dict__
     dropout: float = getattr(model, "dropout", 0.0)
-    if "table_inputs" not in type(model).__dict__ or dropout:
+    if "table_inputs" not in own or "row_gradients" not in own or dropout:
         return False
     names = model.table_inputs()
     layers = [layer for layer in model.layers if layer.name in names]
@@ -81,13 +79,13 @@ class RowStep:
         rows = {
             name: tf.gather(_value(layer.embeddings), ids[name]) for name, layer, _ in self.tables
         }
-        with tf.GradientTape() as tape:
-            tape.watch(list(rows.values()))
-            pred, penalty = model.score_rows(rows, training=True)
-            y = tf.cast(y, pred.dtype)
-            mse = tf.reduce_mean(tf.square(pred - y))
-            loss = mse + penalty
-        grads = tape.gradient(loss, list(rows.values()))
+        # Plain TensorFlow ops and the model's own derivative: 13-15% less CPU a step
+        # than the XLA-compiled score differentiated by a tape (BENCHMARKS.md).
+        pred, penalty = model._score_and_penalty(rows, training=True)
+        err = pred - tf.cast(y, pred.dtype)
+        loss = tf.reduce_mean(tf.square(err)) + penalty
+        by_name = model.row_gradients(rows, err)
+        grads = [by_name[name] for name, _, _ in self.tables]
         lr = optimizer.learning_rate
         for (name, layer, _), grad in zip(self.tables, grads, strict=True):
             optimizer.update_rows(layer.embeddings, ids[name], grad, lr)
