@@ -120,7 +120,12 @@ def throughput(data: Path, data_cmds: list[str], args: argparse.Namespace) -> No
     big_peer = {k: tp.peer_run(k, big, OUT / f"export-{args.netflix_ratings}")
                 for k in peers if k.startswith("libmf")}  # fmt: skip
     default = tp.cfpipe_default(data, OUT / f"export-{args.ratings}", OUT / "tp-default")
-    small_peer = {k: tp.peer_run(k, data, OUT / f"export-{args.ratings}") for k in peers}
+    small_peer = {
+        k: big_peer[k]
+        if big == data and k in big_peer
+        else tp.peer_run(k, data, OUT / f"export-{args.ratings}")
+        for k in peers
+    }
     man = {d: json.loads((d / "_manifest.json").read_text()) for d in (big, data)}
     batch = rate["config"]["batch_size"]
     lines = [
@@ -129,12 +134,13 @@ def throughput(data: Path, data_cmds: list[str], args: argparse.Namespace) -> No
         "Load: the 1-minute load average before and after each measure, on 2 cores."
         + (f" {args.note}" if args.note else "")
         + "  ",
-        f"Data: `{big_cmds[0]}` then `{big_cmds[1]}` (full shape: train "
+        f"Data: `{big_cmds[0]}` then `{big_cmds[1]}` (rate shape: train "
         f"{man[big]['splits']['train']['rows']:,}); `{data_cmds[0]}` then `{data_cmds[1]}` "
         f"(10M shape: train {man[data]['splits']['train']['rows']:,}, test "
         f"{man[data]['splits']['test']['rows']:,})",
         "",
-        f"Per-epoch rate at the full shape (cfpipe: biased-mf, 32 factors, batch {batch:,}, "
+        f"Per-epoch rate at {args.netflix_ratings:,} ratings (cfpipe: biased-mf, 32 factors, "
+        f"batch {batch:,}, "
         "streamed from Parquet, the second of 2 epochs, training steps only; LIBMF: "
         "train + validation times its iterations over its fit time, the ratings already "
         "in memory):",
