@@ -200,12 +200,14 @@ class DotModel(keras.Model):
             self.add_loss(penalty)
         return pred
 
-    def score_rows(self, rows: dict[str, Any], training: bool = False) -> Any:
+    def score_rows(
+        self, rows: dict[str, Any], training: bool = False, compiled: bool = True
+    ) -> Any:
         """Predictions and the weighted L2 penalty of the batch's rows, under XLA where
-        it runs (see ``call``)."""
+        it runs (see ``call``) unless not ``compiled``."""
         # XLA's random numbers on CPU are ~100x slower than TensorFlow's: no XLA while
         # dropout is active.
-        xla = self.xla and not (training and bool(getattr(self, "dropout", 0.0)))
+        xla = compiled and self.xla and not (training and bool(getattr(self, "dropout", 0.0)))
         score = self._score_xla if xla else self._score_and_penalty
         return score(rows, training=training)
 

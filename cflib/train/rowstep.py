@@ -81,7 +81,7 @@ class RowStep:
         }
         # Plain TensorFlow ops and the model's own derivative: 13-15% less CPU a step
         # than the XLA-compiled score differentiated by a tape (BENCHMARKS.md).
-        pred, penalty = model._score_and_penalty(rows, training=True)
+        pred, penalty = model.score_rows(rows, training=True, compiled=False)
         err = pred - tf.cast(y, pred.dtype)
         loss = tf.reduce_mean(tf.square(err)) + penalty
         by_name = model.row_gradients(rows, err)
