@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -129,7 +130,7 @@ def throughput(data: Path, data_cmds: list[str], args: argparse.Namespace) -> No
     man = {d: json.loads((d / "_manifest.json").read_text()) for d in (big, data)}
     batch = rate["config"]["batch_size"]
     lines = [
-        f"Command: `python bench/train.py {' '.join(sys.argv[1:])}`  ",
+        f"Command: `python bench/train.py {shlex.join(sys.argv[1:])}`  ",
         f"Machine: {machine()}  ",
         "Load: the 1-minute load average before and after each measure, on 2 cores."
         + (f" {args.note}" if args.note else "")
