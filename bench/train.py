@@ -1,13 +1,15 @@
-"""Training benchmark: ratings/s and seconds per epoch of every model on generated
-Netflix-format data, streamed from Parquet and from in-memory tensors, with 1 and 2
-replicas; then each model's test RMSE with its default options.
+"""Training benchmark: biased-mf beside LIBMF and Surprise (throughput at the full Netflix
+shape, time to cfpipe's default test RMSE at 10M ratings, peak RSS); ratings/s and
+seconds per epoch of every model, streamed from Parquet and from in-memory tensors, with
+1 and 2 replicas; each model's test RMSE with its default options.
 
-    .venv/bin/python bench/train.py                      # 10M ratings, every model
-    .venv/bin/python bench/train.py --models biased-mf --skip-accuracy
+    .venv/bin/python bench/train.py --skip-speed --skip-accuracy   # the throughput only
+    .venv/bin/python bench/train.py --skip-throughput --models biased-mf --skip-accuracy
 
 The data comes from `cfpipe synth netflix` and `cfpipe ingest` (cached in bench/out/).
 Every measure runs in a fresh process (logical CPU devices are fixed at TensorFlow's
-start). Writes the "Training" section of BENCHMARKS.md.
+start). Writes the "Training throughput", "Training speed" and "Training accuracy"
+sections of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import _throughput as tp  # noqa: E402
 from bench._report import machine, write_section  # noqa: E402
 from cflib.models.catalog import MODEL_NAMES  # noqa: E402
 
@@ -106,6 +110,73 @@ def accuracy(data: Path, model: str, epochs: int) -> tuple[dict, str]:
     return metrics, cmd
 
 
+def throughput(data: Path, data_cmds: list[str], args: argparse.Namespace) -> None:
+    """The "Training throughput" section: cfpipe's biased-mf (32 factors, its default
+    batch, streamed) beside the peers, at the full Netflix shape and at ``data``."""
+    peers = [] if args.peers == "none" else args.peers.split(",")
+    big, big_cmds = dataset(args.netflix_ratings, args.movies, args.users)
+    cfg = {"model": "biased-mf", "embedding_dim": 32, "epochs": 2, "patience": 2,
+           "refit": False, "checkpoint_steps": 0}  # fmt: skip
+    rate = tp.cfpipe_rate(big, OUT / "tp-rate", cfg)
+    big_peer = {k: tp.peer_run(k, big, OUT / f"export-{args.netflix_ratings}")
+                for k in peers if k.startswith("libmf")}  # fmt: skip
+    default = tp.cfpipe_default(data, OUT / f"export-{args.ratings}", OUT / "tp-default")
+    small_peer = {
+        k: big_peer[k]
+        if big == data and k in big_peer
+        else tp.peer_run(k, data, OUT / f"export-{args.ratings}")
+        for k in peers
+    }
+    man = {d: json.loads((d / "_manifest.json").read_text()) for d in (big, data)}
+    batch = rate["config"]["batch_size"]
+    lines = [
+        f"Command: `python bench/train.py {shlex.join(sys.argv[1:])}`  ",
+        f"Machine: {machine()}  ",
+        "Load: the 1-minute load average before and after each measure, on 2 cores."
+        + (f" {args.note}" if args.note else "")
+        + "  ",
+        f"Data: `{big_cmds[0]}` then `{big_cmds[1]}` (rate shape: train "
+        f"{man[big]['splits']['train']['rows']:,}); `{data_cmds[0]}` then `{data_cmds[1]}` "
+        f"(10M shape: train {man[data]['splits']['train']['rows']:,}, test "
+        f"{man[data]['splits']['test']['rows']:,})",
+        "",
+        f"Per-epoch rate at {args.netflix_ratings:,} ratings (cfpipe: biased-mf, 32 factors, "
+        f"batch {batch:,}, "
+        "streamed from Parquet, the second of 2 epochs, training steps only; LIBMF: "
+        "train + validation times its iterations over its fit time, the ratings already "
+        "in memory):",
+        "",
+        "| system | ratings/s per epoch | seconds per epoch | peak RSS | load |",
+        "|---|---:|---:|---:|---:|",
+        f"| **cfpipe** biased-mf | {rate['rate'] / 1e6:.2f} M | {rate['seconds']:.1f} | "
+        f"{tp.gib(rate['peak_rss'])} | {tp.load(rate)} |",
+    ]
+    for k, r in big_peer.items():
+        lines.append(
+            f"| {tp.peer(k).label} | {r['rate'] / 1e6:.2f} M | "
+            f"{r['fit_seconds'] / r['epochs']:.1f} | {tp.gib(r['peak_rss'])} | {tp.load(r)} |"
+        )
+    lines += [
+        "",
+        "Time to a test RMSE at the 10M shape (cfpipe: its defaults, `TrainConfig()`: fit "
+        "with early stopping, then the refit on train + validation; the time is `train()` "
+        "with validation, checkpoints and saving; the peers: their fit alone):",
+        "",
+        "| system | settings | test RMSE | training wall time | peak RSS | load |",
+        "|---|---|---:|---:|---:|---:|",
+        f"| **cfpipe** default | {default['settings']}; {default['epochs_run']} epochs "
+        f"(best {default['best_epoch']}) | {default['rmse']:.4f} | "
+        f"{default['fit_seconds']:.1f} s | {tp.gib(default['peak_rss'])} | {tp.load(default)} |",
+    ]
+    for k, r in small_peer.items():
+        lines.append(
+            f"| {tp.peer(k).label} | {tp.peer(k).settings()} | {r['rmse']:.4f} | "
+            f"{r['fit_seconds']:.1f} s | {tp.gib(r['peak_rss'])} | {tp.load(r)} |"
+        )
+    write_section("Training throughput: biased-mf beside LIBMF and Surprise", "\n".join(lines))
+    print("\n".join(lines), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ratings", type=int, default=10_000_000)
@@ -119,9 +190,18 @@ def main() -> None:
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--replicas", default="1,2")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument(
+        "--netflix-ratings", type=int, default=100_480_507,
+        help="ratings of the full-shape throughput measure",
+    )  # fmt: skip
+    parser.add_argument("--peers", default="libmf-k32,surprise-svd", help="peers, or none")
+    parser.add_argument("--note", default="", help="a sentence on the machine's load")
     args = parser.parse_args()
     models = args.models.split(",")
     data, data_cmds = dataset(args.ratings, args.movies, args.users)
+    if not args.skip_throughput:
+        throughput(data, data_cmds, args)
     manifest = json.loads((data / "_manifest.json").read_text())
 
     speed: dict[tuple[str, int], dict[str, dict]] = {}

@@ -62,6 +62,17 @@ class BiasedMF(DotModel):
         rows["item_bias"] = self.item_bias(inputs["item"])
         return rows
 
+    def table_inputs(self) -> dict[str, str]:
+        return {**super().table_inputs(), "user_bias": "user", "item_bias": "item"}
+
+    def row_gradients(self, rows: dict[str, Any], err: Any) -> dict[str, Any]:
+        grads = super().row_gradients(rows, err)
+        n = ops.cast(ops.shape(err)[0], err.dtype)
+        e = err[:, None]
+        grads["user_bias"] = 2.0 * (e + self.l2_bias * rows["user_bias"]) / n
+        grads["item_bias"] = 2.0 * (e + self.l2_bias * rows["item_bias"]) / n
+        return grads
+
     def score(self, rows: dict[str, Any], training: bool = False) -> Any:
         bias = ops.squeeze(rows["user_bias"] + rows["item_bias"], axis=-1)
         return super().score(rows, training) + bias + self.global_mean

@@ -167,6 +167,10 @@ class DotModel(keras.Model):
     def set_side_features(self, side: Any) -> None:
         """Copy the dataset's side features into the model (models that read them)."""
 
+    #: The trainer's own step for table-only models (``cflib.train.rowstep``), or None
+    #: for Keras' ``train_step``.
+    row_step: Any = None
+
     def set_implicit(self, sets: Any) -> None:
         """Attach who rated what (``cflib.data.implicit``), for models that read it."""
 
@@ -175,6 +179,8 @@ class DotModel(keras.Model):
         implicit user vectors); called before the run's model is saved."""
 
     def train_step(self, data: Any) -> Any:
+        if self.row_step is not None:
+            return self.row_step(data)
         logs = super().train_step(data)
         if self.vector_logs:
             logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
@@ -199,14 +205,25 @@ class DotModel(keras.Model):
         # Keras' symbolic build under a strategy feeds a batch averaged over replicas: floats.
         inputs = {k: v if v.dtype.is_integer else tf.cast(v, tf.int32) for k, v in inputs.items()}
         rows = self.lookup(inputs)
-        # XLA's random numbers on CPU are ~100x slower than TensorFlow's: no XLA while
-        # dropout is active.
-        xla = self.xla and not (training and bool(getattr(self, "dropout", 0.0)))
-        score = self._score_xla if xla else self._score_and_penalty
-        pred, penalty = score(rows, training=bool(training))
+        pred, penalty = self.score_rows(rows, training=bool(training))
         if any(self.l2_weights.get(k) for k in rows):
             self.add_loss(penalty)
         return pred
+
+    def score_rows(
+        self, rows: dict[str, Any], training: bool = False, compiled: bool = True
+    ) -> Any:
+        """Predictions and the weighted L2 penalty of the batch's rows, under XLA where
+        it runs (see ``call``) unless not ``compiled``."""
+        # XLA's random numbers on CPU are ~100x slower than TensorFlow's: no XLA while
+        # dropout is active.
+        xla = compiled and self.xla and not (training and bool(getattr(self, "dropout", 0.0)))
+        score = self._score_xla if xla else self._score_and_penalty
+        return score(rows, training=training)
+
+    def table_inputs(self) -> dict[str, str]:
+        """The tables ``lookup`` reads, by layer name, and the input each is indexed by."""
+        return {"user_embedding": "user", "item_embedding": "item"}
 
     def _score_and_penalty(self, rows: dict[str, Any], training: bool = False) -> Any:
         """Predictions and the weighted L2 penalty of the batch's rows."""
@@ -215,6 +232,17 @@ class DotModel(keras.Model):
         ]
         penalty = sum(terms) if terms else ops.zeros(())
         return self.score(rows, training=training), penalty
+
+    def row_gradients(self, rows: dict[str, Any], err: Any) -> dict[str, Any]:
+        """The gradient of the batch's loss (mean squared error plus the L2 penalty) with
+        respect to each looked-up row, from ``err = prediction - rating`` (``[B]``)."""
+        n = tf.cast(tf.shape(err)[0], err.dtype)
+        e = err[:, None]
+        p, q = rows["user_embedding"], rows["item_embedding"]
+        return {
+            "user_embedding": 2.0 * (e * q + self.l2_user * p) / n,
+            "item_embedding": 2.0 * (e * p + self.l2_item * q) / n,
+        }
 
     def lookup(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """The table rows of the batch, by layer name (L2-penalized per ``l2_weights``)."""

@@ -26,7 +26,7 @@ from cflib.config import TrainConfig
 from cflib.errors import TrainingDiverged
 from cflib.logs import stage_logger
 from cflib.models.losses import squared_error
-from cflib.train import guard
+from cflib.train import guard, rowstep
 from cflib.train.checkpoint import (
     BEST_WEIGHTS,
     CHECKPOINT_DIR,
@@ -105,6 +105,7 @@ def compile_model(
             jit_compile=False,  # the model compiles its own arithmetic (DotModel.call)
         )
         model.optimizer.build(model.trainable_variables)
+    rowstep.install(model, strategy)
 
 
 def set_lr_scale(fit: Fit, cfg: TrainConfig, lr_scale: float) -> None:

@@ -208,7 +208,7 @@ def _train(
         guard.DivergenceGuard(run.state, cfg.batch_size),  # first: before any checkpoint
         fit.checkpointer, fit.timer, *_reporting(run, cfg, fit.inputs.train_batches),
     ]  # fmt: skip
-    _log_start(cfg, manifest, run, strategy)
+    _log_start(cfg, manifest, run, strategy, model)
     with stop.listening():  # a stop request now ends training with a checkpoint
         train_phases(fit, run, cfg, on_epoch)
     summary = train_summary(run.run_id, cfg, manifest, data_dir, run.state, strategy, cluster)
@@ -360,13 +360,18 @@ def _reporting(run: Run, cfg: TrainConfig, train_batches: int) -> list[keras.cal
 
 
 def _log_start(
-    cfg: TrainConfig, manifest: Manifest, run: Run, strategy: tf.distribute.Strategy
+    cfg: TrainConfig,
+    manifest: Manifest,
+    run: Run,
+    strategy: tf.distribute.Strategy,
+    model: keras.Model,
 ) -> None:
     state = run.state
+    step = "the row step" if getattr(model, "row_step", None) is not None else "Keras' step"
     log.info(
-        "training %s on %s (%d ratings, %d users, %d items) on %s%s",
+        "training %s on %s (%d ratings, %d users, %d items) on %s with %s%s",
         cfg.model, manifest.name, manifest.splits["train"].rows, manifest.n_users,
-        manifest.n_items, describe(strategy, cluster_from_env()),
+        manifest.n_items, describe(strategy, cluster_from_env()), step,
         f", resuming at {state.phase} epoch {state.epoch + 1} batch {state.batch}"
         if run.resumed else "",
     )  # fmt: skip

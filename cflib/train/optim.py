@@ -111,13 +111,7 @@ class SparseAdagrad(keras.optimizers.Optimizer):
         acc_var = acc.value if isinstance(acc, keras.Variable) else acc
         var = variable.value if isinstance(variable, keras.Variable) else variable
         if isinstance(gradient, tf.IndexedSlices) and row_wise:
-            rows = gradient.indices
-            grad = tf.cast(gradient.values, var.dtype)
-            grad = grad * tf.cast(tf.shape(rows)[0], var.dtype)
-            # XLA cannot reach variables on other logical devices: plain ops with replicas.
-            single = self._distribution_strategy.num_replicas_in_sync == 1
-            update = self._row_adagrad_xla if single and self.xla_scatter else _row_adagrad
-            update(var, acc_var, rows, grad, lr, self.epsilon)
+            self._update_rows(var, acc_var, gradient.indices, gradient.values, lr)
             return
         grad = tf.convert_to_tensor(gradient)
         grad = tf.cast(grad, var.dtype)
@@ -127,6 +121,26 @@ class SparseAdagrad(keras.optimizers.Optimizer):
             acc_var.assign_add(tf.square(grad))
             lr = lr * tf.cast(self.dense_lr_scale, var.dtype)
         var.assign_sub(lr * grad * tf.math.rsqrt(acc_var + self.epsilon))
+
+    def update_rows(self, variable: Any, rows: Any, grad: Any, learning_rate: Any) -> None:
+        """The update of ``update_step`` for a table, from the gradient of the batch's
+        loss with respect to its looked-up rows: ``grad[j]`` for lookup ``j`` of row
+        ``rows[j]`` (``cflib.train.rowstep``). Does not count a step (``iterations``)."""
+        index = self._get_variable_index(variable)
+        acc = self._accumulators[index]
+        acc_var = acc.value if isinstance(acc, keras.Variable) else acc
+        var = variable.value if isinstance(variable, keras.Variable) else variable
+        self._update_rows(var, acc_var, rows, grad, tf.cast(learning_rate, var.dtype))
+
+    def _update_rows(self, var: Any, acc: Any, rows: Any, grad: Any, lr: Any) -> None:
+        """Row-wise Adagrad on the rows of one table from per-lookup gradients of the
+        batch mean."""
+        grad = tf.cast(grad, var.dtype)
+        grad = grad * tf.cast(tf.shape(rows)[0], var.dtype)
+        # XLA cannot reach variables on other logical devices: plain ops with replicas.
+        single = self._distribution_strategy.num_replicas_in_sync == 1
+        update = self._row_adagrad_xla if single and self.xla_scatter else _row_adagrad
+        update(var, acc, rows, grad, lr, self.epsilon)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
