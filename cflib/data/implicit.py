@@ -16,7 +16,6 @@ directory), built next to it and renamed into place, so concurrent trainings sha
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -30,8 +29,9 @@ from cflib import schema
 from cflib.data.manifest import Manifest
 from cflib.errors import DatasetError
 from cflib.fsutil import staging_dir
+from cflib.logs import stage_logger
 
-log = logging.getLogger(__name__)
+log = stage_logger("train")
 
 CACHE_DIR = "implicit"
 OFFSETS_FILE = "offsets.npy"

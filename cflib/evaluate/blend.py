@@ -16,7 +16,6 @@ read a trained run's. No TensorFlow here: the flow process fits the blend.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,10 @@ from cflib import schema
 from cflib.data.manifest import load_manifest
 from cflib.errors import DatasetError
 from cflib.evaluate.metrics import rmse
+from cflib.logs import stage_logger
 from cflib.train import runs
 
-log = logging.getLogger(__name__)
+log = stage_logger("evaluate")
 
 #: The blend's model name in the registry and the comparison table.
 BLEND_MODEL = "blend"

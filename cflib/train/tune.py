@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gc
 import json
-import logging
 import math
 import time
 import warnings
@@ -29,13 +28,14 @@ import tensorflow as tf
 from cflib.config import TrainConfig
 from cflib.data.manifest import Manifest
 from cflib.data.side import SideFeatures
+from cflib.logs import stage_logger
 from cflib.models import sizing
 from cflib.models.catalog import SEARCHED, build_model
 from cflib.train import runs, stop
 from cflib.train.epochs import compile_model
 from cflib.train.inputs import TrainInputs
 
-log = logging.getLogger(__name__)
+log = stage_logger("train")
 
 TUNE_FILE = "tune.json"
 #: The moves after the centre, in order: (option, factor), each applied to the best

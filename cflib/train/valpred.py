@@ -9,7 +9,6 @@ file is replaced atomically; a run that resumes in the refit finds it written.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cflib.data.manifest import Manifest
+from cflib.logs import stage_logger
 
-log = logging.getLogger(__name__)
+log = stage_logger("train")
 
 #: The file's columns: the validation rows in the dataset's part order, with the model's
 #: unclipped prediction.
