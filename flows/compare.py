@@ -7,39 +7,24 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from cflib.config import MODEL_NAMES, ModelName, PipelineConfig
 from cflib.evaluate.blend import BLEND_MODEL, DEFAULT_L2, not_better, weights_text
-from cflib.fields import optional
 from cflib.train.runs import new_run_id
 from flows.evaluate_publish import run_evaluate, run_publish
 from flows.ingest import run_ingest
-from flows.pipeline import DATA_DIR, REGISTRY_DIR, RUNS_DIR
+from flows.pipeline import DATA_DIR, REGISTRY_DIR, RUNS_DIR, WhereParams
 from flows.train import run_train
 from tasks.blend import fit_blend, summarize_comparison
 
 
-class CompareParams(BaseModel):
+class CompareParams(WhereParams):
     """Where the comparison reads and writes, the models it trains and their options."""
 
     # The Prefect UI renders this model as the run form (titles and descriptions included).
     model_config = ConfigDict(frozen=True, extra="forbid", title="Model comparison")
 
-    source: str = Field(
-        title="Source directory",
-        description="A Netflix Prize or MovieLens directory on the machine that runs the flow.",
-    )
-    work: str = Field(
-        title="Work directory",
-        description="Where the dataset (data/), the runs (runs/) and, by default, the "
-        "registry (registry/) go.",
-    )
-    registry: str | None = optional(
-        "Model registry",
-        "A directory or a URL such as s3://bucket/models. Default: registry/ in the work "
-        "directory.",
-    )
     # A plain default (pydantic copies it per instance), so the form shows every model
     # selected; a default_factory has no default in the JSON schema.
     models: list[ModelName] = Field(

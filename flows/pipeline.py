@@ -33,11 +33,11 @@ RUNS_DIR = "runs"
 REGISTRY_DIR = "registry"
 
 
-class PipelineParams(BaseModel):
-    """Where the pipeline reads and writes, and the options of each stage."""
+class WhereParams(BaseModel):
+    """Where a run reads and writes: the first fields of the pipeline's and the
+    comparison's run forms."""
 
-    # The Prefect UI renders this model as the run form (titles and descriptions included).
-    model_config = ConfigDict(frozen=True, extra="forbid", title="Pipeline")
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     source: str = Field(
         title="Source directory",
@@ -53,6 +53,14 @@ class PipelineParams(BaseModel):
         "A directory or a URL such as s3://bucket/models. Default: registry/ in the work "
         "directory.",
     )
+
+
+class PipelineParams(WhereParams):
+    """Where the pipeline reads and writes, and the options of each stage."""
+
+    # The Prefect UI renders this model as the run form (titles and descriptions included).
+    model_config = ConfigDict(frozen=True, extra="forbid", title="Pipeline")
+
     config: PipelineConfig = Field(default_factory=PipelineConfig, title="Options")
 
 
