@@ -176,14 +176,14 @@ def test_custom_run_from_the_form_shows_metrics_and_figures(
         page.get_by_role("button", name="Run", exact=True).click()
         page.get_by_text("Custom run", exact=True).click()
         page.wait_for_url(re.compile(r".*/run\b.*"))
-        page.get_by_label("Source", exact=True).fill(str(ui["synth"]))
-        page.get_by_label("Work", exact=True).fill(str(work))
+        page.get_by_label("Source directory", exact=True).fill(str(ui["synth"]))
+        page.get_by_label("Work directory", exact=True).fill(str(work))
         # Small: two epochs, no refit, one Dask worker.
-        page.get_by_label(re.compile(r"^Epochs\b")).fill("2")
-        refit = page.get_by_label(re.compile(r"^Refit\b"))
+        page.get_by_label(re.compile(r"^Maximum epochs\b")).fill("2")
+        refit = page.get_by_label(re.compile(r"^Refit on train\b"))
         if refit.is_checked():
             refit.click()
-        page.get_by_label(re.compile(r"^N Workers\b")).fill("1")
+        page.get_by_label(re.compile(r"^Dask workers\b")).fill("1")
         page.get_by_role("button", name="Submit", exact=True).click()
 
         # The UI goes back to the deployment and says "<run> scheduled to start now":
