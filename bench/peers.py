@@ -202,6 +202,10 @@ def report(name: str, ds: dict[str, Any], results: dict[str, dict[str, Any]], no
     return "\n".join(lines)
 
 
+def _oracle(rmse: float | None) -> str:
+    return f"{rmse:.4f}" if rmse is not None else "not computed by the evaluation"
+
+
 def _verdict(results: dict[str, dict[str, Any]]) -> list[str]:
     """Baselines, the best peer, cfpipe's margin and issue 16's targets."""
     me = results.get("cfpipe")
@@ -212,7 +216,7 @@ def _verdict(results: dict[str, dict[str, Any]]) -> list[str]:
         out.append(
             f"Baselines on the same test rows (`cfpipe evaluate`): global mean "
             f"{b['global_mean']:.4f}, user + item bias {b['user_item_bias']:.4f}; oracle "
-            f"(the planted model) {me['oracle_rmse'] or float('nan'):.4f}."
+            f"(the planted model) {_oracle(me['oracle_rmse'])}."
         )
     missing = [p.label for p in PEERS if p.key not in results]
     if missing:
