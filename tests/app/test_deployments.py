@@ -65,7 +65,8 @@ def test_repository_deployments_build_and_validate(shipped_env: Path) -> None:
     # The search's options are fields of the form's train section, with their limits.
     train = schema.model_dump()["definitions"]["TrainConfig"]["properties"]
     assert train["tune"]["default"] is True
-    assert any(branch.get("exclusiveMinimum") == 0 for branch in train["tune_budget"]["anyOf"])
+    # An optional field is a plain input: no null branch, its limit on the field itself.
+    assert train["tune_budget"]["exclusiveMinimum"] == 0 and "anyOf" not in train["tune_budget"]
     assert nightly.parameters["params"]["config"]["train"]["tune_budget"] == 3600
 
 
