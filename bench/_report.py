@@ -1,13 +1,18 @@
-"""Shared by the benchmarks: machine facts and writing one section of BENCHMARKS.md."""
+"""Shared by the benchmarks: machine facts, a measure run in a child process, and writing
+one section of BENCHMARKS.md."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -27,6 +32,23 @@ def machine() -> str:
         f"{model}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, "
         f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
     )
+
+
+def run_child(args: list[str]) -> dict[str, Any]:
+    """Run a measure's child process, which prints one ``RESULT {json}`` line; that
+    result, with the load average before and after (``load``) and ``measured_at``. A
+    failed child ends the benchmark with its stderr's tail and its status."""
+    load = os.getloadavg()[0]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(args, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit(f"failed with status {proc.returncode}: {' '.join(args)[:300]}")
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    result: dict[str, Any] = json.loads(line[len("RESULT ") :])
+    result["load"] = [load, os.getloadavg()[0]]
+    result["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return result
 
 
 def write_section(name: str, body: str) -> None:

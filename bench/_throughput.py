@@ -11,14 +11,13 @@ LIBMF and Surprise, each in a child process of its own (time, peak RSS, load ave
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from bench._peers import export_splits, peer
+from bench._report import run_child
 
 HERE = Path(__file__).resolve().parent
 PEERS_CHILD = HERE / "_peers.py"
@@ -36,19 +35,9 @@ print("RESULT " + json.dumps(s))
 
 
 def child(args: list[str]) -> dict[str, Any]:
-    """Run a child that prints one ``RESULT {json}`` line; add the load average around it."""
+    """Run a child that prints one ``RESULT {json}`` line (``_report.run_child``), shown."""
     print("$", " ".join(args)[:300], flush=True)
-    load = os.getloadavg()[0]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run(args, env=env, capture_output=True, text=True)
-    if proc.returncode:
-        sys.stderr.write(proc.stderr[-4000:])
-        raise SystemExit(f"failed with status {proc.returncode}: {' '.join(args)[:300]}")
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-    result: dict[str, Any] = json.loads(line[len("RESULT ") :])
-    result["load"] = [load, os.getloadavg()[0]]
-    result["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    return result
+    return run_child(args)
 
 
 def cfpipe_rate(data: Path, run: Path, cfg: dict[str, Any]) -> dict[str, Any]:

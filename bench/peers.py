@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._peers import PEER_KEYS, PEERS, export_splits, peer  # noqa: E402
-from bench._report import machine, write_section  # noqa: E402
+from bench._report import machine, run_child, write_section  # noqa: E402
 from cflib.config import IngestConfig, SynthConfig  # noqa: E402
 from cflib.data.manifest import load_manifest  # noqa: E402
 
@@ -113,16 +113,7 @@ def measure(key: str, ds: dict[str, Any]) -> dict[str, Any]:
     if key == "cfpipe":
         args += [str(root / "data"), str(root / "run-cfpipe")]
     print(f"  {key} ...", flush=True)
-    load = os.getloadavg()[0]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run(args, env=env, capture_output=True, text=True)
-    if proc.returncode:
-        sys.stderr.write(proc.stderr[-4000:])
-        raise SystemExit(f"failed with status {proc.returncode}: {' '.join(args)}")
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-    result: dict[str, Any] = json.loads(line[len("RESULT ") :])
-    result["load"] = [load, os.getloadavg()[0]]
-    result["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    result = run_child(args)
     result["fingerprint"] = load_manifest(root / "data").fingerprint
     (root / "results").mkdir(exist_ok=True)
     (root / "results" / f"{key}.json").write_text(json.dumps(result) + "\n")
