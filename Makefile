@@ -12,9 +12,15 @@ DEMO_OUT ?= demo-work
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 export TF_CPP_MIN_LOG_LEVEL = 2
 
-.PHONY: install chromium demo test lint typecheck fmt bench audit audit-latest lock clean
+.PHONY: install op chromium demo test lint typecheck fmt bench audit audit-latest lock clean
 
-install: $(STAMP)
+install: $(STAMP) op
+
+# The fused training op (cflib/train/fused/mf_adagrad.cc), compiled against the installed
+# TensorFlow for this machine's CPU; a no-op when that build is there. Without a C++
+# compiler training falls back to TensorFlow ops (slower) and says so.
+op: $(STAMP)
+	@$(BIN)/python -m cflib.train.fused || true
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,10 +31,10 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-demo: $(STAMP)
+demo: install
 	$(BIN)/cfpipe demo --out $(DEMO_OUT)
 
-test: $(STAMP) chromium lint typecheck
+test: install chromium lint typecheck
 	$(BIN)/pytest -q
 
 # The browser test (tests/app/test_browser.py) drives the system Chromium through
@@ -59,7 +65,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(BENCH_STAMP)
+bench: $(BENCH_STAMP) op
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/peers.py

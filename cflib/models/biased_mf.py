@@ -73,6 +73,10 @@ class BiasedMF(DotModel):
         grads["item_bias"] = 2.0 * (e + self.l2_bias * rows["item_bias"]) / n
         return grads
 
+    def fused_tables(self) -> tuple[list[str], float]:
+        tables, _ = super().fused_tables()
+        return [*tables, "user_bias", "item_bias"], self.global_mean
+
     def score(self, rows: dict[str, Any], training: bool = False) -> Any:
         bias = ops.squeeze(rows["user_bias"] + rows["item_bias"], axis=-1)
         return super().score(rows, training) + bias + self.global_mean

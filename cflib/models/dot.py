@@ -225,6 +225,12 @@ class DotModel(keras.Model):
         """The tables ``lookup`` reads, by layer name, and the input each is indexed by."""
         return {"user_embedding": "user", "item_embedding": "item"}
 
+    def fused_tables(self) -> tuple[list[str], float]:
+        """The tables of the fused training step (``cflib.train.fused``), in its order
+        (user factors, item factors, then user and item biases if any), and the constant
+        added to every score."""
+        return ["user_embedding", "item_embedding"], 0.0
+
     def _score_and_penalty(self, rows: dict[str, Any], training: bool = False) -> Any:
         """Predictions and the weighted L2 penalty of the batch's rows."""
         terms = [

@@ -367,7 +367,10 @@ def _log_start(
     model: keras.Model,
 ) -> None:
     state = run.state
-    step = "the row step" if getattr(model, "row_step", None) is not None else "Keras' step"
+    row_step = getattr(model, "row_step", None)
+    step = "Keras' step" if row_step is None else "the row step"
+    if row_step is not None and row_step.fused is not None:
+        step = "the fused step (cflib.train.fused)"
     log.info(
         "training %s on %s (%d ratings, %d users, %d items) on %s with %s%s",
         cfg.model, manifest.name, manifest.splits["train"].rows, manifest.n_users,

@@ -132,6 +132,10 @@ class SparseAdagrad(keras.optimizers.Optimizer):
         var = variable.value if isinstance(variable, keras.Variable) else variable
         self._update_rows(var, acc_var, rows, grad, tf.cast(learning_rate, var.dtype))
 
+    def accumulator(self, variable: Any) -> Any:
+        """The accumulator of ``variable`` (one value per row for a table)."""
+        return self._accumulators[self._get_variable_index(variable)]
+
     def _update_rows(self, var: Any, acc: Any, rows: Any, grad: Any, lr: Any) -> None:
         """Row-wise Adagrad on the rows of one table from per-lookup gradients of the
         batch mean."""

@@ -13,6 +13,10 @@ rounding). The loss and RMSE metrics are updated as Keras would, so ``fit``'s lo
 callbacks, checkpoints and the divergence guard see the same values. What it saves, and
 what it does not, is measured in BENCHMARKS.md ("Training throughput").
 
+For ``dot`` and ``biased-mf`` (models that declare ``fused_tables``) the whole step,
+scores through update, is one op compiled in C++ (``cflib.train.fused``) where the
+install step built it: the same update from the same gradients, over both cores.
+
 It serves one replica (the default strategy on a CPU). Under ``MirroredStrategy`` and
 ``MultiWorkerMirroredStrategy`` the gradients of the replicas must be summed before the
 update, which Keras' ``apply_gradients`` does: those strategies keep Keras' step.
@@ -25,6 +29,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from cflib.train import fused
 from cflib.train.optim import SparseAdagrad, is_table
 
 
@@ -70,11 +75,19 @@ class RowStep:
         self.model = model
         names = model.table_inputs()
         self.tables = [(name, model.get_layer(name), key) for name, key in names.items()]
+        self.fused = FusedStep.of(model)
 
     def __call__(self, data: Any) -> dict[str, Any]:
         model = self.model
         optimizer: SparseAdagrad = model.optimizer
         x, y = data[0], data[1]
+        if self.fused is not None:
+            pred, penalty = self.fused(x, y, optimizer.learning_rate)
+            err = pred - tf.cast(y, pred.dtype)
+            loss = tf.reduce_mean(tf.square(err)) + penalty
+            optimizer.iterations.assign_add(1)
+            model._loss_tracker.update_state(loss, sample_weight=tf.shape(pred)[0])
+            return model.compute_metrics(x, y, pred, sample_weight=None)  # type: ignore[no-any-return]
         ids = {name: _ids(x[key]) for name, _, key in self.tables}
         rows = {
             name: tf.gather(_value(layer.embeddings), ids[name]) for name, layer, _ in self.tables
@@ -100,3 +113,45 @@ def _ids(ids: Any) -> Any:
 
 def _value(variable: Any) -> Any:
     return variable.value if isinstance(variable, keras.Variable) else variable
+
+
+class FusedStep:
+    """The scores, gradients and row-wise Adagrad of a ``fused_tables`` model in one op
+    (``cflib.train.fused``); same update as ``RowStep``'s TensorFlow ops."""
+
+    def __init__(self, model: keras.Model, op: Any) -> None:
+        optimizer: SparseAdagrad = model.optimizer
+        names, self.global_mean = model.fused_tables()
+        layers = [model.get_layer(name) for name in names]
+        self.tables = [_value(layer.embeddings) for layer in layers]
+        self.accumulators = [_value(optimizer.accumulator(layer.embeddings)) for layer in layers]
+        self.l2 = [float(model.l2_weights.get(name, 0.0)) for name in names]
+        self.epsilon = optimizer.epsilon
+        self.op = op
+        keys = model.table_inputs()
+        self.user_key, self.item_key = keys[names[0]], keys[names[1]]
+
+    @classmethod
+    def of(cls, model: keras.Model) -> FusedStep | None:
+        """The fused step of ``model`` if its own class declares ``fused_tables``, its
+        tables are float32 and the op is built (``fused.load``), else None."""
+        if "fused_tables" not in type(model).__dict__:
+            return None
+        if any(v.dtype != "float32" for v in model.trainable_variables):
+            return None
+        op = fused.load()
+        return None if op is None else cls(model, op)
+
+    def __call__(self, x: Any, y: Any, learning_rate: Any) -> tuple[Any, Any]:
+        pred, penalty = self.op.cfpipe_mf_adagrad_step(
+            tables=[t.handle for t in self.tables],
+            accumulators=[a.handle for a in self.accumulators],
+            users=tf.cast(x[self.user_key], tf.int32),
+            items=tf.cast(x[self.item_key], tf.int32),
+            ratings=tf.cast(y, tf.float32),
+            learning_rate=tf.cast(learning_rate, tf.float32),
+            l2=self.l2,
+            global_mean=self.global_mean,
+            epsilon=self.epsilon,
+        )
+        return pred, penalty
