@@ -134,16 +134,19 @@ def make_dataset(
         # A fresh generator per iterator, i.e. per epoch: the counter makes each epoch's
         # order different and the whole sequence reproducible.
         rng = np.random.default_rng([seed, next(epochs)]) if shuffle else None
-        batches = _batches(paths, batch_size, drop_remainder, rng, shard, group_users)
-        for user, item, rating in itertools.islice(batches, skip, skip + n_batches):
+        blocks = _blocks(paths, batch_size, drop_remainder, rng, shard, group_users)
+        for user, item, rating in _take(blocks, skip, n_batches):
             yield {"user": user, "item": item}, rating
 
+    # The generator yields blocks of consecutive batches ([batches, B]: one Python call
+    # a shuffle window, not a batch) and ``unbatch`` cuts them into batches in C++: with
+    # the fused step a Python call per batch held the GIL for half an epoch's time.
     dim = batch_size if drop_remainder else None
     signature = (
-        {name: tf.TensorSpec([dim], tf.int32) for name in FEATURES},
-        tf.TensorSpec([dim], tf.float32),
+        {name: tf.TensorSpec([None, dim], tf.int32) for name in FEATURES},
+        tf.TensorSpec([None, dim], tf.float32),
     )
-    ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    ds = tf.data.Dataset.from_generator(generate, output_signature=signature).unbatch()
     if cardinality:
         ds = ds.apply(tf.data.experimental.assert_cardinality(n_batches))
     options = tf.data.Options()
@@ -170,7 +173,24 @@ def _open(path: Path) -> pq.ParquetFile:
     return part
 
 
-def _batches(
+def _take(blocks: Iterator[Columns], skip: int, n: int) -> Iterator[Columns]:
+    """The batches ``skip`` to ``skip + n`` of a sequence of blocks of batches."""
+    if n <= 0:
+        return
+    for block in blocks:
+        k = len(block[0])
+        if skip >= k:
+            skip -= k
+            continue
+        block = tuple(col[skip : skip + n] for col in block)  # type: ignore[assignment]
+        skip = 0
+        n -= len(block[0])
+        yield block
+        if n <= 0:
+            return
+
+
+def _blocks(
     paths: Sequence[Path],
     batch_size: int,
     drop_remainder: bool,
@@ -178,7 +198,8 @@ def _batches(
     shard: tuple[int, int] = (0, 1),
     group_users: bool = False,
 ) -> Iterator[Columns]:
-    """Yield (user, item, rating) arrays of ``batch_size`` rows, the last one possibly short."""
+    """Yield (user, item, rating) arrays of shape ``[batches, batch_size]``: consecutive
+    batches, the last one possibly a single short batch ``[1, rows]``."""
     order = rng.permutation(len(paths)) if rng is not None else range(len(paths))
     window = max(batch_size, SHUFFLE_WINDOW_ROWS) if rng is not None else batch_size
     if group_users:
@@ -208,7 +229,7 @@ def _batches(
         yield from _split(buffer, n_pending, batch_size)
         if n_pending % batch_size and not drop_remainder:
             start = n_pending // batch_size * batch_size
-            yield tuple(col[start:] for col in buffer)  # type: ignore[misc]
+            yield tuple(col[None, start:] for col in buffer)  # type: ignore[misc]
 
 
 def _concat(pending: list[Columns], rng: np.random.Generator | None, group: bool) -> Columns:
@@ -227,9 +248,10 @@ def _concat(pending: list[Columns], rng: np.random.Generator | None, group: bool
 
 
 def _split(buffer: Columns, rows: int, batch_size: int) -> Iterator[Columns]:
-    """Yield the full batches among the first ``rows`` rows of ``buffer``."""
-    for start in range(0, rows - batch_size + 1, batch_size):
-        yield tuple(col[start : start + batch_size] for col in buffer)  # type: ignore[misc]
+    """Yield the full batches among the first ``rows`` rows of ``buffer``, as one block."""
+    n = rows // batch_size
+    if n:
+        yield tuple(col[: n * batch_size].reshape(n, batch_size) for col in buffer)  # type: ignore[misc]
 
 
 def memory_dataset(
