@@ -228,9 +228,10 @@ def run_peer(key: str, export: Path) -> dict[str, Any]:
     return {**result, "train_rows": len(train), "test_rows": len(test)}
 
 
-def run_cfpipe(data: Path, run: Path) -> dict[str, Any]:
+def run_cfpipe(data: Path, run: Path, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """cfpipe's default: ``train`` with ``TrainConfig()`` (what ``cfpipe train`` runs in its
-    child process), then ``evaluate`` with ``EvaluateConfig()``; the training timed."""
+    child process), or with ``options`` set, then ``evaluate`` with ``EvaluateConfig()``;
+    the training timed."""
     import shutil
 
     from cflib.config import EvaluateConfig, TrainConfig
@@ -240,7 +241,7 @@ def run_cfpipe(data: Path, run: Path) -> dict[str, Any]:
 
     shutil.rmtree(run, ignore_errors=True)
     start, cpu = time.perf_counter(), time.process_time()
-    summary = train(data, run, TrainConfig())
+    summary = train(data, run, TrainConfig(**(options or {})))
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     metrics = evaluate(run, EvaluateConfig())
     cfg = summary["config"]
@@ -265,9 +266,14 @@ def run_cfpipe(data: Path, run: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    """Child mode: ``KEY EXPORT`` for a peer, ``cfpipe EXPORT DATA RUN`` for cfpipe."""
+    """Child mode: ``KEY EXPORT`` for a peer, ``cfpipe EXPORT DATA RUN [OPTIONS_JSON]`` for
+    cfpipe."""
     key, export = argv[0], Path(argv[1])
-    result = run_cfpipe(Path(argv[2]), Path(argv[3])) if key == "cfpipe" else run_peer(key, export)
+    if key == "cfpipe":
+        options = json.loads(argv[4]) if len(argv) > 4 else None
+        result = run_cfpipe(Path(argv[2]), Path(argv[3]), options)
+    else:
+        result = run_peer(key, export)
     # ru_maxrss is in KiB on Linux.
     result["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print("RESULT " + json.dumps(result), flush=True)

@@ -61,9 +61,14 @@ def peer_run(key: str, data: Path, export: Path) -> dict[str, Any]:
     return r
 
 
-def cfpipe_default(data: Path, export: Path, run: Path) -> dict[str, Any]:
-    """cfpipe's default training (fit, early stopping, refit) and its test RMSE."""
-    return child([sys.executable, str(PEERS_CHILD), "cfpipe", str(export), str(data), str(run)])
+def cfpipe_default(
+    data: Path, export: Path, run: Path, options: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """cfpipe's default training (search, fit with early stopping, refit), or with
+    ``options`` set, and its test RMSE."""
+    extra = [json.dumps(options)] if options else []
+    return child([sys.executable, str(PEERS_CHILD), "cfpipe", str(export), str(data), str(run),
+                  *extra])  # fmt: skip
 
 
 def gib(n: float) -> str:

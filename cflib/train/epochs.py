@@ -31,17 +31,22 @@ from cflib.train.checkpoint import (
     BEST_WEIGHTS,
     CHECKPOINT_DIR,
     Checkpointer,
-    EpochLogger,
-    ProgressBar,
     TrainState,
 )
 from cflib.train.distribute import DistributedValidation
 from cflib.train.inputs import TrainInputs
 from cflib.train.optim import make_optimizer
+from cflib.train.progress import EpochLogger, ProgressBar
 
 log = stage_logger("train")
 
 OnEpoch = Callable[[int, int, dict[str, float]], None]
+
+#: Ratings a call of the train function covers with the row step (``steps_per_execution``).
+EXECUTION_ROWS = 1 << 17
+MAX_STEPS_PER_EXECUTION = 8
+#: The divergence guard looks at the loss between calls: at least this often an epoch.
+MIN_CALLS_PER_EPOCH = 64
 
 
 @dataclass
@@ -105,7 +110,24 @@ def compile_model(
             jit_compile=False,  # the model compiles its own arithmetic (DotModel.call)
         )
         model.optimizer.build(model.trainable_variables)
-    rowstep.install(model, strategy)
+    if rowstep.install(model, strategy):
+        model.steps_per_execution = steps_per_execution(cfg, train_batches)
+
+
+def steps_per_execution(cfg: TrainConfig, train_batches: int) -> int:
+    """Training steps per call of Keras' train function with the row step: enough for
+    about ``EXECUTION_ROWS`` ratings, at most ``MAX_STEPS_PER_EXECUTION``, at least
+    ``MIN_CALLS_PER_EPOCH`` calls an epoch, and a divisor of ``cfg.checkpoint_steps``
+    (checkpoints stay where they were). Callbacks (the checkpoints, the divergence guard,
+    stop requests) run between calls: per step, Keras' Python around a millisecond step
+    cost up to half the epoch's time (BENCHMARKS.md)."""
+    assert cfg.batch_size is not None
+    k = min(MAX_STEPS_PER_EXECUTION, EXECUTION_ROWS // cfg.batch_size)
+    k = max(1, min(k, train_batches // MIN_CALLS_PER_EPOCH))
+    if cfg.checkpoint_steps:
+        while cfg.checkpoint_steps % k:
+            k -= 1
+    return k
 
 
 def set_lr_scale(fit: Fit, cfg: TrainConfig, lr_scale: float) -> None:

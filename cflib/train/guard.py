@@ -112,7 +112,7 @@ class DivergenceGuard(keras.callbacks.Callback):
         self._batches = 0  # each fit is one epoch, or the rest of one
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        self._batches += 1
+        self._batches = batch + 1  # Keras' count (a call may run several steps)
         loss = _scalar((logs or {}).get("loss", math.nan))
         state = self.state
         if state.first_loss is None and not state.history and math.isfinite(loss):

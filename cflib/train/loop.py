@@ -35,8 +35,6 @@ from cflib.train.checkpoint import (
     CHECKPOINT_DIR,
     LOG_DIR,
     Checkpointer,
-    EpochLogger,
-    ProgressBar,
     TrainState,
     open_run_dir,
     read_state,
@@ -63,6 +61,7 @@ from cflib.train.epochs import (
 from cflib.train.inputs import TrainInputs
 from cflib.train.keras_strategy import use_scope_strategy
 from cflib.train.preflight import trainable_manifest
+from cflib.train.progress import EpochLogger, ProgressBar
 from cflib.train.summary import train_summary
 from cflib.train.valpred import write_val_predictions
 

@@ -139,6 +139,9 @@ class FusedStep:
             return None
         if any(v.dtype != "float32" for v in model.trainable_variables):
             return None
+        # The op has a CPU kernel only: tables on a GPU keep the TensorFlow row step.
+        if any("GPU" in _value(v).device.upper() for v in model.trainable_variables):
+            return None
         op = fused.load()
         return None if op is None else cls(model, op)
 

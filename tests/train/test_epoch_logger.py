@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from cflib.train import checkpoint
-from cflib.train.checkpoint import EpochLogger
+from cflib.train import progress
+from cflib.train.progress import EpochLogger
 
 
 class _Clock:
@@ -32,7 +32,7 @@ def _epoch(timer: EpochLogger, clock: _Clock, steps: list[float], validation: fl
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
     clock = _Clock()
-    monkeypatch.setattr(checkpoint.time, "perf_counter", clock)
+    monkeypatch.setattr(progress.time, "perf_counter", clock)
     return clock
 
 
