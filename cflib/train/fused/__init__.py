@@ -7,7 +7,7 @@ makes the update of ``cflib.train.rowstep``'s TensorFlow step up to the order of
 sums (``tests/train/test_fused.py``).
 
 The op is compiled against the installed TensorFlow's headers by the install step
-(``make install`` runs ``python -m cflib.train.fused``) into this directory, under a
+(``make install`` runs ``python -m cflib.train.fused``) into ``build/`` here, under a
 name that holds a hash of the source, TensorFlow's version and the compiler flags: a
 library built for another TensorFlow or an older source is never loaded. Without it
 (no C++ compiler, or installed without ``make``) training uses the TensorFlow row step
@@ -31,8 +31,9 @@ from cflib.logs import stage_logger
 log = stage_logger("train")
 
 SOURCE = Path(__file__).with_name("mf_adagrad.cc")
-#: Where the install step puts the library (``library_path``).
-BUILD_DIR = Path(__file__).parent
+#: Where the install step puts the library (``library_path``): not a package, so that
+#: walking cflib's modules does not take the library for an extension module.
+BUILD_DIR = Path(__file__).parent / "build"
 #: ``CFPIPE_FUSED_OP=0`` trains with the TensorFlow row step even where the op is built.
 ENV_SWITCH = "CFPIPE_FUSED_OP"
 #: ``-march=native``: the library is built on the machine that trains (its CPU's flags are
