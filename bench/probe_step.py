@@ -5,7 +5,9 @@
 Not a benchmark of cfpipe (see bench/train.py): it compares ways to write the step.
 Variants: ``split`` (four tables, four gathers and scatters a side pair), ``fused``
 (each bias in its factor row: one gather and one scatter a side), ``fused-xla``
-(``fused`` with the arithmetic and scatters under XLA).
+(``fused`` with the arithmetic and scatters under XLA), ``op`` (the fused training op of
+``cflib.train.fused``, as training runs it: four tables, ``--threads`` of the intra-op
+pool, 0 for all).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ def main() -> None:
     p.add_argument("--inter", type=int, default=0)
     p.add_argument("--intra", type=int, default=0)
     p.add_argument("--sort", action="store_true")
+    p.add_argument("--threads", type=int, default=0, help="the op's threads (0: the pool's)")
     a = p.parse_args()
     if a.inter:
         tf.config.threading.set_inter_op_parallelism_threads(a.inter)
@@ -82,6 +85,8 @@ def main() -> None:
     it = iter(ds.prefetch(4))
     xla = a.variant == "fused-xla"
     step = tf.function(fused_step, jit_compile=True) if xla else fused_step
+    if a.variant == "op":
+        step = op_step(a, rng)
 
     @tf.function
     def run(it):
@@ -93,16 +98,40 @@ def main() -> None:
 
     run(it)
     calls = a.steps // a.per_call
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     for _ in range(calls):
         loss = run(it)
     float(loss)
-    dt = time.perf_counter() - t
+    dt, cpu = time.perf_counter() - t, time.process_time() - cpu
+    n = calls * a.per_call * a.batch
     print(
         f"{a.variant} batch {a.batch} per-call {a.per_call} sort {a.sort} inter {a.inter} "
-        f"intra {a.intra}: {calls * a.per_call * a.batch / dt / 1e6:.2f} M ratings/s "
-        f"(load {os.getloadavg()[0]:.1f})"
+        f"intra {a.intra} threads {a.threads}: {n / dt / 1e6:.2f} M ratings/s, "
+        f"{n / cpu / 1e6:.2f} M per CPU-second (load {os.getloadavg()[0]:.1f})"
     )
+
+
+def op_step(a: argparse.Namespace, rng: np.random.Generator):  # noqa: ANN201
+    """A step of the fused op on four tables of its own (the variant ``op``)."""
+    from cflib.train import fused
+
+    op = fused.load()
+    if op is None:
+        raise SystemExit("the fused op is not built: make op")
+    shapes = [(a.users, a.dim), (a.items, a.dim), (a.users, 1), (a.items, 1)]
+    tables = [tf.Variable(rng.normal(0, 0.01, s).astype(np.float32)) for s in shapes]
+    accs = [tf.Variable(tf.zeros((s[0], 1))) for s in shapes]
+
+    def step(*args):  # noqa: ANN002, ANN202
+        u, i, r = args[4:7]
+        pred, _ = op.cfpipe_mf_adagrad_step(
+            tables=[t.handle for t in tables], accumulators=[v.handle for v in accs],
+            users=u, items=i, ratings=r, learning_rate=0.05, l2=[0.05, 0.05, 0.005, 0.005],
+            global_mean=3.6, threads=a.threads,
+        )  # fmt: skip
+        return tf.reduce_mean(tf.square(pred - r))
+
+    return step
 
 
 if __name__ == "__main__":
