@@ -28,9 +28,10 @@ class EpochLogger(keras.callbacks.Callback):
 
     The first epoch's first step traces and compiles the step function: seconds, against
     milliseconds for the others, which made the first epoch look many times slower than
-    it trains (17K ratings/s against 1.3M). So each step is timed, and the time of the
-    steps much slower than the median (``WARM_UP_FACTOR``) beyond the median is logged
-    apart as warm-up and left out of ``train_seconds`` and of the ratings/s.
+    it trains (17K ratings/s against 1.3M). So each call of the train function (one step,
+    or ``steps_per_execution``) is timed, and the time of the calls much slower than the
+    median (``WARM_UP_FACTOR``) beyond the median is logged apart as warm-up and left out
+    of ``train_seconds`` and of the ratings/s.
     """
 
     def __init__(self, rows_per_batch: int, state: TrainState | None = None) -> None:
