@@ -1,4 +1,5 @@
-"""What a training run started from, and what a checkpoint holds, for the resume tests."""
+"""What a training run started from, and what a checkpoint holds, for the resume tests;
+random batches for the tests of training steps."""
 
 from __future__ import annotations
 
@@ -84,3 +85,17 @@ def same_arrays(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
         return x.shape, x.tobytes()
 
     return sorted(map(key, a)) == sorted(map(key, b))
+
+
+def random_batches(n_users: int, n_items: int, batch: int, batches: int, seed: int) -> Any:
+    """A ``tf.data`` dataset of ``batches`` batches of random (user, item, rating) with
+    repeated ids within a batch."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    n = batches * batch
+    users = rng.integers(0, n_users, n).astype(np.int32)
+    items = rng.integers(0, n_items, n).astype(np.int32)
+    ratings = rng.integers(1, 6, n).astype(np.float32)
+    data = tf.data.Dataset.from_tensor_slices(({"user": users, "item": items}, ratings))
+    return data.batch(batch)

@@ -16,6 +16,7 @@ from cflib.config import TrainConfig
 from cflib.models.catalog import build_model, resolve
 from cflib.train import fused, rowstep
 from cflib.train.epochs import compile_model
+from tests._training import random_batches
 
 N_USERS, N_ITEMS, BATCH = 60, 25, 32
 
@@ -30,17 +31,6 @@ def op() -> Iterator[object]:
     yield module
 
 
-def _data() -> tf.data.Dataset:
-    rng = np.random.default_rng(3)
-    n = 5 * BATCH
-    users = rng.integers(0, N_USERS, n).astype(np.int32)  # repeated ids within a batch
-    items = rng.integers(0, N_ITEMS, n).astype(np.int32)
-    ratings = rng.integers(1, 6, n).astype(np.float32)
-    return tf.data.Dataset.from_tensor_slices(({"user": users, "item": items}, ratings)).batch(
-        BATCH
-    )
-
-
 def _fit(cfg: TrainConfig, use_op: bool) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
     tf.keras.utils.set_random_seed(7)
     model = build_model(cfg, n_users=N_USERS, n_items=N_ITEMS, global_mean=3.5)
@@ -48,7 +38,9 @@ def _fit(cfg: TrainConfig, use_op: bool) -> tuple[list[np.ndarray], list[np.ndar
     assert model.row_step is not None and model.row_step.fused is not None
     if not use_op:
         model.row_step.fused = None  # the TensorFlow row step
-    history = model.fit(_data(), epochs=2, verbose=0, shuffle=False)
+    history = model.fit(
+        random_batches(N_USERS, N_ITEMS, BATCH, 5, seed=3), epochs=2, verbose=0, shuffle=False
+    )
     opt = [np.array(v) for v in model.optimizer.variables]
     return [np.array(w) for w in model.get_weights()], opt, history.history
 

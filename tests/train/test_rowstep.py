@@ -11,19 +11,9 @@ from cflib.config import TrainConfig
 from cflib.models.catalog import build_model, resolve
 from cflib.train import rowstep
 from cflib.train.epochs import compile_model
+from tests._training import random_batches
 
 N_USERS, N_ITEMS, BATCH = 60, 25, 32
-
-
-def _data(seed: int = 0) -> tf.data.Dataset:
-    rng = np.random.default_rng(seed)
-    n = 5 * BATCH
-    users = rng.integers(0, N_USERS, n).astype(np.int32)  # repeated ids within a batch
-    items = rng.integers(0, N_ITEMS, n).astype(np.int32)
-    ratings = rng.integers(1, 6, n).astype(np.float32)
-    return tf.data.Dataset.from_tensor_slices(({"user": users, "item": items}, ratings)).batch(
-        BATCH
-    )
 
 
 def _fit(cfg: TrainConfig, row_step: bool) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
@@ -34,7 +24,9 @@ def _fit(cfg: TrainConfig, row_step: bool) -> tuple[list[np.ndarray], list[np.nd
     assert (model.row_step is not None) is rowstep.supports(model, strategy)
     if not row_step:
         model.row_step = None  # Keras' own train_step
-    history = model.fit(_data(), epochs=2, verbose=0, shuffle=False)
+    history = model.fit(
+        random_batches(N_USERS, N_ITEMS, BATCH, 5, seed=0), epochs=2, verbose=0, shuffle=False
+    )
     opt = [np.array(v) for v in model.optimizer.variables]
     return [np.array(w) for w in model.get_weights()], opt, history.history
 
