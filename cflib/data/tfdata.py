@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +73,7 @@ def make_dataset(
     shard: tuple[int, int] = (0, 1),
     cardinality: bool = True,
     group_users: bool = False,
+    position: Callable[[], tuple[int, int]] | None = None,
 ) -> tf.data.Dataset:
     """Stream Parquet parts as batches of exactly ``batch_size`` rows.
 
@@ -102,6 +103,10 @@ def make_dataset(
             in an order drawn per window when shuffling), so that a batch holds few
             users, each with many of their ratings (``svdpp``: a step costs sum |N(u)|
             over the batch's users).
+        position: instead of ``epoch`` and ``skip``, asked as each iteration starts: the
+            epoch it yields and the batches of it to leave out. One dataset then serves
+            a run's one-epoch ``fit`` calls (``cflib.train.inputs``): building a dataset
+            from a generator traces its functions, 0.03-0.05 s each time.
 
     Returns:
         A dataset of ``({"user": int32[B], "item": int32[B]}, rating float32[B])``,
@@ -127,15 +132,24 @@ def make_dataset(
         n_batches = count_batches(rows, batch_size, drop_remainder)
     if skip and epoch is None:
         raise ValueError("`skip` needs `epoch`: the batches to skip are those of one epoch")
-    n_batches = max(n_batches - skip, 0)
+    if position is not None and (epoch is not None or skip or cardinality):
+        raise ValueError(
+            "`position` replaces `epoch` and `skip`, and leaves the cardinality unknown: "
+            "give neither `epoch`, `skip` nor `cardinality` with it"
+        )
     epochs = itertools.count() if epoch is None else itertools.repeat(epoch)
+
+    def where() -> tuple[int, int]:
+        return position() if position is not None else (next(epochs), skip)
 
     def generate() -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
         # A fresh generator per iterator, i.e. per epoch: the counter makes each epoch's
         # order different and the whole sequence reproducible.
-        rng = np.random.default_rng([seed, next(epochs)]) if shuffle else None
+        at, first = where()
+        rng = np.random.default_rng([seed, at]) if shuffle else None
         batches = _batches(paths, batch_size, drop_remainder, rng, shard, group_users)
-        for user, item, rating in itertools.islice(batches, skip, skip + n_batches):
+        last = first + max(n_batches - first, 0)
+        for user, item, rating in itertools.islice(batches, first, last):
             yield {"user": user, "item": item}, rating
 
     dim = batch_size if drop_remainder else None
@@ -145,7 +159,7 @@ def make_dataset(
     )
     ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
     if cardinality:
-        ds = ds.apply(tf.data.experimental.assert_cardinality(n_batches))
+        ds = ds.apply(tf.data.experimental.assert_cardinality(max(n_batches - skip, 0)))
     options = tf.data.Options()
     # A generator has no files to shard; DATA is what AUTO falls back to, minus the warning.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA

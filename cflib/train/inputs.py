@@ -59,17 +59,42 @@ class TrainInputs:
             self.train_batches = int(n) if self.drop else -(-self.rows["train"] // self.batch)
         self.val_steps = max(self.rows["validation"] // self.batch, 1) if cluster else None
         self._memory: tf.data.Dataset | None = None
+        self._stream: tf.data.Dataset | None = None
+        self._at = (0, 0)  # the epoch and first batch ``_stream``'s next iteration yields
 
     def train(self, epoch: int, skip: int) -> Any:
-        """The batches of one epoch, from batch ``skip`` on."""
+        """The batches of one epoch, from batch ``skip`` on (for one ``fit`` of one epoch:
+        the dataset it returns is the same object each time, set to this epoch)."""
         if self.in_memory:
-            if self._memory is None:
-                self._memory = memory_dataset(
-                    self.paths["train"], batch_size=self.batch, shuffle=True, seed=self.seed,
-                    group_users=self.group_users,
-                )  # fmt: skip
-            return self._memory.skip(skip)
-        return self._make("train", shuffle=True, epoch=epoch, skip=skip)
+            return self._in_memory().skip(skip)
+        if self.cluster is not None:
+            return self._make("train", shuffle=True, epoch=epoch, skip=skip)
+        self._at = (epoch, skip)
+        if self._stream is None:
+            self._stream = make_dataset(
+                self.paths["train"], batch_size=self.batch, shuffle=True, seed=self.seed,
+                drop_remainder=self.drop, cardinality=False, group_users=self.group_users,
+                position=lambda: self._at,
+            )  # fmt: skip
+        return self._stream
+
+    def epochs(self) -> Any:
+        """The batches of every epoch from the first, one epoch per iteration (for one
+        ``fit`` of several epochs; one replica)."""
+        if self.in_memory:
+            return self._in_memory()
+        return make_dataset(
+            self.paths["train"], batch_size=self.batch, shuffle=True, seed=self.seed,
+            drop_remainder=self.drop, cardinality=False, group_users=self.group_users,
+        )  # fmt: skip
+
+    def _in_memory(self) -> tf.data.Dataset:
+        if self._memory is None:
+            self._memory = memory_dataset(
+                self.paths["train"], batch_size=self.batch, shuffle=True, seed=self.seed,
+                group_users=self.group_users,
+            )  # fmt: skip
+        return self._memory
 
     def validation(self) -> Any:
         return self._make("validation", shuffle=False, epoch=0, skip=0)
