@@ -12,6 +12,7 @@ import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -191,8 +192,10 @@ def _batches(
     rng: np.random.Generator | None,
     shard: tuple[int, int] = (0, 1),
     group_users: bool = False,
+    parts: Sequence[list[Columns]] | None = None,
 ) -> Iterator[Columns]:
-    """Yield (user, item, rating) arrays of ``batch_size`` rows, the last one possibly short."""
+    """Yield (user, item, rating) arrays of ``batch_size`` rows, the last one possibly short;
+    from ``parts`` (``read_parts`` of ``paths``) instead of the files if given."""
     order = rng.permutation(len(paths)) if rng is not None else range(len(paths))
     window = max(batch_size, SHUFFLE_WINDOW_ROWS) if rng is not None else batch_size
     if group_users:
@@ -202,13 +205,11 @@ def _batches(
     index, count = shard
     seen = 0
     for i in order:
-        part = _open(paths[i])
-        for record in part.iter_batches(batch_size=READ_ROWS, columns=[*FEATURES, LABEL]):
-            cols = tuple(record.column(c).to_numpy() for c in _DTYPES)
+        for cols in parts[i] if parts is not None else _records(paths[i]):
             if count > 1:  # this shard's rows: global positions index, index + count, ...
                 first = (index - seen) % count
-                seen += record.num_rows
-                cols = tuple(c[first::count] for c in cols)
+                seen += len(cols[0])
+                cols = tuple(c[first::count] for c in cols)  # type: ignore[assignment]
             pending.append(cols)  # type: ignore[arg-type]
             n_pending += len(cols[0])
             if n_pending >= window:
@@ -223,6 +224,12 @@ def _batches(
         if n_pending % batch_size and not drop_remainder:
             start = n_pending // batch_size * batch_size
             yield tuple(col[start:] for col in buffer)  # type: ignore[misc]
+
+
+def _records(path: Path) -> Iterator[Columns]:
+    """A part's (user, item, rating) arrays, one record batch of ``READ_ROWS`` at a time."""
+    for record in _open(path).iter_batches(batch_size=READ_ROWS, columns=[*FEATURES, LABEL]):
+        yield tuple(record.column(c).to_numpy() for c in _DTYPES)  # type: ignore[misc]
 
 
 def _concat(pending: list[Columns], rng: np.random.Generator | None, group: bool) -> Columns:
@@ -274,3 +281,78 @@ def memory_dataset(
     if shuffle:
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+class HeldSplit:
+    """Parquet parts read into memory once, and the batches ``make_dataset`` would stream
+    from them, drawn by the same code for each epoch, as a dataset of tensors.
+
+    No file is read and no Python generator runs beside the training step while such a
+    dataset is iterated: on 2 cores the generator's calls, which contend with the step
+    and the garbage collector for the GIL, cost a third of the CPU time of training on
+    171,005 ratings (BENCHMARKS.md, "Small data"). For small splits: an epoch's rows are
+    held as tensors (12 bytes a rating), each epoch asked for at once.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        *,
+        batch_size: int,
+        seed: int,
+        drop_remainder: bool = False,
+        group_users: bool = False,
+    ) -> None:
+        if batch_size <= 0:
+            raise ConfigError(f"`batch_size` should be a positive integer. Received: {batch_size}.")
+        self.paths = [Path(p) for p in paths]
+        self.parts = [list(_records(p)) for p in self.paths]
+        self.batch_size, self.seed = batch_size, seed
+        self.drop, self.group_users = drop_remainder, group_users
+        rows = sum(len(c[0]) for part in self.parts for c in part)
+        self.batches_per_epoch = count_batches(rows, batch_size, drop_remainder)
+
+    def epochs(self, first: int, count: int = 1, skip: int = 0) -> tf.data.Dataset:
+        """The batches ``make_dataset(..., shuffle=True, epoch=e)`` yields for the epochs
+        ``first`` to ``first + count - 1`` in turn, the first from batch ``skip`` on."""
+        batches: list[Columns] = []
+        for epoch in range(first, first + count):
+            rng = np.random.default_rng([self.seed, epoch])
+            drawn = _batches(
+                self.paths, self.batch_size, self.drop, rng, group_users=self.group_users,
+                parts=self.parts,
+            )  # fmt: skip
+            batches += itertools.islice(drawn, skip if epoch == first else 0, None)
+        return self._dataset(batches)
+
+    def fixed(self) -> tf.data.Dataset:
+        """The batches ``make_dataset(..., shuffle=False)`` yields (every epoch the same)."""
+        return self._dataset(list(_batches(self.paths, self.batch_size, self.drop, None,
+                                           parts=self.parts)))  # fmt: skip
+
+    def _dataset(self, batches: list[Columns]) -> tf.data.Dataset:
+        """``batches`` in order: runs of full batches as stacked tensors, short ones apart;
+        batches of ``[None]`` rows (``[batch_size]`` with ``drop_remainder``), as streamed."""
+        pieces: list[tf.data.Dataset] = []
+        run: list[Columns] = []
+        for batch in [*batches, None]:
+            if batch is not None and len(batch[0]) == self.batch_size:
+                run.append(batch)
+                continue
+            if run:
+                stacked = [np.stack([b[c] for b in run]) for c in range(3)]
+                pieces.append(_tensors(stacked, tf.data.Dataset.from_tensor_slices))
+                run = []
+            if batch is not None:
+                pieces.append(_tensors(list(batch), tf.data.Dataset.from_tensors))
+        if not self.drop or not pieces:  # a piece of shape [0] makes the batch dimension [None]
+            empty = np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32)
+            pieces.append(_tensors(list(empty), tf.data.Dataset.from_tensors).take(0))
+        ds = pieces[0]
+        for piece in pieces[1:]:
+            ds = ds.concatenate(piece)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _tensors(cols: list[np.ndarray], make: Any) -> tf.data.Dataset:
+    return make(({"user": cols[0], "item": cols[1]}, cols[2]))

@@ -249,15 +249,16 @@ def trial(
         # with it, about 0.5 s a trial for the same RMSE to float rounding.
         model.xla = False
     scores = _TrialScores()
-    # One ``fit`` for all the trial's epochs: Keras keeps its iterators, callbacks and
-    # compiled functions across them, and the epochs are those of one ``fit`` per epoch
-    # (the dataset's iterations count the epochs from 0; BENCHMARKS.md, "Small data").
+    # One ``fit`` for all the trial's epochs, the same as one ``fit`` per epoch (the
+    # dataset's iterations count the epochs from 0, or it holds them all in turn) without
+    # Keras' set-up per epoch (BENCHMARKS.md, "Small data").
+    epochs = min(cfg.epochs, sizing.TRIAL_EPOCHS)
+    train, steps = inputs.epochs(epochs)
     with inputs.strategy.scope(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Your input ran out of data")
         model.fit(
-            inputs.epochs(), validation_data=inputs.validation(),
-            epochs=min(cfg.epochs, sizing.TRIAL_EPOCHS), shuffle=False, verbose=0,
-            callbacks=[scores],
+            train, validation_data=inputs.validation(), epochs=epochs, steps_per_epoch=steps,
+            shuffle=False, verbose=0, callbacks=[scores],
         )  # fmt: skip
     if (reason := stop.requested()) is not None:
         raise stop.TrainingInterrupted(reason, None)
