@@ -195,7 +195,7 @@ def _batches(
     parts: Sequence[list[Columns]] | None = None,
 ) -> Iterator[Columns]:
     """Yield (user, item, rating) arrays of ``batch_size`` rows, the last one possibly short;
-    from ``parts`` (``read_parts`` of ``paths``) instead of the files if given."""
+    from ``parts`` (each part's record batches as ``_records`` reads them) if given."""
     order = rng.permutation(len(paths)) if rng is not None else range(len(paths))
     window = max(batch_size, SHUFFLE_WINDOW_ROWS) if rng is not None else batch_size
     if group_users:
@@ -288,10 +288,10 @@ class HeldSplit:
     from them, drawn by the same code for each epoch, as a dataset of tensors.
 
     No file is read and no Python generator runs beside the training step while such a
-    dataset is iterated: on 2 cores the generator's calls, which contend with the step
-    and the garbage collector for the GIL, cost a third of the CPU time of training on
-    171,005 ratings (BENCHMARKS.md, "Small data"). For small splits: an epoch's rows are
-    held as tensors (12 bytes a rating), each epoch asked for at once.
+    dataset is iterated: behind ``make_dataset``'s generator, whose calls contend with the
+    step for the GIL, the row step trained 1.2-1.3M ratings/s on 171,005 ratings on 2
+    cores, from these tensors about 3.9M (BENCHMARKS.md, "Small data"). For small
+    splits: the split and the epochs asked for at once are held (12 bytes a rating each).
     """
 
     def __init__(

@@ -70,8 +70,8 @@ class TrainInputs:
         self._at = (0, 0)  # the epoch and first batch ``_stream``'s next iteration yields
 
     def train(self, epoch: int, skip: int) -> Any:
-        """The batches of one epoch, from batch ``skip`` on (for one ``fit`` of one epoch:
-        the dataset it returns is the same object each time, set to this epoch)."""
+        """The batches of one epoch, from batch ``skip`` on, for one ``fit`` of one epoch
+        (streamed: the same dataset object each time, set to this epoch)."""
         if self.in_memory:
             return self._in_memory().skip(skip)
         if self.cluster is not None:

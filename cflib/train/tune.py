@@ -340,7 +340,7 @@ class _TrialScores(keras.callbacks.Callback):
         self.best, self.epochs = math.inf, 0
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        val = float((logs or {})["val_rmse"])
+        val = float((logs or {}).get("val_rmse", math.nan))
         self.epochs = epoch + 1
         if val < self.best:
             self.best = val
