@@ -28,7 +28,6 @@ from cflib.logs import stage_logger
 from cflib.models.losses import squared_error
 from cflib.train import guard, rowstep
 from cflib.train.checkpoint import (
-    BEST_WEIGHTS,
     CHECKPOINT_DIR,
     Checkpointer,
     TrainState,
@@ -130,6 +129,33 @@ def steps_per_execution(cfg: TrainConfig, train_batches: int) -> int:
     return k
 
 
+def restart_optimizer(
+    model: keras.Model,
+    cfg: TrainConfig,
+    strategy: tf.distribute.Strategy,
+    train_batches: int,
+    lr_scale: float = 1.0,
+) -> bool:
+    """Put the compiled ``model``'s optimizer variables back to those of a new optimizer
+    at ``lr_scale`` times the learning rate, in place, and return True; or return False
+    where the rate is a schedule (its steps per epoch, ``train_batches``, are part of the
+    traced step) or the optimizer is another kind. In place, the traced step and the
+    optimizer's compiled update are kept: ``compile_model`` would trace and compile them
+    again, about a second on 2 cores (BENCHMARKS.md, "Small data")."""
+    assert cfg.learning_rate is not None
+    if cfg.lr_schedule != "constant":
+        return False
+    with strategy.scope():
+        fresh = make_optimizer(cfg, cfg.learning_rate * lr_scale, train_batches)
+        fresh.build(model.trainable_variables)
+    old, new = model.optimizer.variables, fresh.variables
+    if type(fresh) is not type(model.optimizer) or [v.shape for v in old] != [v.shape for v in new]:
+        return False
+    for variable, value in zip(old, new, strict=True):
+        variable.assign(value)
+    return True
+
+
 def set_lr_scale(fit: Fit, cfg: TrainConfig, lr_scale: float) -> None:
     """Recompile with a new optimizer at ``lr_scale`` times the learning rate, keeping the
     optimizer's state (step count, accumulators); a schedule restarts at the scaled rate
@@ -180,7 +206,10 @@ def _begin_refit(fit: Fit, run: Run, cfg: TrainConfig) -> None:
             callback.batches = fit.inputs.train_batches
         if isinstance(callback, keras.callbacks.TensorBoard):
             fit.callbacks[i] = tensorboard(Path(callback.log_dir), "refit")
-    compile_model(fit.model, cfg, fit.strategy, fit.inputs.train_batches, state.lr_scale)
+    if not restart_optimizer(
+        fit.model, cfg, fit.strategy, fit.inputs.train_batches, state.lr_scale
+    ):
+        compile_model(fit.model, cfg, fit.strategy, fit.inputs.train_batches, state.lr_scale)
     fit.model.set_weights(fit.initial_weights())
     log.info(
         "refit: %d epochs on train + validation (%d ratings) from the initial weights",
@@ -211,9 +240,8 @@ def _epochs(
             _recover(fit, cfg, start, diverged)
             continue
         rows = min(fit.timer.batches * cfg.batch_size, fit.inputs.rows["train"])
-        if state.end_epoch(logs, fit.timer.train_seconds, rows) and run.chief:
-            fit.model.save_weights(run.ckpt_dir / BEST_WEIGHTS)
-        fit.checkpointer.save()
+        improved = state.end_epoch(logs, fit.timer.train_seconds, rows)
+        fit.checkpointer.save_epoch(best=improved)
         if on_epoch is not None:
             on_epoch(epoch + 1, most, logs)
 

@@ -165,9 +165,9 @@ def _train(
     replicas = strategy.num_replicas_in_sync
     check_batch(cfg.batch_size, replicas, splits["train"].rows, splits["validation"].rows)
     advise_batch(strategy, cfg.batch_size, n_users=manifest.n_users, n_items=manifest.n_items)
-    request = cfg
+    request, kept = cfg, tune.Kept()
     with stop.listening():  # a stop request ends the search after its finished trials
-        cfg, tuning = _tuned(asked, cfg, manifest, data_dir, run, strategy, side, in_memory)
+        cfg, tuning = _tuned(asked, cfg, manifest, data_dir, run, strategy, side, in_memory, kept)
     assert cfg.batch_size is not None
     keras.utils.set_random_seed(cfg.seed)
 
@@ -187,7 +187,13 @@ def _train(
     # The last checkpoint's phase and rate: restore may fall back to an earlier one.
     phase, lr_scale = run.state.phase, run.state.lr_scale
     inputs = make_inputs(FIT_ON[phase])
-    model = _compiled_model(cfg, manifest, strategy, inputs.train_batches, side, lr_scale, sets)
+    # The chosen trial's model, if kept, for a fit phase from its start (not svdpp's: its
+    # trials train without N(u)).
+    fresh = sets is None and not run.state.weights
+    model = kept.take(cfg, strategy, inputs.train_batches, initial_weights) if fresh else None
+    del kept
+    if model is None:
+        model = _compiled_model(cfg, manifest, strategy, inputs.train_batches, side, lr_scale, sets)
     validate = _for_multi_worker(model, strategy, inputs) if cluster is not None else None
     fit = Fit(
         model, strategy, inputs, validate, _restored_checkpointer(run, model, cfg),
@@ -238,9 +244,10 @@ def _tuned(
     strategy: tf.distribute.Strategy,
     side: SideFeatures | None,
     in_memory: bool,
+    kept: tune.Kept,
 ) -> tuple[TrainConfig, dict[str, Any]]:
     """The config to train with, after the validation search (``cflib.train.tune``), and
-    ``train.json``'s ``tuning``."""
+    ``train.json``'s ``tuning``; the best trial's model in ``kept``."""
     skip = None
     if cluster_from_env() is not None:
         skip = "multi-worker training: every worker would have to run the same trials"
@@ -251,7 +258,7 @@ def _tuned(
         return resolve_for(asked.model_copy(update=values), manifest)
 
     def trainer(values: tune.Candidate) -> dict[str, Any]:
-        return tune.trial(make_cfg(values), manifest, data_dir, strategy, side, in_memory)
+        return tune.trial(make_cfg(values), manifest, data_dir, strategy, side, in_memory, kept)
 
     return tune.choose(asked, cfg, manifest, make_cfg, trainer, ckpt_dir=run.ckpt_dir, skip=skip)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -155,6 +156,59 @@ def test_resumed_epoch_skips_the_batches_already_trained(tmp_path: Path) -> None
     assert len(rest) == 7
     for a, b in zip(whole[3:], rest, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_one_dataset_yields_the_epoch_and_batch_its_position_names(parts: list[Path]) -> None:
+    """A dataset reused across one-epoch fits (``position``) yields, each time it is
+    iterated, the batches a dataset made for that epoch and skip would."""
+    at = [(0, 0)]
+    reused = tfdata.make_dataset(
+        parts, batch_size=256, shuffle=True, seed=5, cardinality=False, position=lambda: at[0]
+    )
+    for where in [(0, 0), (3, 0), (3, 5), (1, 8), (2, 0)]:
+        at[0] = where
+        fixed = tfdata.make_dataset(
+            parts, batch_size=256, shuffle=True, seed=5, epoch=where[0], skip=where[1]
+        )
+        got, want = epoch(reused), epoch(fixed)
+        assert len(got) == len(want) == max(8 - where[1], 0)
+        for a, b in zip(got, want, strict=True):
+            for x, y in zip(a, b, strict=True):
+                np.testing.assert_array_equal(x, y)
+    with pytest.raises(ValueError, match="position"):
+        tfdata.make_dataset(parts, batch_size=256, shuffle=True, seed=5, position=lambda: at[0])
+
+
+@pytest.mark.parametrize("drop", [False, True])
+def test_a_held_split_yields_the_streamed_batches(parts: list[Path], drop: bool) -> None:
+    """Held in memory, a split yields the very batches ``make_dataset`` streams: epoch by
+    epoch, from a skipped batch on, several epochs in one dataset, and unshuffled."""
+    held = tfdata.HeldSplit(parts, batch_size=256, seed=5, drop_remainder=drop)
+    n = 7 if drop else 8
+    assert held.batches_per_epoch == n
+
+    def streamed(at: int, skip: int = 0, shuffle: bool = True) -> list[Any]:
+        return epoch(
+            tfdata.make_dataset(
+                parts, batch_size=256, shuffle=shuffle, seed=5, epoch=at, skip=skip,
+                drop_remainder=drop,
+            )
+        )  # fmt: skip
+
+    cases = [
+        (held.epochs(2), streamed(2)),
+        (held.epochs(1, skip=3), streamed(1, 3)),
+        (held.epochs(0, count=3, skip=2), streamed(0, 2) + streamed(1) + streamed(2)),
+        (held.fixed(), streamed(0, shuffle=False)),
+    ]
+    for ds, want in cases:
+        spec = ds.element_spec[1].shape.as_list()
+        assert spec == ([256] if drop else [None])
+        got = epoch(ds)
+        assert len(got) == len(want) and len(want) in (n, n - 3, 3 * n - 2)
+        for a, b in zip(got, want, strict=True):
+            for x, y in zip(a, b, strict=True):
+                np.testing.assert_array_equal(x, y)
 
 
 def _grouped_epoch(paths: list[Path], epoch: int, monkeypatch: pytest.MonkeyPatch) -> np.ndarray:

@@ -14,7 +14,7 @@ from cflib.data.manifest import load_manifest
 from cflib.models import sizing
 from cflib.models.catalog import resolve, resolve_for
 from cflib.models.io import load_model
-from cflib.train import stop, tune
+from cflib.train import loop, stop, tune
 from cflib.train.loop import train
 from tests._planted import write_planted
 
@@ -170,3 +170,33 @@ def test_a_stop_request_ends_a_trial_at_its_next_batch(planted: Path) -> None:
         stop.request("SIGTERM")
         tune.trial(cfg, manifest, planted, tf.distribute.get_strategy(), None, False)
     assert stopped.value.reason == "SIGTERM" and stopped.value.checkpoint is None
+
+
+def test_the_run_trains_the_chosen_trial_s_model_as_a_new_one(
+    planted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chosen trial's compiled model is kept and trained again from its initial weights
+    (no second compile): the same epochs, losses and RMSEs, fit and refit, as a run given
+    the chosen values without a search."""
+    monkeypatch.setattr(sizing, "MIN_VALIDATION_ROWS", 0)  # the planted set is small
+    monkeypatch.setattr(tune, "MOVES", (("embedding_dim", 2.0),))
+    compiled: list[str] = []
+    build = loop._compiled_model
+
+    def counted(cfg: TrainConfig, *args: Any) -> Any:
+        compiled.append(cfg.model)
+        return build(cfg, *args)
+
+    monkeypatch.setattr(loop, "_compiled_model", counted)
+    asked = TrainConfig(learning_rate=0.1, batch_size=2000, epochs=3, l2=0.0, l2_bias=0.0)
+    tuned = train(planted, tmp_path / "tuned", asked)
+    assert len(tuned["tuning"]["trials"]) == 2 and compiled == []
+    chosen = tuned["tuning"]["chosen"]
+    plain = train(planted, tmp_path / "plain", asked.model_copy(update={**chosen, "tune": False}))
+    assert plain["tuning"]["trials"] == [] and compiled == ["biased-mf"]
+    assert {**tuned["config"], "tune": False} == plain["config"]
+    assert tuned["epochs_run"] == plain["epochs_run"] and tuned["refit"]["epochs"] > 0
+    for metric, values in plain["history"].items():
+        assert tuned["history"][metric] == pytest.approx(values, rel=1e-6), metric
+    for metric, values in plain["refit"]["history"].items():
+        assert tuned["refit"]["history"][metric] == pytest.approx(values, rel=1e-6), metric
