@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from tests.conftest import write_netflix
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 420
+#: Seconds after a Ctrl-C before the test presses it again (``test_ctrl_c_...``).
+SECOND_CTRL_C = 120
 
 
 SHIPPED_VARIABLES = ("CFPIPE_NETFLIX", "CFPIPE_MOVIELENS", "CFPIPE_WORK")
@@ -383,7 +386,17 @@ def test_ctrl_c_pauses_the_served_deployments(
         found = _wait("the runner to poll", serving)
         assert not found.paused and [s.active for s in found.schedules] == [True]
         os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=TIMEOUT)
+        try:
+            proc.wait(timeout=SECOND_CTRL_C)
+        except subprocess.TimeoutExpired:
+            # Prefect's runner now and then sits in its shutdown after the first SIGINT
+            # (seen under load; README: press Ctrl-C again). Not a pass in silence:
+            warnings.warn(
+                f"cfpipe deploy serve needed a second Ctrl-C: {log.read_text()[-2000:]}",
+                stacklevel=1,
+            )
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait(timeout=TIMEOUT)
     finally:
         servers.stop(proc)
     assert _api(server, read).paused, log.read_text()[-3000:]
