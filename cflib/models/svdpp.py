@@ -99,6 +99,10 @@ class SVDpp(BiasedMF):
         super().__init__(*args, **kwargs)  # BiasedMF's arguments
         dim = self.embedding_dim
         self.implicit_embedding = embedding(self.n_items, dim, "implicit_embedding", self.init_std)
+        # Its L2 term is over N(u) per rating (``_score_and_penalty``), not over looked-up
+        # rows: listed for the fused step, which applies it so; ``lookup`` returns no
+        # rows under this name, so the batch penalty of ``DotModel`` never sees it.
+        self.l2_weights["implicit_embedding"] = self.l2_item
         self.user_implicit = embedding(self.n_users, dim, "user_implicit", 0.0)
         self.user_implicit.trainable = False
         self._csr: _Csr | None = None
@@ -122,6 +126,14 @@ class SVDpp(BiasedMF):
             return
         y = weights_array(self.implicit_embedding.embeddings)
         self.user_implicit.embeddings.assign(fold(self._csr.sets, y))
+
+    def fused_tables(self) -> tuple[list[str], float]:
+        tables, mu = super().fused_tables()
+        return [*tables, "implicit_embedding"], mu
+
+    def fused_implicit(self) -> tuple[Any, Any] | None:
+        """N(u) as the fused step reads it (offsets, items), or None without N(u)."""
+        return None if self._csr is None else (self._csr.offsets, self._csr.items)
 
     def implicit_rows(self, users: Any) -> tuple[Any, Any]:
         """z_u of each batch row ``[B, dim]`` and the mean ``|y_j|^2`` over its N(u) ``[B]``."""

@@ -46,7 +46,11 @@ def supports(model: keras.Model, strategy: tf.distribute.Strategy) -> bool:
     # more, or scores otherwise, keeps Keras' step until it declares its own.
     own = type(model).__dict__
     dropout: float = getattr(model, "dropout", 0.0)
-    if "table_inputs" not in own or "row_gradients" not in own or dropout:
+    if dropout:
+        return False
+    if "fused_tables" in own and "row_gradients" not in own:  # svdpp: the fused op only
+        return FusedStep.of(model) is not None
+    if "table_inputs" not in own or "row_gradients" not in own:
         return False
     names = model.table_inputs()
     layers = [layer for layer in model.layers if layer.name in names]
@@ -128,6 +132,8 @@ class FusedStep:
         self.op = op
         keys = model.table_inputs()
         self.user_key, self.item_key = keys[names[0]], keys[names[1]]
+        # svdpp: N(u) (``SVDpp.fused_implicit``), its fifth table the implicit one.
+        self.implicit = model.fused_implicit() if len(names) == 5 else None
 
     @classmethod
     def of(cls, model: keras.Model) -> FusedStep | None:
@@ -141,18 +147,25 @@ class FusedStep:
         if any("GPU" in _value(v).device.upper() for v in model.trainable_variables):
             return None
         op = fused.load()
-        return None if op is None else cls(model, op)
+        if op is None:
+            return None
+        if len(model.fused_tables()[0]) == 5 and model.fused_implicit() is None:
+            return None  # svdpp without N(u) attached: nothing to train z_u from
+        return cls(model, op)
 
     def __call__(self, x: Any, y: Any, learning_rate: Any) -> tuple[Any, Any]:
-        pred, penalty = self.op.cfpipe_mf_adagrad_step(
-            tables=[t.handle for t in self.tables],
-            accumulators=[a.handle for a in self.accumulators],
-            users=tf.cast(x[self.user_key], tf.int32),
-            items=tf.cast(x[self.item_key], tf.int32),
-            ratings=tf.cast(y, tf.float32),
-            learning_rate=tf.cast(learning_rate, tf.float32),
-            l2=self.l2,
-            global_mean=self.global_mean,
-            epsilon=self.epsilon,
-        )
-        return pred, penalty
+        args = {
+            "tables": [t.handle for t in self.tables],
+            "accumulators": [a.handle for a in self.accumulators],
+            "users": tf.cast(x[self.user_key], tf.int32),
+            "items": tf.cast(x[self.item_key], tf.int32),
+            "ratings": tf.cast(y, tf.float32),
+            "learning_rate": tf.cast(learning_rate, tf.float32),
+            "l2": self.l2,
+            "global_mean": self.global_mean,
+            "epsilon": self.epsilon,
+        }
+        if self.implicit is None:
+            return self.op.cfpipe_mf_adagrad_step(**args)
+        offsets, items = self.implicit
+        return self.op.cfpipe_svdpp_adagrad_step(offsets=offsets, implicit_items=items, **args)

@@ -134,5 +134,46 @@ def test_a_failed_build_leaves_no_library_and_says_why(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 1
     lines = [line for line in done.stderr.splitlines() if line.startswith("note:")]
-    assert lines == [lines[0]] and "building mf_adagrad.cc failed (/bin/false)" in lines[0]
+    assert lines == [lines[0]] and "building the fused op failed (/bin/false)" in lines[0]
     assert not list(tmp_path.rglob("*.so")) and not list(tmp_path.iterdir())
+
+
+def _svdpp_fit(use_op: bool) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
+    from cflib.data.implicit import ImplicitSets
+
+    rng = np.random.default_rng(4)
+    sets = [rng.choice(N_ITEMS, rng.integers(0, 9), replace=True) for _ in range(N_USERS)]
+    offsets = np.cumsum([0, *map(len, sets)]).astype(np.int64)
+    csr = ImplicitSets(offsets, np.concatenate(sets).astype(np.int32), N_ITEMS)
+    cfg = resolve(
+        TrainConfig(
+            model="svdpp",
+            embedding_dim=4,
+            batch_size=BATCH,
+            learning_rate=0.2,
+            l2=0.05,
+            l2_bias=0.01,
+            epochs=2,
+        )  # fmt: skip
+    )
+    tf.keras.utils.set_random_seed(7)
+    model = build_model(cfg, n_users=N_USERS, n_items=N_ITEMS, global_mean=3.5, implicit=csr)
+    compile_model(model, cfg, tf.distribute.get_strategy(), train_batches=5)
+    assert model.row_step is not None and model.row_step.fused is not None
+    if not use_op:
+        model.row_step = None  # Keras' own train_step
+    data = random_batches(N_USERS, N_ITEMS, BATCH, 5, seed=5)
+    history = model.fit(data, epochs=2, verbose=0, shuffle=False)
+    opt = [np.array(v) for v in model.optimizer.variables]
+    return [np.array(w) for w in model.get_weights()], opt, history.history
+
+
+def test_the_svdpp_op_updates_as_keras_step_does(op: object) -> None:
+    """N(u) with repeated items and users with none; every table and accumulator."""
+    weights, opt, logs = _svdpp_fit(use_op=True)
+    keras_weights, keras_opt, keras_logs = _svdpp_fit(use_op=False)
+    for ours, theirs in zip([*weights, *opt], [*keras_weights, *keras_opt], strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=2e-4, atol=2e-6)
+    for key in ("loss", "rmse"):
+        np.testing.assert_allclose(logs[key], keras_logs[key], rtol=1e-5)
+    assert logs["loss"][1] < logs["loss"][0]

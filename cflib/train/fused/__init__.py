@@ -1,6 +1,7 @@
 """The fused training step of ``dot`` and ``biased-mf``: a TensorFlow op in C++.
 
-``mf_adagrad.cc`` defines ``CfpipeMfAdagradStep``: scores, row gradients and
+``mf_adagrad.cc`` defines ``CfpipeMfAdagradStep`` (and ``svdpp.cc`` the same step for
+``svdpp``, ``CfpipeSvdppAdagradStep``): scores, row gradients and
 ``SparseAdagrad``'s row-wise update of a batch in one op, over the CPU device's
 intra-op threads (each table row owned by one thread, so no row is written by two). It
 makes the update of ``cflib.train.rowstep``'s TensorFlow step up to the order of float
@@ -30,10 +31,14 @@ from cflib.logs import stage_logger
 
 log = stage_logger("train")
 
-SOURCE = Path(__file__).with_name("mf_adagrad.cc")
+HERE = Path(__file__).parent
+#: The op's C++ sources (``mf_adagrad.cc``: the ops, ``svdpp.cc``: svdpp's N(u) work) and
+#: their header; all of them are in the library's hash.
+SOURCES = (HERE / "mf_adagrad.cc", HERE / "svdpp.cc")
+HEADERS = (HERE / "fused.h",)
 #: Where the install step puts the library (``library_path``): not a package, so that
 #: walking cflib's modules does not take the library for an extension module.
-BUILD_DIR = Path(__file__).parent / "build"
+BUILD_DIR = HERE / "build"
 #: ``CFPIPE_FUSED_OP=0`` trains with the TensorFlow row step even where the op is built.
 ENV_SWITCH = "CFPIPE_FUSED_OP"
 #: ``-march=native``: the library is built on the machine that trains (its CPU's flags are
@@ -63,7 +68,7 @@ def _cpu_flags() -> str:
 def library_path(build_dir: Path = BUILD_DIR) -> Path:
     """The library's path for this source, TensorFlow and flags (it may not exist)."""
     compile_flags, link_flags, version = _tf_flags()
-    digest = hashlib.sha256(SOURCE.read_bytes())
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in (*SOURCES, *HEADERS)))
     digest.update("\0".join([version, *compile_flags, *link_flags, *CXX_FLAGS]).encode())
     digest.update(_cpu_flags().encode())
     return build_dir / f"_mf_adagrad_{digest.hexdigest()[:12]}.so"
@@ -86,11 +91,12 @@ def build(build_dir: Path = BUILD_DIR) -> Path:
     # Compiled to a temporary name, then renamed: an interrupted build leaves no library.
     with tempfile.TemporaryDirectory(dir=build_dir) as tmp:
         out = Path(tmp) / target.name
-        cmd = [cxx, *CXX_FLAGS, *compile_flags, str(SOURCE), "-o", str(out), *link_flags]
+        sources = [str(p) for p in SOURCES]
+        cmd = [cxx, *CXX_FLAGS, *compile_flags, *sources, "-o", str(out), *link_flags]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-            raise RuntimeError(f"building {SOURCE.name} failed ({cxx}): {tail}")
+            raise RuntimeError(f"building the fused op failed ({cxx}): {tail}")
         for stale in build_dir.glob("_mf_adagrad_*.so"):
             stale.unlink(missing_ok=True)
         out.replace(target)

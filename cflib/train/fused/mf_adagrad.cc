@@ -21,27 +21,9 @@
 // (the sum over tables of l2 * mean over the batch of |row|^2), which the trainer adds
 // to the mean squared error for the loss, as Keras would.
 
-#include <algorithm>
-#include <atomic>
-#include <cmath>
-#include <cstring>
-#include <vector>
-
-#include "absl/synchronization/blocking_counter.h"
-#include "tensorflow/core/framework/op.h"
-#include "tensorflow/core/framework/op_kernel.h"
-#include "tensorflow/core/framework/resource_mgr.h"
-#include "tensorflow/core/framework/resource_var.h"
-#include "tensorflow/core/framework/shape_inference.h"
+#include "fused.h"
 
 namespace cfpipe {
-
-using tensorflow::OpKernel;
-using tensorflow::OpKernelConstruction;
-using tensorflow::OpKernelContext;
-using tensorflow::Tensor;
-using tensorflow::Var;
-namespace errors = tensorflow::errors;
 
 REGISTER_OP("CfpipeMfAdagradStep")
     .Input("tables: num_tables * resource")
@@ -68,70 +50,28 @@ REGISTER_OP("CfpipeMfAdagradStep")
 
 namespace {
 
-// Run fn(t) for t in [0, n): n - 1 on the pool, the last on this thread.
-template <typename Fn>
-void RunThreads(tsl::thread::ThreadPool* pool, int n, const Fn& fn) {
-  absl::BlockingCounter done(n - 1);
-  for (int t = 0; t < n - 1; ++t) {
-    pool->Schedule([&fn, &done, t] {
-      fn(t);
-      done.DecrementCount();
-    });
-  }
-  fn(n - 1);
-  done.Wait();
-}
-
-// The variable's buffer, owned by it alone: a buffer shared with a tensor read from
-// the variable is copied first (as TensorFlow's own sparse training ops do), and later
-// dense reads copy rather than share it, so an update never shows through a value read
-// earlier.
-absl::Status Exclusive(OpKernelContext* ctx, Var* var) {
-  Tensor* t = var->tensor();
-  if (t->dtype() != tensorflow::DT_FLOAT || t->dims() != 2) {
-    return errors::InvalidArgument("CfpipeMfAdagradStep: a table or accumulator is not a "
-                                   "2-D float32 variable: ", t->DebugString());
-  }
-  if (!t->RefCountIsOne()) {
-    Tensor copy;
-    tensorflow::AllocatorAttributes attr;
-    TF_RETURN_IF_ERROR(ctx->allocate_temp(t->dtype(), t->shape(), &copy, attr));
-    std::memcpy(copy.flat<float>().data(), t->flat<float>().data(),
-                sizeof(float) * t->NumElements());
-    *t = copy;
-  }
-  var->copy_on_read_mode.store(true);
-  return absl::OkStatus();
-}
-
-struct Table {
-  float* rows = nullptr;
-  float* acc = nullptr;
-  int64_t n_rows = 0;
-  int64_t width = 0;
-  float l2 = 0.0f;
-};
-
 class MfAdagradStepOp : public OpKernel {
  public:
-  explicit MfAdagradStepOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  MfAdagradStepOp(OpKernelConstruction* ctx, bool implicit)
+      : OpKernel(ctx), implicit_(implicit) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("num_tables", &num_tables_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("l2", &l2_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("global_mean", &global_mean_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("epsilon", &epsilon_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("threads", &threads_));
-    OP_REQUIRES(ctx, num_tables_ == 2 || num_tables_ == 4,
-                errors::InvalidArgument("num_tables is 2 (factors) or 4 (factors and "
-                                        "biases), not ", num_tables_));
+    OP_REQUIRES(ctx, implicit_ ? num_tables_ == 5 : (num_tables_ == 2 || num_tables_ == 4),
+                errors::InvalidArgument("num_tables is 2 (factors), 4 (factors and "
+                                        "biases) or 5 (svdpp), not ", num_tables_));
     OP_REQUIRES(ctx, static_cast<int>(l2_.size()) == num_tables_,
                 errors::InvalidArgument("l2 has ", l2_.size(), " values for ",
                                         num_tables_, " tables"));
   }
 
   void Compute(OpKernelContext* ctx) override {
-    const int n = num_tables_;
-    std::vector<tsl::core::RefCountPtr<Var>> vars(2 * n);
-    for (int i = 0; i < 2 * n; ++i) {
+    const int n_all = num_tables_;
+    const int n = implicit_ ? 4 : n_all;  // the tables looked up once per rating
+    std::vector<tsl::core::RefCountPtr<Var>> vars(2 * n_all);
+    for (int i = 0; i < 2 * n_all; ++i) {
       OP_REQUIRES_OK(ctx, LookupResource(ctx, HandleFromInput(ctx, i), &vars[i]));
     }
     // Lock every variable, in address order (no deadlock with another step).
@@ -139,16 +79,16 @@ class MfAdagradStepOp : public OpKernel {
     for (auto& v : vars) order.push_back(v.get());
     std::sort(order.begin(), order.end());
     order.erase(std::unique(order.begin(), order.end()), order.end());
-    OP_REQUIRES(ctx, static_cast<int>(order.size()) == 2 * n,
+    OP_REQUIRES(ctx, static_cast<int>(order.size()) == 2 * n_all,
                 errors::InvalidArgument("the same variable is passed twice"));
     std::vector<std::unique_ptr<tensorflow::mutex_lock>> locks;
     for (Var* v : order) locks.emplace_back(new tensorflow::mutex_lock{*v->mu()});
     for (Var* v : order) OP_REQUIRES_OK(ctx, Exclusive(ctx, v));
 
-    std::vector<Table> tables(n);
-    for (int i = 0; i < n; ++i) {
+    std::vector<Table> tables(n_all);
+    for (int i = 0; i < n_all; ++i) {
       Tensor* rows = vars[i]->tensor();
-      Tensor* acc = vars[n + i]->tensor();
+      Tensor* acc = vars[n_all + i]->tensor();
       Table& t = tables[i];
       t.rows = rows->flat<float>().data();
       t.acc = acc->flat<float>().data();
@@ -167,6 +107,10 @@ class MfAdagradStepOp : public OpKernel {
     OP_REQUIRES(ctx, tables[1].n_rows > 0 && tables[0].n_rows > 0,
                 errors::InvalidArgument("an empty table"));
     const bool bias = n == 4;
+    if (implicit_) {
+      OP_REQUIRES(ctx, tables[4].width == dim && tables[4].n_rows == tables[1].n_rows,
+                  errors::InvalidArgument("the implicit table must be [items, dim]"));
+    }
     if (bias) {
       OP_REQUIRES(ctx, tables[2].width == 1 && tables[3].width == 1 &&
                            tables[2].n_rows == tables[0].n_rows &&
@@ -174,10 +118,11 @@ class MfAdagradStepOp : public OpKernel {
                   errors::InvalidArgument("bias tables must be [users, 1] and [items, 1]"));
     }
 
-    const Tensor& users_t = ctx->input(2 * n);
-    const Tensor& items_t = ctx->input(2 * n + 1);
-    const Tensor& ratings_t = ctx->input(2 * n + 2);
-    const Tensor& lr_t = ctx->input(2 * n + 3);
+    const int base = 2 * n_all + (implicit_ ? 2 : 0);
+    const Tensor& users_t = ctx->input(base);
+    const Tensor& items_t = ctx->input(base + 1);
+    const Tensor& ratings_t = ctx->input(base + 2);
+    const Tensor& lr_t = ctx->input(base + 3);
     OP_REQUIRES(ctx, users_t.dims() == 1 && items_t.dims() == 1 && ratings_t.dims() == 1,
                 errors::InvalidArgument("users, items and ratings must be vectors"));
     const int64_t batch = users_t.dim_size(0);
@@ -221,6 +166,32 @@ class MfAdagradStepOp : public OpKernel {
     const Table& Q = tables[1];
     const float mu = global_mean_;
 
+    // svdpp: the batch's users (segments), z_u and mean |y_j|^2 of each; per thread of
+    // pass A the sums of e q_i over each segment's ratings.
+    const int64_t* offsets = nullptr;
+    const int32_t* implicit_items = nullptr;
+    int64_t n_seg = 0;
+    float* z = nullptr;
+    if (implicit_) {
+      const Tensor& offsets_t = ctx->input(2 * n_all);
+      const Tensor& items_csr_t = ctx->input(2 * n_all + 1);
+      OP_REQUIRES(ctx, offsets_t.dims() == 1 && offsets_t.dim_size(0) == P.n_rows + 1,
+                  errors::InvalidArgument("offsets must be [users + 1]"));
+      offsets = offsets_t.flat<int64_t>().data();
+      implicit_items = items_csr_t.flat<int32_t>().data();
+      OP_REQUIRES(ctx, offsets[P.n_rows] == items_csr_t.NumElements(),
+                  errors::InvalidArgument("offsets do not end at the pairs' count"));
+      im_.offsets = offsets;
+      im_.items = implicit_items;
+      const int64_t bad_pair =
+          im_.Prepare(pool, n_threads, users, batch, P.n_rows, tables[4], dim);
+      n_seg = im_.n_seg;
+      z = im_.z.data();
+      OP_REQUIRES(ctx, bad_pair < 0,
+                  errors::InvalidArgument("N(u) pair ", bad_pair,
+                                          " names an item outside the tables"));
+    }
+
     // (A) scores and gradients, from the rows as they are before any update.
     RunThreads(pool, n_threads, [&](int t) {
       const int64_t begin = batch * t / n_threads, end = batch * (t + 1) / n_threads;
@@ -248,6 +219,11 @@ class MfAdagradStepOp : public OpKernel {
           pp += p[k] * p[k];
           qq += q[k] * q[k];
         }
+        const float* zu = implicit_ ? z + im_.seg[j] * dim : nullptr;
+        if (zu != nullptr) {
+          for (int64_t k = 0; k < dim; ++k) dot += zu[k] * q[k];
+          pen += static_cast<double>(tables[4].l2) * im_.seg_sq[im_.seg[j]];
+        }
         float bu = 0.0f, bi = 0.0f;
         if (bias) {
           bu = tables[2].rows[u];
@@ -260,10 +236,15 @@ class MfAdagradStepOp : public OpKernel {
         float* gq = gp + dim;
         float sp = 0.0f, sq = 0.0f;
         for (int64_t k = 0; k < dim; ++k) {
+          const float user = zu != nullptr ? p[k] + zu[k] : p[k];
           gp[k] = 2.0f * (e * q[k] + P.l2 * p[k]);
-          gq[k] = 2.0f * (e * p[k] + Q.l2 * q[k]);
+          gq[k] = 2.0f * (e * user + Q.l2 * q[k]);
           sp += gp[k] * gp[k];
           sq += gq[k] * gq[k];
+        }
+        if (zu != nullptr) {
+          float* sum = im_.sums.data() + (t * n_seg + im_.seg[j]) * dim;
+          for (int64_t k = 0; k < dim; ++k) sum[k] += e * q[k];
         }
         float* s = scal + j * 2 * n;
         s[0] = sp / static_cast<float>(dim);
@@ -319,12 +300,15 @@ class MfAdagradStepOp : public OpKernel {
       }
     });
 
+    if (implicit_) im_.Update(pool, n_threads, tables[4], batch, dim, lr, eps);
+
     double total = 0.0;
     for (double p : penalty) total += p;
     penalty_t->scalar<float>()() = static_cast<float>(total / static_cast<double>(batch));
   }
 
  private:
+  bool implicit_ = false;
   int num_tables_ = 0;
   std::vector<float> l2_;
   float global_mean_ = 0.0f;
@@ -333,11 +317,24 @@ class MfAdagradStepOp : public OpKernel {
   tensorflow::mutex scratch_mu_;
   std::vector<float> grad_, scal_;
   std::vector<std::vector<int32_t>> owned_;
+  Implicit im_;  // svdpp's work on N(u) (svdpp.cc)
+};
+
+class MfStepOp : public MfAdagradStepOp {
+ public:
+  explicit MfStepOp(OpKernelConstruction* ctx) : MfAdagradStepOp(ctx, false) {}
+};
+
+class SvdppStepOp : public MfAdagradStepOp {
+ public:
+  explicit SvdppStepOp(OpKernelConstruction* ctx) : MfAdagradStepOp(ctx, true) {}
 };
 
 }  // namespace
 
 REGISTER_KERNEL_BUILDER(Name("CfpipeMfAdagradStep").Device(tensorflow::DEVICE_CPU),
-                        MfAdagradStepOp);
+                        MfStepOp);
+REGISTER_KERNEL_BUILDER(Name("CfpipeSvdppAdagradStep").Device(tensorflow::DEVICE_CPU),
+                        SvdppStepOp);
 
 }  // namespace cfpipe
