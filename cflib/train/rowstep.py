@@ -13,9 +13,10 @@ rounding). The loss and RMSE metrics are updated as Keras would, so ``fit``'s lo
 callbacks, checkpoints and the divergence guard see the same values. What it saves, and
 what it does not, is measured in BENCHMARKS.md ("Training throughput").
 
-For ``dot`` and ``biased-mf`` (models that declare ``fused_tables``) the whole step,
-scores through update, is one op compiled in C++ (``cflib.train.fused``) where the
+For ``dot``, ``biased-mf`` and ``svdpp`` (models that declare ``fused_tables``) the whole
+step, scores through update, is one op compiled in C++ (``cflib.train.fused``) where the
 install step built it: the same update from the same gradients, over both cores.
+``svdpp`` has no TensorFlow row step: without the op it trains with Keras' step.
 
 It serves one replica (the default strategy on a CPU). Under ``MirroredStrategy`` and
 ``MultiWorkerMirroredStrategy`` the gradients of the replicas must be summed before the
