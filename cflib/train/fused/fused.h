@@ -79,6 +79,17 @@ struct Table {
   float l2 = 0.0f;
 };
 
+// The steps' output shapes: the predictions as the users input (after the tables, their
+// accumulators and kExtra other inputs), and the penalty a scalar.
+template <int kExtra>
+absl::Status StepShape(tensorflow::shape_inference::InferenceContext* c) {
+  int n = 0;
+  TF_RETURN_IF_ERROR(c->GetAttr("num_tables", &n));
+  c->set_output(0, c->input(2 * n + kExtra));
+  c->set_output(1, c->Scalar());
+  return absl::OkStatus();
+}
+
 // svdpp's per-batch work on N(u) (svdpp.cc), with its scratch kept from step to step.
 struct Implicit {
   const int64_t* offsets = nullptr;  // N(u) as CSR

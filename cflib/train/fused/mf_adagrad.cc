@@ -40,13 +40,7 @@ REGISTER_OP("CfpipeMfAdagradStep")
     .Attr("epsilon: float = 1e-8")
     .Attr("threads: int = 0")
     .SetIsStateful()
-    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
-      int n = 0;
-      TF_RETURN_IF_ERROR(c->GetAttr("num_tables", &n));
-      c->set_output(0, c->input(2 * n));
-      c->set_output(1, c->Scalar());
-      return absl::OkStatus();
-    });
+    .SetShapeFn(StepShape<0>);
 
 namespace {
 

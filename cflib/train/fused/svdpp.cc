@@ -28,13 +28,7 @@ REGISTER_OP("CfpipeSvdppAdagradStep")
     .Attr("epsilon: float = 1e-8")
     .Attr("threads: int = 0")
     .SetIsStateful()
-    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
-      int n = 0;
-      TF_RETURN_IF_ERROR(c->GetAttr("num_tables", &n));
-      c->set_output(0, c->input(2 * n + 2));
-      c->set_output(1, c->Scalar());
-      return absl::OkStatus();
-    });
+    .SetShapeFn(StepShape<2>);
 
 int64_t Implicit::Prepare(tsl::thread::ThreadPool* pool, int n_threads, const int32_t* users,
                           int64_t batch, int64_t n_users, const Table& Y, int64_t dim) {
