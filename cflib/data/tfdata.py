@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -246,13 +247,6 @@ def _blocks(
             yield tuple(col[None, start:] for col in buffer)  # type: ignore[misc]
 
 
-def _batches(*args: Any, **kwargs: Any) -> Iterator[Columns]:
-    """The batches of ``_blocks`` (same arguments) one by one."""
-    for block in _blocks(*args, **kwargs):
-        for k in range(len(block[0])):
-            yield tuple(col[k] for col in block)  # type: ignore[misc]
-
-
 def _records(path: Path) -> Iterator[Columns]:
     """A part's (user, item, rating) arrays, one record batch of ``READ_ROWS`` at a time."""
     for record in _open(path).iter_batches(batch_size=READ_ROWS, columns=[*FEATURES, LABEL]):
@@ -343,36 +337,33 @@ class HeldSplit:
     def epochs(self, first: int, count: int = 1, skip: int = 0) -> tf.data.Dataset:
         """The batches ``make_dataset(..., shuffle=True, epoch=e)`` yields for the epochs
         ``first`` to ``first + count - 1`` in turn, the first from batch ``skip`` on."""
-        batches: list[Columns] = []
+        blocks: list[Columns] = []
         for epoch in range(first, first + count):
             rng = np.random.default_rng([self.seed, epoch])
-            drawn = _batches(
+            drawn = _blocks(
                 self.paths, self.batch_size, self.drop, rng, group_users=self.group_users,
                 parts=self.parts,
             )  # fmt: skip
-            batches += itertools.islice(drawn, skip if epoch == first else 0, None)
-        return self._dataset(batches)
+            blocks += _take(drawn, skip if epoch == first else 0, sys.maxsize)
+        return self._dataset(blocks)
 
     def fixed(self) -> tf.data.Dataset:
         """The batches ``make_dataset(..., shuffle=False)`` yields (every epoch the same)."""
-        return self._dataset(list(_batches(self.paths, self.batch_size, self.drop, None,
-                                           parts=self.parts)))  # fmt: skip
+        return self._dataset(list(_blocks(self.paths, self.batch_size, self.drop, None,
+                                          parts=self.parts)))  # fmt: skip
 
-    def _dataset(self, batches: list[Columns]) -> tf.data.Dataset:
-        """``batches`` in order: runs of full batches as stacked tensors, short ones apart;
-        batches of ``[None]`` rows (``[batch_size]`` with ``drop_remainder``), as streamed."""
+    def _dataset(self, blocks: list[Columns]) -> tf.data.Dataset:
+        """The batches of ``blocks`` (``_blocks``) in order: each block of full batches
+        sliced into them, a short batch apart; batches of ``[None]`` rows
+        (``[batch_size]`` with ``drop_remainder``), as streamed."""
         pieces: list[tf.data.Dataset] = []
-        run: list[Columns] = []
-        for batch in [*batches, None]:
-            if batch is not None and len(batch[0]) == self.batch_size:
-                run.append(batch)
+        for block in blocks:
+            if not len(block[0]):
                 continue
-            if run:
-                stacked = [np.stack([b[c] for b in run]) for c in range(3)]
-                pieces.append(_tensors(stacked, tf.data.Dataset.from_tensor_slices))
-                run = []
-            if batch is not None:
-                pieces.append(_tensors(list(batch), tf.data.Dataset.from_tensors))
+            if block[0].shape[1] == self.batch_size:
+                pieces.append(_tensors(list(block), tf.data.Dataset.from_tensor_slices))
+            else:  # the last, short batch
+                pieces.append(_tensors([c[0] for c in block], tf.data.Dataset.from_tensors))
         if not self.drop or not pieces:  # a piece of shape [0] makes the batch dimension [None]
             empty = np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32)
             pieces.append(_tensors(list(empty), tf.data.Dataset.from_tensors).take(0))
