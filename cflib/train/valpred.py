@@ -41,7 +41,7 @@ def _scorer(model: Any) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     the Keras model."""
     try:
         arrays = model.scoring_arrays()
-    except NotImplementedError:  # the models whose numpy form is not written (DotModel)
+    except NotImplementedError:  # an MLP layer or text encoder numpy cannot score: Keras
         return lambda u, i: np.asarray(model.predict_on_batch({"user": u, "item": i}))
     from cflib.registry import npscore
 
