@@ -347,6 +347,13 @@ class HeldSplit:
             blocks += _take(drawn, skip if epoch == first else 0, sys.maxsize)
         return self._dataset(blocks)
 
+    def columns(self) -> Columns:
+        """The split's (user, item, rating) rows in part order, as read."""
+        records = [c for part in self.parts for c in part]
+        if not records:
+            return np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32)
+        return tuple(np.concatenate([r[k] for r in records]) for k in range(3))  # type: ignore[return-value]
+
     def fixed(self) -> tf.data.Dataset:
         """The batches ``make_dataset(..., shuffle=False)`` yields (every epoch the same)."""
         return self._dataset(list(_blocks(self.paths, self.batch_size, self.drop, None,

@@ -36,6 +36,7 @@ from cflib.train.distribute import DistributedValidation
 from cflib.train.inputs import TrainInputs
 from cflib.train.optim import make_optimizer
 from cflib.train.progress import EpochLogger, ProgressBar
+from cflib.train.valpred import HeldValidation
 
 log = stage_logger("train")
 
@@ -227,14 +228,16 @@ def _epochs(
     learning rate (``cflib.train.guard``)."""
     assert cfg.batch_size is not None and cfg.epochs is not None and cfg.patience is not None
     state = run.state
-    val_ds = fit.inputs.validation() if validate and not fit.validate else None
+    keras_validates = validate and not fit.validate
+    held = HeldValidation.of(fit.model, fit.inputs.held_validation()) if keras_validates else None
+    val_ds = fit.inputs.validation() if keras_validates and held is None else None
     most = cfg.epochs if validate else state.refit_epochs
     while state.epoch < most and not (validate and should_stop(state, cfg.patience)):
         fit.checkpointer.stop_if_requested()  # asked between epochs (during validation)
         epoch = state.epoch
         start = guard.Snapshot.take(fit.model, state)
         try:
-            logs = _fit_epoch(fit, state, val_ds, validate)
+            logs = _fit_epoch(fit, state, val_ds, validate, held)
             guard.check_epoch(state, logs)
         except guard.Diverged as diverged:
             _recover(fit, cfg, start, diverged)
@@ -246,9 +249,11 @@ def _epochs(
             on_epoch(epoch + 1, most, logs)
 
 
-def _fit_epoch(fit: Fit, state: TrainState, val_ds: Any, validate: bool) -> dict[str, float]:
+def _fit_epoch(
+    fit: Fit, state: TrainState, val_ds: Any, validate: bool, held: HeldValidation | None
+) -> dict[str, float]:
     """One epoch of ``fit`` from where ``state`` stands; its logs, validation included if
-    ``validate``."""
+    ``validate`` (by Keras on ``val_ds``, by ``held``, or by ``fit.validate``)."""
     epoch, skip = state.epoch, state.batch
     inputs = fit.inputs
     with fit.strategy.scope(), warnings.catch_warnings():
@@ -262,7 +267,7 @@ def _fit_epoch(fit: Fit, state: TrainState, val_ds: Any, validate: bool) -> dict
             epochs=epoch + 1,
             steps_per_epoch=inputs.train_batches - skip if inputs.cluster else None,
             validation_steps=inputs.val_steps if val_ds is not None else None,
-            callbacks=fit.callbacks,
+            callbacks=[held, *fit.callbacks] if held is not None else fit.callbacks,
             shuffle=False,  # make_dataset shuffles; Keras cannot shuffle a tf.data.Dataset
             verbose=0,
         )

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from cflib.config import TrainConfig
 from cflib.data.manifest import Manifest
-from cflib.data.tfdata import HeldSplit, make_dataset, memory_dataset
+from cflib.data.tfdata import Columns, HeldSplit, make_dataset, memory_dataset
 from cflib.models.catalog import spec_of
 from cflib.train.distribute import Cluster
 
@@ -121,6 +121,13 @@ class TrainInputs:
         if self.held:
             return self._hold("validation").fixed()
         return self._make("validation", shuffle=False, epoch=0, skip=0)
+
+    def held_validation(self) -> Columns | None:
+        """The validation split's rows where it is held in memory (``held``) and a batch
+        is rows alone (not N(u)); else None."""
+        if not self.held or self.group_users:
+            return None
+        return self._hold("validation").columns()
 
     def _make(self, split: str, *, shuffle: bool, epoch: int, skip: int) -> Any:
         if self.cluster is None:

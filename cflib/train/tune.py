@@ -35,6 +35,7 @@ from cflib.models.catalog import SEARCHED, build_model
 from cflib.train import runs, stop
 from cflib.train.epochs import compile_model, restart_optimizer
 from cflib.train.inputs import TrainInputs
+from cflib.train.valpred import HeldValidation
 
 log = stage_logger("train")
 
@@ -254,11 +255,13 @@ def trial(
     # Keras' set-up per epoch (BENCHMARKS.md, "Small data").
     epochs = min(cfg.epochs, sizing.TRIAL_EPOCHS)
     train, steps = inputs.epochs(epochs)
+    held = HeldValidation.of(model, inputs.held_validation())
     with inputs.strategy.scope(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Your input ran out of data")
         model.fit(
-            train, validation_data=inputs.validation(), epochs=epochs, steps_per_epoch=steps,
-            shuffle=False, verbose=0, callbacks=[scores],
+            train, validation_data=inputs.validation() if held is None else None,
+            epochs=epochs, steps_per_epoch=steps, shuffle=False, verbose=0,
+            callbacks=[scores] if held is None else [held, scores],
         )  # fmt: skip
     if (reason := stop.requested()) is not None:
         raise stop.TrainingInterrupted(reason, None)

@@ -209,6 +209,15 @@ def test_a_held_split_yields_the_streamed_batches(parts: list[Path], drop: bool)
         for a, b in zip(got, want, strict=True):
             for x, y in zip(a, b, strict=True):
                 np.testing.assert_array_equal(x, y)
+    # Its rows as columns (what validation in numpy reads): the unshuffled batches joined.
+    unshuffled = epoch(held.fixed())
+    columns = held.columns()
+    assert [c.dtype for c in columns] == [np.int32, np.int32, np.float32]
+    if not drop:  # every row, in order
+        for k in range(3):
+            np.testing.assert_array_equal(columns[k], np.concatenate([b[k] for b in unshuffled]))
+    else:  # every row, also where the batches leave the short last one out
+        assert len(columns[0]) == sum(pq.read_metadata(p).num_rows for p in parts)
 
 
 def _grouped_epoch(paths: list[Path], epoch: int, monkeypatch: pytest.MonkeyPatch) -> np.ndarray:
