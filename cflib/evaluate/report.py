@@ -136,10 +136,16 @@ def _training_section(summary: dict[str, Any]) -> Section:
     refit = summary.get("refit")
     if refit:
         rmse = "" if refit.get("rmse") is None else f", training RMSE {refit['rmse']:.4f}"
+        scored = (
+            "that model, averaged with the early-stopped one (one model of embedding size "
+            f"{refit['averaged']['embedding_dim']}), is the one scored here"
+            if refit.get("averaged")
+            else "that model is the one scored here"
+        )
         blocks.append(
             f"Then refit from the initial weights on train + validation ({refit['ratings']:,} "
-            f"ratings) for {refit['epochs']} epochs{rmse}: that model is the one scored "
-            "here (the validation RMSE is the early-stopped model's, before the refit)."
+            f"ratings) for {refit['epochs']} epochs{rmse}: {scored} (the validation RMSE is "
+            "the early-stopped model's, before the refit)."
         )
     for d in summary.get("divergences") or []:
         blocks.append(

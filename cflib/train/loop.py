@@ -10,7 +10,6 @@ trains, ``checkpoints/`` holds what a restarted run resumes from
 from __future__ import annotations
 
 import contextlib
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -28,8 +27,7 @@ from cflib.data.side import SideFeatures, load_side_features
 from cflib.fsutil import exclusive, naming
 from cflib.logs import stage_logger
 from cflib.models.catalog import build_model, resolve_for, spec_of
-from cflib.models.io import save_model
-from cflib.train import guard, runs, stop, tune
+from cflib.train import guard, stop, tune
 from cflib.train.checkpoint import (
     BEST_WEIGHTS,
     CHECKPOINT_DIR,
@@ -62,7 +60,7 @@ from cflib.train.inputs import TrainInputs
 from cflib.train.keras_strategy import use_scope_strategy
 from cflib.train.preflight import trainable_manifest
 from cflib.train.progress import EpochLogger, ProgressBar
-from cflib.train.summary import train_summary
+from cflib.train.summary import train_summary, write_run
 from cflib.train.valpred import write_val_predictions
 
 log = stage_logger("train")
@@ -225,7 +223,7 @@ def _train(
         input="memory" if in_memory else "stream",
     )
     if run.chief:
-        _write_run(run, model, summary)
+        write_run(run, model, summary)
     log.info(
         "%s: best epoch %d of %d, validation RMSE %.4f%s, %.1f s",
         run.run_id, summary["best_epoch"], summary["epochs_run"], summary["val_rmse"],
@@ -384,14 +382,3 @@ def _log_start(
         f", resuming at {state.phase} epoch {state.epoch + 1} batch {state.batch}"
         if run.resumed else "",
     )  # fmt: skip
-
-
-def _write_run(run: Run, model: keras.Model, summary: dict[str, Any]) -> None:
-    """The finished run: its model (the refit's, else the best epoch's), ``train.json``;
-    checkpoints removed."""
-    if run.state.phase == "fit":  # else the refit's weights, as they are
-        model.load_weights(run.ckpt_dir / BEST_WEIGHTS)
-    model.before_save()
-    save_model(model, run.out_dir / schema.MODEL_FILE)
-    runs.write_json(run.out_dir / schema.TRAIN_SUMMARY_FILE, summary)
-    shutil.rmtree(run.ckpt_dir, ignore_errors=True)

@@ -1,17 +1,25 @@
-"""``train.json``: what a finished run records about its training."""
+"""``train.json``: what a finished run records about its training; the finished run written."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import tensorflow as tf
 
+from cflib import schema
 from cflib.config import TrainConfig
 from cflib.data.manifest import Manifest
-from cflib.train.checkpoint import TrainState
+from cflib.models.average import refit_average
+from cflib.models.io import save_model
+from cflib.train import runs
+from cflib.train.checkpoint import BEST_WEIGHTS, TrainState
 from cflib.train.distribute import Cluster, describe, device_names
+
+if TYPE_CHECKING:
+    from cflib.train.epochs import Run
 
 
 def _fit_phase(state: TrainState) -> dict[str, Any]:
@@ -76,3 +84,18 @@ def train_summary(
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
     }
+
+
+def write_run(run: Run, model: keras.Model, summary: dict[str, Any]) -> None:
+    """The finished run: its model (the refit's averaged with the best epoch's where the
+    model has that form, else the refit's, else the best epoch's), ``train.json``;
+    checkpoints removed."""
+    if run.state.phase == "fit":
+        model.load_weights(run.ckpt_dir / BEST_WEIGHTS)
+    elif (joined := refit_average(model, run.ckpt_dir / BEST_WEIGHTS)) is not None:
+        model = joined
+        summary["refit"]["averaged"] = {"embedding_dim": joined.embedding_dim}
+    model.before_save()
+    save_model(model, run.out_dir / schema.MODEL_FILE)
+    runs.write_json(run.out_dir / schema.TRAIN_SUMMARY_FILE, summary)
+    shutil.rmtree(run.ckpt_dir, ignore_errors=True)

@@ -130,6 +130,27 @@ def test_validation_predictions_are_the_early_stopped_models(
     assert np.max(np.abs(after - best)) > 0.05  # the refit model predicts otherwise
 
 
+def test_the_run_s_model_averages_the_refit_and_the_early_stopped_model(
+    planted: Path, runs: dict[bool, Path]
+) -> None:
+    """Saved: one model twice as wide whose first half of each factor table is the
+    early-stopped model's (the no-refit run's), times 1/sqrt(2); the report says so."""
+    block = _summary(runs[True])["refit"]
+    assert block["averaged"] == {"embedding_dim": 16}
+    assert _summary(runs[True])["config"]["embedding_dim"] == 8  # what it trained with
+    joined, plain = (load_model(r / schema.MODEL_FILE) for r in (runs[True], runs[False]))
+    assert joined.embedding_dim == 16 and plain.embedding_dim == 8
+    for table in ("user_embedding", "item_embedding"):
+        both = np.asarray(getattr(joined, table).embeddings) * np.sqrt(2)
+        early = np.asarray(getattr(plain, table).embeddings)
+        np.testing.assert_allclose(both[:, :8], early, rtol=1e-5, atol=1e-6)
+        assert np.max(np.abs(both[:, 8:] - early)) > 0.05  # the refit's half
+    metrics = json.loads((runs[True] / schema.METRICS_FILE).read_text())
+    del metrics["segments"]
+    report = render_markdown(metrics, _summary(runs[True]), load_manifest(planted))
+    assert "averaged with the early-stopped one (one model of embedding size 16)" in report
+
+
 def test_refit_starts_from_the_initial_weights(
     planted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
