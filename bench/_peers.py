@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import resource
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ import pyarrow.parquet as pq
 if __name__ == "__main__":  # run as a script: make `bench` and `cflib` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._report import own_peak_rss  # noqa: E402
 from cflib import schema  # noqa: E402
 from cflib.data.manifest import load_manifest  # noqa: E402
 
@@ -252,6 +252,8 @@ def run_cfpipe(data: Path, run: Path, options: dict[str, Any] | None = None) -> 
         "val_rmse": summary["val_rmse"],
         "epochs_run": summary["epochs_run"],
         "best_epoch": summary["best_epoch"],
+        "refit": summary["refit"]
+        and {"epochs": summary["refit"]["epochs"], "averaged": "averaged" in summary["refit"]},
         "settings": (
             f"{cfg['model']}, dim {cfg['embedding_dim']}, l2 {cfg['l2']}, "
             f"batch {cfg['batch_size']:,}, {cfg['optimizer']} lr {cfg['learning_rate']}, "
@@ -274,8 +276,7 @@ def main(argv: list[str]) -> None:
         result = run_cfpipe(Path(argv[2]), Path(argv[3]), options)
     else:
         result = run_peer(key, export)
-    # ru_maxrss is in KiB on Linux.
-    result["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result["peak_rss"] = own_peak_rss()
     print("RESULT " + json.dumps(result), flush=True)
 
 

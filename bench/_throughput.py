@@ -24,12 +24,14 @@ PEERS_CHILD = HERE / "_peers.py"
 
 # One cfpipe speed measure in a child process: streamed from Parquet, no checkpoints.
 RATE = """
-import json, resource, sys
+import json, sys
 from pathlib import Path
+sys.path.insert(0, sys.argv[4])  # the checkout: bench._report
+from bench._report import own_peak_rss
 from cflib.config import TrainConfig
 from cflib.train.loop import train
 s = train(Path(sys.argv[1]), Path(sys.argv[2]), TrainConfig.model_validate_json(sys.argv[3]))
-s["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+s["peak_rss"] = own_peak_rss()
 print("RESULT " + json.dumps(s))
 """
 
@@ -43,7 +45,7 @@ def child(args: list[str]) -> dict[str, Any]:
 def cfpipe_rate(data: Path, run: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     """cfpipe's per-epoch rate: ``cfg``'s epochs, the last one timed."""
     subprocess.run(["rm", "-rf", str(run)], check=True)
-    s = child([sys.executable, "-c", RATE, str(data), str(run), json.dumps(cfg)])
+    s = child([sys.executable, "-c", RATE, str(data), str(run), json.dumps(cfg), str(HERE.parent)])
     subprocess.run(["rm", "-rf", str(run)], check=True)
     rows = json.loads((data / "_manifest.json").read_text())["splits"]["train"]["rows"]
     seconds = s["train_seconds"][-1]

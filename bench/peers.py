@@ -179,7 +179,7 @@ def report(name: str, ds: dict[str, Any], results: dict[str, dict[str, Any]], no
         if key == "cfpipe":
             what = f"{r['settings']}; {r['epochs_run']} epochs run (best {r['best_epoch']})"
             lines.append(
-                f"| **cfpipe** default | {what} | train (validation: early stopping) | "
+                f"| **cfpipe** default | {what} | {_cfpipe_rows(r)} | "
                 f"**{r['rmse']:.4f}** | | {r['fit_seconds']:.1f} s | {gib} |"
             )
             continue
@@ -191,6 +191,18 @@ def report(name: str, ds: dict[str, Any], results: dict[str, dict[str, Any]], no
         )
     lines += ["", *_verdict(results)]
     return "\n".join(lines)
+
+
+def _cfpipe_rows(r: dict[str, Any]) -> str:
+    """What cfpipe's model was trained on, in words."""
+    refit = r.get("refit")
+    if not refit:
+        return "train (validation: early stopping)"
+    joined = ", averaged with the early-stopped model" if refit["averaged"] else ""
+    return (
+        f"train (validation: early stopping), then train + validation for {refit['epochs']} "
+        f"epochs (refit){joined}"
+    )
 
 
 def _oracle(rmse: float | None) -> str:

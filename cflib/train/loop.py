@@ -57,6 +57,7 @@ from cflib.train.epochs import (
     train_phases,
 )
 from cflib.train.inputs import TrainInputs
+from cflib.train.kept import Kept, hand_over
 from cflib.train.keras_strategy import use_scope_strategy
 from cflib.train.preflight import trainable_manifest
 from cflib.train.progress import EpochLogger, ProgressBar
@@ -163,7 +164,7 @@ def _train(
     replicas = strategy.num_replicas_in_sync
     check_batch(cfg.batch_size, replicas, splits["train"].rows, splits["validation"].rows)
     advise_batch(strategy, cfg.batch_size, n_users=manifest.n_users, n_items=manifest.n_items)
-    request, kept = cfg, tune.Kept()
+    request, kept = cfg, Kept()
     with stop.listening():  # a stop request ends the search after its finished trials
         cfg, tuning = _tuned(asked, cfg, manifest, data_dir, run, strategy, side, in_memory, kept)
     assert cfg.batch_size is not None
@@ -185,11 +186,12 @@ def _train(
     # The last checkpoint's phase and rate: restore may fall back to an earlier one.
     phase, lr_scale = run.state.phase, run.state.lr_scale
     inputs = make_inputs(FIT_ON[phase])
-    # The chosen trial's model, if kept, for a fit phase from its start (not svdpp's: its
-    # trials train without N(u)).
+    # The chosen trial's model, if kept, for a fit phase that goes on from it (not svdpp's:
+    # its trials train without N(u)).
     fresh = sets is None and not run.state.weights
-    model = kept.take(cfg, strategy, inputs.train_batches, initial_weights) if fresh else None
+    handed = kept.take(cfg, strategy) if fresh else None
     del kept
+    model = handed[0] if handed is not None else None
     if model is None:
         model = _compiled_model(cfg, manifest, strategy, inputs.train_batches, side, lr_scale, sets)
     validate = _for_multi_worker(model, strategy, inputs) if cluster is not None else None
@@ -212,6 +214,8 @@ def _train(
         fit.checkpointer, fit.timer, *_reporting(run, cfg, fit.inputs.train_batches),
     ]  # fmt: skip
     _log_start(cfg, manifest, run, strategy, model)
+    if handed is not None:
+        hand_over(model, handed[1], run.state, fit.checkpointer)
     with stop.listening():  # a stop request now ends training with a checkpoint
         train_phases(fit, run, cfg, on_epoch)
     summary = train_summary(run.run_id, cfg, manifest, data_dir, run.state, strategy, cluster)
@@ -242,7 +246,7 @@ def _tuned(
     strategy: tf.distribute.Strategy,
     side: SideFeatures | None,
     in_memory: bool,
-    kept: tune.Kept,
+    kept: Kept,
 ) -> tuple[TrainConfig, dict[str, Any]]:
     """The config to train with, after the validation search (``cflib.train.tune``), and
     ``train.json``'s ``tuning``; the best trial's model in ``kept``."""

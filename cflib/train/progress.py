@@ -34,10 +34,13 @@ class EpochLogger(keras.callbacks.Callback):
     of ``train_seconds`` and of the ratings/s.
     """
 
-    def __init__(self, rows_per_batch: int, state: TrainState | None = None) -> None:
+    def __init__(
+        self, rows_per_batch: int, state: TrainState | None = None, *, quiet: bool = False
+    ) -> None:
         super().__init__()
         self.rows_per_batch = rows_per_batch
         self.state = state
+        self.quiet = quiet  # time the epochs, log nothing (a trial's)
         self.train_seconds = 0.0
         self.warm_up_seconds = 0.0
         self.batches = 0
@@ -84,6 +87,8 @@ class EpochLogger(keras.callbacks.Callback):
             # optimizer counts the steps run.
             self.batches = steps - self._first_step
         rate = self._timings(now)
+        if self.quiet:
+            return
         logs = logs or {}
         refit = self.state is not None and self.state.phase == "refit"
         val = "" if "val_rmse" not in logs else f", validation RMSE {logs['val_rmse']:.4f}"

@@ -13,9 +13,7 @@ options make the same trials anywhere. Each finished trial is written to
 
 from __future__ import annotations
 
-import gc
 import json
-import math
 import time
 import warnings
 from collections.abc import Callable
@@ -23,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from cflib.config import TrainConfig
@@ -33,8 +30,10 @@ from cflib.logs import stage_logger
 from cflib.models import sizing
 from cflib.models.catalog import SEARCHED, build_model
 from cflib.train import runs, stop
-from cflib.train.epochs import compile_model, restart_optimizer
+from cflib.train.epochs import compile_model
 from cflib.train.inputs import TrainInputs
+from cflib.train.kept import Kept, TrialScores, collect
+from cflib.train.progress import EpochLogger
 from cflib.train.valpred import HeldValidation
 
 log = stage_logger("train")
@@ -249,7 +248,8 @@ def trial(
         # The row step trains without XLA: only validation would compile the model's score
         # with it, about 0.5 s a trial for the same RMSE to float rounding.
         model.xla = False
-    scores = _TrialScores()
+    timer = EpochLogger(cfg.batch_size or 0, quiet=True) if keep is not None else None
+    scores = TrialScores(timer, cfg.batch_size or 0)
     # One ``fit`` for all the trial's epochs, the same as one ``fit`` per epoch (the
     # dataset's iterations count the epochs from 0, or it holds them all in turn) without
     # Keras' set-up per epoch (BENCHMARKS.md, "Small data").
@@ -261,95 +261,14 @@ def trial(
         model.fit(
             train, validation_data=inputs.validation() if held is None else None,
             epochs=epochs, steps_per_epoch=steps, shuffle=False, verbose=0,
-            callbacks=[scores] if held is None else [held, scores],
+            callbacks=[c for c in (held, timer, scores) if c is not None],
         )  # fmt: skip
     if (reason := stop.requested()) is not None:
         raise stop.TrainingInterrupted(reason, None)
-    if keep is None or not keep.offer(cfg, model, scores.best):
-        _collect(model)
+    if keep is None or not keep.offer(cfg, model, scores):
+        collect(model)
     return {
         "val_rmse": scores.best,
         "epochs": scores.epochs,
         "seconds": time.perf_counter() - start,
     }
-
-
-#: A trial's model at least this large (weights and optimizer variables) is collected
-#: before the next trial builds its own: two Netflix-sized models at once double the
-#: memory. Smaller ones are left to Python's collector: a full collection of the heap
-#: TensorFlow leaves behind costs 0.1-1 s, several times a small trial's epoch.
-COLLECT_BYTES = 64 << 20
-
-
-def _size(model: keras.Model) -> int:
-    """Bytes of the model's weights and optimizer variables."""
-    variables = [*model.weights, *model.optimizer.variables]
-    return sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in variables)
-
-
-def _collect(model: keras.Model) -> None:
-    size = _size(model)
-    del model
-    if size >= COLLECT_BYTES:
-        gc.collect()
-
-
-class Kept:
-    """The compiled model of the best trial so far, if it is small (``COLLECT_BYTES``),
-    for the run to train from its initial weights when that trial's values are chosen:
-    its step is traced and its updates compiled already (BENCHMARKS.md, "Small data")."""
-
-    def __init__(self) -> None:
-        self.cfg: TrainConfig | None = None
-        self.model: keras.Model | None = None
-        self.val_rmse = math.inf
-
-    def offer(self, cfg: TrainConfig, model: keras.Model, val_rmse: float) -> bool:
-        """Keep ``model`` if its trial is the best so far (not on a tie: ``_best`` takes
-        the earlier trial) and it is small; whether it was kept."""
-        if not val_rmse < self.val_rmse or _size(model) >= COLLECT_BYTES:
-            return False
-        self.cfg, self.model, self.val_rmse = cfg, model, val_rmse
-        return True
-
-    def take(
-        self,
-        cfg: TrainConfig,
-        strategy: tf.distribute.Strategy,
-        train_batches: int,
-        initial_weights: Callable[[], list[np.ndarray]],
-    ) -> keras.Model | None:
-        """The kept model if its trial trained ``cfg`` and its optimizer restarts in place
-        (``restart_optimizer``), set to ``initial_weights()``; else None. Either way the
-        model is no longer kept."""
-        model, self.model = self.model, None
-        if model is None or self.cfg != cfg:
-            return None
-        if not restart_optimizer(model, cfg, strategy, train_batches):
-            return None
-        model.set_weights(initial_weights())
-        if not model.xla and strategy.num_replicas_in_sync == 1:  # validated without XLA
-            model.xla, model.test_function = True, None  # traced again, with it
-        return model
-
-
-class _TrialScores(keras.callbacks.Callback):
-    """A trial's epochs: its best validation RMSE so far, and training stopped at the first
-    epoch that does not improve it (or is not finite), or at the next batch once a stop is
-    requested (a trial keeps no checkpoint: the run resumes at the start of the trial)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.best, self.epochs = math.inf, 0
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        val = float((logs or {}).get("val_rmse", math.nan))
-        self.epochs = epoch + 1
-        if val < self.best:
-            self.best = val
-        else:  # no better, or not finite
-            self.model.stop_training = True
-
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        if stop.requested() is not None:
-            self.model.stop_training = True

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from cflib.config import TrainConfig
@@ -14,7 +16,7 @@ from cflib.data.manifest import load_manifest
 from cflib.models import sizing
 from cflib.models.catalog import resolve, resolve_for
 from cflib.models.io import load_model
-from cflib.train import loop, stop, tune
+from cflib.train import epochs, loop, stop, tune
 from cflib.train.loop import train
 from tests._planted import write_planted
 
@@ -172,13 +174,15 @@ def test_a_stop_request_ends_a_trial_at_its_next_batch(planted: Path) -> None:
     assert stopped.value.reason == "SIGTERM" and stopped.value.checkpoint is None
 
 
-def test_the_run_trains_the_chosen_trial_s_model_as_a_new_one(
+def test_the_run_goes_on_from_the_chosen_trial(
     planted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The chosen trial's compiled model is kept and trained again from its initial weights
-    (no second compile): the same epochs, losses and RMSEs, fit and refit, as a run given
-    the chosen values without a search."""
+    """The chosen trial's compiled model is kept (no second compile) and its epochs are the
+    fit phase's first: the fit phase trains only the epochs after them, and the run has
+    the same epochs, losses, RMSEs, best epoch's predictions and model, fit and refit, as a
+    run given the chosen values without a search."""
     monkeypatch.setattr(sizing, "MIN_VALIDATION_ROWS", 0)  # the planted set is small
+    monkeypatch.setattr(sizing, "TRIAL_EPOCHS", 2)
     monkeypatch.setattr(tune, "MOVES", (("embedding_dim", 2.0),))
     compiled: list[str] = []
     build = loop._compiled_model
@@ -187,16 +191,39 @@ def test_the_run_trains_the_chosen_trial_s_model_as_a_new_one(
         compiled.append(cfg.model)
         return build(cfg, *args)
 
+    trained: list[tuple[str, int]] = []
+    fit_epoch = epochs._fit_epoch
+
+    def logged(fit: Any, state: Any, *args: Any) -> Any:
+        trained.append((state.phase, state.epoch))
+        return fit_epoch(fit, state, *args)
+
     monkeypatch.setattr(loop, "_compiled_model", counted)
-    asked = TrainConfig(learning_rate=0.1, batch_size=2000, epochs=3, l2=0.0, l2_bias=0.0)
+    monkeypatch.setattr(epochs, "_fit_epoch", logged)
+    asked = TrainConfig(
+        learning_rate=0.1, batch_size=2000, epochs=5, patience=5, l2=0.0, l2_bias=0.0
+    )
     tuned = train(planted, tmp_path / "tuned", asked)
     assert len(tuned["tuning"]["trials"]) == 2 and compiled == []
     chosen = tuned["tuning"]["chosen"]
+    assert [t["epochs"] for t in tuned["tuning"]["trials"]] == [2, 2]
+    assert [e for p, e in trained if p == "fit"] == [2, 3, 4]  # after the trial's 2
+    trained.clear()
     plain = train(planted, tmp_path / "plain", asked.model_copy(update={**chosen, "tune": False}))
     assert plain["tuning"]["trials"] == [] and compiled == ["biased-mf"]
+    assert [e for p, e in trained if p == "fit"] == [0, 1, 2, 3, 4]
     assert {**tuned["config"], "tune": False} == plain["config"]
-    assert tuned["epochs_run"] == plain["epochs_run"] and tuned["refit"]["epochs"] > 0
+    assert tuned["epochs_run"] == plain["epochs_run"] == 5  # patience 5: every epoch
+    assert tuned["best_epoch"] == plain["best_epoch"] == tuned["refit"]["epochs"]
+    assert tuned["val_rmse"] == pytest.approx(plain["val_rmse"], rel=1e-6)
+    assert len(tuned["train_seconds"]) == 5
     for metric, values in plain["history"].items():
         assert tuned["history"][metric] == pytest.approx(values, rel=1e-6), metric
     for metric, values in plain["refit"]["history"].items():
         assert tuned["refit"]["history"][metric] == pytest.approx(values, rel=1e-6), metric
+    runs = [tmp_path / "tuned", tmp_path / "plain"]
+    val = [pq.read_table(r / "val_predictions.parquet")["prediction"].to_numpy() for r in runs]
+    np.testing.assert_allclose(val[0], val[1], rtol=1e-5, atol=1e-6)
+    models = [load_model(r / "model.keras").get_weights() for r in runs]
+    for a, b in zip(*models, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
