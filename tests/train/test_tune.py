@@ -227,3 +227,53 @@ def test_the_run_goes_on_from_the_chosen_trial(
     models = [load_model(r / "model.keras").get_weights() for r in runs]
     for a, b in zip(*models, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_a_run_stopped_after_the_hand_over_resumes_as_if_never_stopped(
+    planted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped mid-batch in the fit phase's first epoch after the chosen trial's, the run
+    resumes from its checkpoint (not from the trial) and ends as the run never stopped."""
+    from cflib.train import checkpoint
+
+    monkeypatch.setattr(sizing, "MIN_VALIDATION_ROWS", 0)  # the planted set is small
+    monkeypatch.setattr(sizing, "TRIAL_EPOCHS", 2)
+    monkeypatch.setattr(tune, "MOVES", (("embedding_dim", 2.0),))
+    asked = TrainConfig(
+        learning_rate=0.1, batch_size=2000, epochs=4, patience=4, l2=0.0, l2_bias=0.0
+    )
+    whole = train(planted, tmp_path / "whole", asked)
+    original = checkpoint.Checkpointer.on_train_batch_end
+
+    def ask(self: Any, batch: int, logs: Any = None) -> None:
+        if self.state.phase == "fit" and (self.state.epoch, self.state.batch) == (2, 4):
+            assert stop.request("SIGTERM")
+        original(self, batch, logs)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(checkpoint.Checkpointer, "on_train_batch_end", ask)
+        with pytest.raises(stop.TrainingInterrupted):
+            train(planted, tmp_path / "stopped", asked)
+    state = json.loads((tmp_path / "stopped" / "checkpoints" / "state.json").read_text())
+    assert (state["phase"], state["epoch"]) == ("fit", 2) and state["batch"] > 0
+    assert len(state["history"]["val_rmse"]) == 2  # the trial's epochs, handed over
+    resumed = train(planted, tmp_path / "stopped", asked)
+    assert resumed["resumed"] == {"epoch": 3, "batch": state["batch"]}
+
+    def shown(trials: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return [(t["values"], t["val_rmse"], t["epochs"]) for t in trials]
+
+    assert shown(resumed["tuning"]["trials"]) == shown(whole["tuning"]["trials"])
+    for key in ("epochs_run", "best_epoch"):
+        assert resumed[key] == whole[key], key
+    # The same weights after every epoch: the same validation figures; the training loss
+    # of the epoch the stop split is the mean over its resumed batches only.
+    for metric, values in whole["history"].items():
+        got, want = resumed["history"][metric], values
+        if metric in ("loss", "rmse"):
+            got, want = got[:2] + got[3:], want[:2] + want[3:]
+        assert got == pytest.approx(want, rel=1e-5), metric
+    runs = [tmp_path / "whole", tmp_path / "stopped"]
+    models = [load_model(r / "model.keras").get_weights() for r in runs]
+    for a, b in zip(*models, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
