@@ -9,8 +9,9 @@ trial's model, weights and optimizer state as the trial left them, is where the 
 phase goes on from (``hand_over``): its history, best epoch and patience count, its best
 epoch's weights written as the run's, and a checkpoint, as if the run had trained those
 epochs itself (``tests/train/test_tune.py`` checks the same epochs and RMSEs as a run
-without a search). Only small models are kept (``COLLECT_BYTES``); a larger chosen
-trial's run trains its fit phase from the start.
+without a search). Models up to ``KEEP_BYTES`` are kept (the Netflix shape's tables at 64
+factors, with their optimizer state, are 260 MB); a larger chosen trial's run trains its
+fit phase from the start.
 """
 
 from __future__ import annotations
@@ -36,9 +37,12 @@ log = stage_logger("train")
 #: A trial's model at least this large (weights and optimizer variables) is collected
 #: before the next trial builds its own: two Netflix-sized models at once double the
 #: memory. Smaller ones are left to Python's collector: a full collection of the heap
-#: TensorFlow leaves behind costs 0.1-1 s, several times a small trial's epoch. Only
-#: smaller ones are kept, with a copy of their best epoch's state.
+#: TensorFlow leaves behind costs 0.1-1 s, several times a small trial's epoch.
 COLLECT_BYTES = 64 << 20
+#: The largest model (weights and optimizer variables) kept for the run to go on from:
+#: while later trials train, it and a copy of its best epoch's state are held beside
+#: theirs, so the search's peak memory is about three times this above one model's.
+KEEP_BYTES = 1 << 30
 
 
 def model_bytes(model: keras.Model) -> int:
@@ -90,7 +94,7 @@ class TrialScores(keras.callbacks.Callback):
         self.record: TrialRecord | None = None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        small = model_bytes(self.model) < COLLECT_BYTES
+        small = model_bytes(self.model) <= KEEP_BYTES
         self.record = TrialRecord() if self.timer is not None and small else None
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -119,7 +123,7 @@ class TrialScores(keras.callbacks.Callback):
 
 
 class Kept:
-    """The compiled model of the best trial so far, if it is small (``COLLECT_BYTES``),
+    """The compiled model of the best trial so far, if it is small (``KEEP_BYTES``),
     and its trial's record: for the run to go on from when that trial's values are
     chosen (its step is traced and its updates compiled already, its first epochs run)."""
 
@@ -135,6 +139,10 @@ class Kept:
         record = scores.record
         if not scores.best < self.val_rmse or record is None or record.best_state is None:
             return False
+        if self.model is not None:  # let go of the one it replaces first
+            size, self.model, self.record = model_bytes(self.model), None, None
+            if size >= COLLECT_BYTES:
+                gc.collect()
         self.cfg, self.model, self.record, self.val_rmse = cfg, model, record, scores.best
         return True
 
