@@ -224,7 +224,11 @@ def test_a_second_signal_stops_at_once(data: Path, home: Path, tmp_path: Path) -
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     stopped = time.monotonic() - sent
-    assert proc.returncode == 143, stderr[-3000:]
+    # 143, or killed by the SIGTERM itself (a shell shows 143 too): when the first one's
+    # stop ends within the 0.2 s (a checkpoint of a small model), the second can arrive
+    # after cfpipe has put back the default handlers on its way out; either way it exits
+    # at once, after the first one's line.
+    assert proc.returncode in (143, -signal.SIGTERM), stderr[-3000:]
     # multiprocessing's resource tracker may warn after it (of the semaphores the killed
     # pool leaves): the line is the command's last, not always the stream's.
     ours = [line for line in stderr.splitlines() if line.startswith("cfpipe: ")]
