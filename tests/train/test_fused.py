@@ -138,6 +138,15 @@ def test_a_failed_build_leaves_no_library_and_says_why(tmp_path: Path) -> None:
     assert not list(tmp_path.rglob("*.so")) and not list(tmp_path.iterdir())
 
 
+def test_a_cpu_with_avx512_fp16_builds_without_it() -> None:
+    # TensorFlow's Eigen does not compile with AVX512-FP16 on (the op's fixture above
+    # builds on such a CPU where the machine has one).
+    plain = "flags\t\t: fpu sse2 avx2 avx512f avx512bw"
+    assert fused.cxx_flags(plain) == fused.CXX_FLAGS
+    assert fused.cxx_flags(f"{plain} avx512_fp16") == (*fused.CXX_FLAGS, fused.NO_FP16)
+    assert fused.cxx_flags("flags\t\t: avx512_fp16x") == fused.CXX_FLAGS
+
+
 def _svdpp_fit(use_op: bool) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
     from cflib.data.implicit import ImplicitSets
 

@@ -48,6 +48,10 @@ CXX_FLAGS = (
     "-O3", "-march=native", "-fno-math-errno", "-fassociative-math", "-fno-signed-zeros",
     "-fno-trapping-math", "-fPIC", "-shared", "-w",
 )  # fmt: skip
+#: Off where the CPU has it: with AVX512-FP16 (Sapphire Rapids and later) on,
+#: ``-march=native`` makes the Eigen bundled with TensorFlow 2.21 fail to compile
+#: (``PacketMathFP16.h``: "expected initializer before '<'"); the op uses no half floats.
+NO_FP16 = "-mno-avx512fp16"
 
 
 def _tf_flags() -> tuple[list[str], list[str], str]:
@@ -65,11 +69,18 @@ def _cpu_flags() -> str:
     return next((line for line in lines if line.startswith("flags")), "")
 
 
+def cxx_flags(cpu_flags: str | None = None) -> tuple[str, ...]:
+    """The compiler's flags for a CPU of these feature flags (default: this machine's):
+    ``CXX_FLAGS``, and ``NO_FP16`` where the CPU has AVX512-FP16."""
+    cpu = (_cpu_flags() if cpu_flags is None else cpu_flags).split()
+    return (*CXX_FLAGS, NO_FP16) if "avx512_fp16" in cpu else CXX_FLAGS
+
+
 def library_path(build_dir: Path = BUILD_DIR) -> Path:
     """The library's path for this source, TensorFlow and flags (it may not exist)."""
     compile_flags, link_flags, version = _tf_flags()
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in (*SOURCES, *HEADERS)))
-    digest.update("\0".join([version, *compile_flags, *link_flags, *CXX_FLAGS]).encode())
+    digest.update("\0".join([version, *compile_flags, *link_flags, *cxx_flags()]).encode())
     digest.update(_cpu_flags().encode())
     return build_dir / f"_mf_adagrad_{digest.hexdigest()[:12]}.so"
 
@@ -92,7 +103,7 @@ def build(build_dir: Path = BUILD_DIR) -> Path:
     with tempfile.TemporaryDirectory(dir=build_dir) as tmp:
         out = Path(tmp) / target.name
         sources = [str(p) for p in SOURCES]
-        cmd = [cxx, *CXX_FLAGS, *compile_flags, *sources, "-o", str(out), *link_flags]
+        cmd = [cxx, *cxx_flags(), *compile_flags, *sources, "-o", str(out), *link_flags]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             tail = " | ".join(done.stderr.strip().splitlines()[-3:])
