@@ -136,12 +136,11 @@ def _training_section(summary: dict[str, Any]) -> Section:
     refit = summary.get("refit")
     if refit:
         rmse = "" if refit.get("rmse") is None else f", training RMSE {refit['rmse']:.4f}"
-        scored = (
-            "that model, averaged with the early-stopped one (one model of embedding size "
-            f"{refit['averaged']['embedding_dim']}), is the one scored here"
-            if refit.get("averaged")
-            else "that model is the one scored here"
-        )
+        joined = refit.get("averaged")
+        scored = "that model" + (
+            ", averaged with the early-stopped one (one model of embedding size "
+            f"{joined['embedding_dim']})," if joined else ""
+        ) + " is the one scored here"  # fmt: skip
         blocks.append(
             f"Then refit from the initial weights on train + validation ({refit['ratings']:,} "
             f"ratings) for {refit['epochs']} epochs{rmse}: {scored} (the validation RMSE is "
